@@ -1,0 +1,1 @@
+"""qf's built-in architecture plugins and ftype presets (registered through the ``qf`` entry-point group)."""

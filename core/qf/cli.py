@@ -1,0 +1,266 @@
+"""The ``qf`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from qf.errors import QfError, UsageError
+from qf.plugins import get_registry
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 118}
+
+
+class QfGroup(click.Group):
+    """Turns QfError into one line on stderr and its exit code; plugins may add commands."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except QfError as exc:
+            click.echo(f"qf: error: {exc.one_line()}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("qf: interrupted; no output written", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=QfGroup, context_settings=CONTEXT)
+@click.version_option(package_name="qf", prog_name="qf")
+def cli() -> None:
+    """qf: quantize LLM weights into GGUF files that llama.cpp runs.
+
+    Every quant type, search strategy and architecture is a plugin (see `qf plugins`).
+    """
+
+
+def _echo_table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _imatrix_label(qtype) -> str:
+    if qtype.requires_imatrix:
+        return "required"
+    if qtype.quantize_requires_imatrix:
+        return "required (llama-quantize)"
+    return "used" if qtype.uses_imatrix and qtype.is_quantized else "-"
+
+
+@cli.command("list-types")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_types(as_json: bool) -> None:
+    """List the registered quant types."""
+    reg = get_registry()
+    items = []
+    for q in sorted(reg.quant_types.values(), key=lambda q: q.type_id):
+        strategies = [s.name for s in reg.strategies.values() if s.supports(q)] if q.is_quantized else []
+        items.append({
+            "name": q.name, "id": q.type_id, "block_size": q.block_size, "type_size": q.type_size,
+            "bits_per_weight": round(q.bits_per_weight, 4), "imatrix": _imatrix_label(q),
+            "requires_imatrix": q.requires_imatrix, "quantize_requires_imatrix": q.quantize_requires_imatrix,
+            "problems": list(q.problems), "strategies": strategies, "fallback": q.fallback, "plugin": q.plugin,
+            "description": q.description,
+        })
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    _echo_table(
+        [[i["name"], i["id"], i["block_size"], i["type_size"], f"{i['bits_per_weight']:.4g}", i["imatrix"],
+          ",".join(i["strategies"]) or "-", i["plugin"]] for i in items],
+        ["name", "id", "block", "bytes", "bpw", "imatrix", "strategies", "plugin"],
+    )
+
+
+@cli.command("list-strategies")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_strategies(as_json: bool) -> None:
+    """List the registered search strategies and the types each supports."""
+    reg = get_registry()
+    items = []
+    for s in reg.strategies.values():
+        types = [q.name for q in sorted(reg.quant_types.values(), key=lambda q: q.type_id)
+                 if q.is_quantized and s.supports(q)]
+        items.append({"name": s.name, "solves": "all (native)" if s.native else ", ".join(s.solves),
+                      "types": types, "plugin": s.plugin, "description": s.description})
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for i in items:
+        click.echo(f"{i['name']}  [{i['plugin']}]  {i['description']}")
+        click.echo(f"    solves: {i['solves']}")
+        click.echo(f"    types:  {', '.join(i['types']) or '-'}")
+
+
+@cli.command("list-arches")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_arches(as_json: bool) -> None:
+    """List the registered architecture plugins."""
+    reg = get_registry()
+    items = [{"name": a.name, "gguf_names": list(a.gguf_names), "plugin": a.plugin, "description": a.description}
+             for a in reg.arches.values()]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    _echo_table([[i["name"], ",".join(i["gguf_names"]), i["plugin"], i["description"]] for i in items],
+                ["name", "general.architecture", "plugin", "description"])
+
+
+@cli.command("list-ftypes")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_ftypes(as_json: bool) -> None:
+    """List the ftypes (presets) `qf quantize` accepts."""
+    reg = get_registry()
+    items = [{"name": p.name, "file_type": p.file_type, "default_type": p.default_type, "mix": p.mix,
+              "plugin": p.plugin, "description": p.description} for p in reg.presets.values()]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    _echo_table([[i["name"], i["file_type"], i["default_type"], i["mix"] or "-", i["plugin"], i["description"]]
+                 for i in items], ["ftype", "id", "default type", "mix", "plugin", "description"])
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json: bool) -> None:
+    """List the loaded plugins (and any that failed to load)."""
+    reg = get_registry()
+    items = [{"name": p.name, "distribution": p.distribution, "version": p.version, "entry_point": p.entry_point,
+              "hooks": list(p.hooks)} for p in reg.plugins]
+    failures = [{"entry_point": f.entry_point, "distribution": f.distribution, "error": f.error} for f in reg.failures]
+    if as_json:
+        click.echo(json.dumps({"plugins": items, "failures": failures}, indent=2))
+        return
+    _echo_table([[i["name"], f"{i['distribution']} {i['version']}", i["entry_point"], ",".join(i["hooks"])]
+                 for i in items], ["plugin", "distribution", "entry point", "hooks"])
+    for f in reg.failures:
+        click.echo(f"FAILED: {f.message()}", err=True)
+
+
+def _split_positionals(args: tuple[str, ...]) -> tuple[str, str | None, str, int | None]:
+    """llama-quantize's positionals: IN [OUT] FTYPE [NTHREADS]."""
+    reg = get_registry()
+
+    def is_ftype(s: str) -> bool:
+        try:
+            reg.preset(s)
+            return True
+        except QfError:
+            return s.isdigit() and any(p.file_type == int(s) for p in reg.presets.values())
+
+    if len(args) < 2:
+        raise UsageError("expected: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS]")
+    inp, rest = args[0], list(args[1:])
+    if is_ftype(rest[0]):
+        out, ftype, rest = None, rest[0], rest[1:]
+    else:
+        if len(rest) < 2:
+            raise UsageError(f"missing ftype (got {' '.join(args)!r}); see `qf list-ftypes`")
+        out, ftype, rest = rest[0], rest[1], rest[2:]
+        if not is_ftype(ftype):
+            raise UsageError(f"invalid ftype {ftype!r}; see `qf list-ftypes`")
+    nthreads = None
+    if rest:
+        if len(rest) > 1 or not rest[0].lstrip("-").isdigit():
+            raise UsageError(f"unexpected arguments: {' '.join(rest)}")
+        nthreads = int(rest[0])
+    if ftype.isdigit():
+        ftype = next(p.name for p in reg.presets.values() if p.file_type == int(ftype))
+    return inp, out, ftype, nthreads
+
+
+def _parse_tensor_type(spec: str, source: str = "--tensor-type") -> tuple[str, str]:
+    pattern, sep, type_name = spec.partition("=")
+    if not sep:
+        raise UsageError(f"{source}: malformed tensor type {spec!r} (expected PATTERN=TYPE)")
+    if not pattern:
+        raise UsageError(f"{source}: missing tensor name pattern in {spec!r}")
+    if not type_name:
+        raise UsageError(f"{source}: missing quantization type in {spec!r}")
+    return pattern.lower(), type_name  # llama-quantize lower-cases the pattern
+
+
+@cli.command("quantize", context_settings={**CONTEXT, "ignore_unknown_options": False})
+@click.argument("args", nargs=-1, required=True, metavar="INPUT [OUTPUT] FTYPE [NTHREADS]")
+@click.option("--strategy", default="ggml", show_default=True, help="Search strategy (see `qf list-strategies`).")
+@click.option("--imatrix", "imatrix", type=click.Path(dir_okay=False), help="Importance matrix (GGUF or legacy .dat).")
+@click.option("--allow-requantize", is_flag=True, help="Allow quantized input tensors (dequantized first).")
+@click.option("--leave-output-tensor", is_flag=True, help="Do not quantize output.weight.")
+@click.option("--pure", is_flag=True, help="Same type for every quantized tensor (no ftype mix).")
+@click.option("--output-tensor-type", help="Type for output.weight.")
+@click.option("--token-embedding-type", help="Type for token_embd.weight.")
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="RE=TYPE",
+              help="Type for tensors whose name matches regex RE (lower-cased; first match wins). Repeatable.")
+@click.option("--tensor-type-file", type=click.Path(exists=True, dir_okay=False),
+              help="File of whitespace-separated RE=TYPE entries.")
+@click.option("--include-weights", multiple=True, help="Use imatrix entries whose name contains this. Repeatable.")
+@click.option("--exclude-weights", multiple=True, help="Ignore imatrix entries whose name contains this. Repeatable.")
+@click.option("--override-kv", multiple=True, metavar="KEY=TYPE:VALUE", help="Set a metadata key. Repeatable.")
+@click.option("--no-fallback", "strict_shapes", is_flag=True,
+              help="Fail instead of falling back to another type when a row length does not fit the block size.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (types, reasons, sizes) and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@click.option("-t", "--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No log lines and no progress bar.")
+def quantize(args, strategy, imatrix, allow_requantize, leave_output_tensor, pure, output_tensor_type,
+             token_embedding_type, tensor_types, tensor_type_file, include_weights, exclude_weights, override_kv,
+             strict_shapes, dry_run, as_json, threads, quiet) -> None:
+    """Quantize a GGUF model, like llama-quantize: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS].
+
+    OUTPUT defaults to ggml-model-FTYPE.gguf next to INPUT.  FTYPE is a llama-quantize ftype (see `qf list-ftypes`).
+    """
+    from qf.pipeline import describe, quantize_file, summary
+
+    inp, out, ftype, nthreads = _split_positionals(args)
+    if out is None and not dry_run:
+        out = os.path.join(os.path.dirname(inp), f"ggml-model-{get_registry().preset(ftype).name}.gguf")
+    rules = [_parse_tensor_type(s) for s in tensor_types]
+    if tensor_type_file:
+        for token in Path(tensor_type_file).read_text().split():
+            rules.append(_parse_tensor_type(token, f"--tensor-type-file {tensor_type_file}"))
+    plan = quantize_file(
+        inp, out, ftype, threads=threads or nthreads, dry_run=dry_run, quiet=quiet, progress=True,
+        imatrix=imatrix, strategy=strategy, allow_requantize=allow_requantize, pure=pure,
+        leave_output_tensor=leave_output_tensor, output_tensor_type=output_tensor_type,
+        token_embedding_type=token_embedding_type, tensor_types=rules, strict_shapes=strict_shapes,
+        include_weights=include_weights, exclude_weights=exclude_weights, override_kv=override_kv,
+    )
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(plan.to_json(), indent=2))
+        else:
+            n = len(plan.entries)
+            for entry in plan.entries:
+                click.echo(describe(entry, n) + f"  [{entry.reason}]")
+            click.echo(summary(plan))
+    elif not quiet:
+        click.echo(f"wrote {out}", err=True)
+
+
+def _load_plugin_commands() -> None:
+    try:
+        reg = get_registry()
+    except QfError as exc:  # still let `qf --help` work; the command that needs the registry reports the error
+        click.echo(f"qf: warning: {exc.one_line()}", err=True)
+        return
+    if reg.plugin_manager is not None:
+        reg.plugin_manager.hook.qf_register_commands(cli=cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _load_plugin_commands()
+    try:
+        cli.main(args=argv, prog_name="qf", standalone_mode=True)
+    except QfError as exc:  # errors raised while building the registry
+        click.echo(f"qf: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

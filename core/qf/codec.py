@@ -1,0 +1,47 @@
+"""The base class of quant-type kernels ("codecs").
+
+A codec turns float32 rows into a type's bytes and back.  The ``ggml`` strategy (``Strategy.native``) calls the
+type's own reference search, :meth:`Codec.quantize_native`.  Any other strategy goes through the type's search
+problem: :meth:`Codec.pose` describes the blocks to fit, the strategy's solver solves them, :meth:`Codec.pack` writes
+the solution in the type's layout.  So a new strategy works with every type that poses a problem it solves, and a
+new type works with every strategy, without either knowing the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qf.model import BlockProblem, BlockSolution, Strategy
+
+
+class Codec:
+    """Subclasses implement :meth:`quantize_native` and :meth:`dequantize`; :meth:`pose`/:meth:`pack` for generic
+    strategies.  Inputs are validated by :func:`qf.quantize_rows` before they get here: ``x`` is C-contiguous
+    float32 ``(rows, n_per_row)`` with ``n_per_row`` a multiple of the block size, all finite; ``imatrix`` is None or
+    finite float32 ``(n_per_row,)``."""
+
+    def quantize(self, x: np.ndarray, imatrix: np.ndarray | None, strategy: Strategy) -> np.ndarray:
+        if strategy.native:
+            return self.quantize_native(x, imatrix)
+        problem = self.pose(x, imatrix)
+        solution = strategy.load_solver().solve(problem)
+        return self.pack(x, imatrix, problem, solution)
+
+    def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
+        raise NotImplementedError(f"{type(self).__name__} poses no search problem for generic strategies")
+
+    def pack(self, x: np.ndarray, imatrix: np.ndarray | None, problem: BlockProblem, solution: BlockSolution) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} cannot pack a generic solution")
+
+
+def blocks(x: np.ndarray, block_size: int) -> np.ndarray:
+    """View ``(rows, n_per_row)`` as ``(rows * n_blocks, block_size)`` (no copy for contiguous input)."""
+    return x.reshape(-1, block_size)

@@ -1,0 +1,50 @@
+"""Errors qf reports to users.
+
+Every error a user can cause is a :class:`QfError`; the CLI prints its message on one line and exits with
+``exit_code``.  Messages name the file, tensor, row or option at fault.
+"""
+
+from __future__ import annotations
+
+
+class QfError(Exception):
+    """Base class: a problem with the user's input, printed as one line."""
+
+    exit_code = 1
+
+    def one_line(self) -> str:
+        return " ".join(str(self).split())
+
+
+class PluginError(QfError):
+    """A plugin could not be loaded or registered something invalid."""
+
+    exit_code = 3
+
+
+class UnknownNameError(QfError):
+    """An unknown quant type, strategy, preset or architecture name."""
+
+    exit_code = 2
+
+
+class GGUFFormatError(QfError):
+    """A file that is not GGUF, is truncated, or is otherwise malformed."""
+
+
+class ImatrixError(QfError):
+    """An importance matrix that cannot be used."""
+
+
+class InvalidWeightsError(QfError):
+    """Weights that cannot be quantized (NaN/Inf, impossible shape)."""
+
+
+class PlanError(QfError):
+    """A quantization plan that cannot run (e.g. a missing imatrix entry)."""
+
+
+class UsageError(QfError):
+    """Contradictory or malformed options."""
+
+    exit_code = 2

@@ -1,0 +1,115 @@
+"""The executor: carries out a plan tensor by tensor, streaming rows through the quant kernels.
+
+At most one slab of rows (``slab_bytes`` of float32) per tensor is in memory at a time, so peak memory does not grow
+with model size.  A slab is cut into chunks that worker threads quantize in parallel (numba kernels release the
+GIL); chunks are written back in order, so the output does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from qf.api import quantize_checked
+from qf.errors import InvalidWeightsError
+from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor
+from qf.plan import Plan, PlanEntry
+from qf.plugins import get_registry
+
+SLAB_BYTES = 64 << 20  # float32 bytes converted per slab
+COPY_BYTES = 64 << 20
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def out_tensors(plan: Plan) -> list[OutTensor]:
+    return [
+        OutTensor(e.name, e.source.shape, e.source.type_id if e.dst is None else e.dst.type_id, e.n_bytes_out)
+        for e in plan.entries
+    ]
+
+
+def to_float32(src_type_id: int, raw: np.ndarray, n_per_row: int) -> np.ndarray:
+    """Rows of any readable type as float32 ``(rows, n_per_row)``."""
+    if src_type_id == 0:
+        return raw.view(np.float32).reshape(raw.shape[0], n_per_row)
+    qtype = get_registry().quant_type_by_id(src_type_id)
+    return qtype.load_codec().dequantize(raw, n_per_row)
+
+
+class Executor:
+    def __init__(self, plan: Plan, source: GGUFFile, threads: int | None = None,
+                 on_tensor: Callable[[PlanEntry], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        self.plan = plan
+        self.source = source
+        self.threads = threads or default_threads()
+        self.on_tensor = on_tensor or (lambda entry: None)
+        self.on_progress = on_progress or (lambda n: None)
+        self.strategy = get_registry().strategy(plan.options.strategy)
+
+    def run(self, fh) -> None:
+        writer = GGUFStreamWriter(fh, list(self.plan.kvs), out_tensors(self.plan), self.plan.alignment)
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="qf") as pool:
+            for entry in self.plan.entries:
+                writer.begin(entry.name)
+                if entry.copy:
+                    self._copy(entry, writer)
+                else:
+                    self._quantize(entry, writer, pool)
+                self.on_tensor(entry)
+        writer.close()
+
+    def _copy(self, entry: PlanEntry, writer: GGUFStreamWriter) -> None:
+        data = self.source.tensor_data(entry.source)
+        for start in range(0, data.size, COPY_BYTES):
+            writer.write(data[start:start + COPY_BYTES])
+            self.on_progress(min(COPY_BYTES, data.size - start))
+
+    def _quantize(self, entry: PlanEntry, writer: GGUFStreamWriter, pool: ThreadPoolExecutor) -> None:
+        t = entry.source
+        n_per_row = t.n_per_row
+        rows_per_mat = t.shape[1] if len(t.shape) > 1 else 1
+        n_mat = t.n_rows // rows_per_mat
+        src_row_bytes = self.source.row_bytes(t)
+        slab_rows = max(1, min(rows_per_mat, SLAB_BYTES // (4 * n_per_row)))
+        chunk_rows = max(1, -(-slab_rows // (4 * self.threads)))
+
+        def work(row0: int, row1: int, imatrix: np.ndarray | None) -> np.ndarray:
+            x = to_float32(t.type_id, self.source.rows(t, row0, row1), n_per_row)
+            from qf.numerics import first_nonfinite
+
+            r, c = first_nonfinite(np.ascontiguousarray(x))
+            if r >= 0:
+                where = f"row {(row0 + r) % rows_per_mat}" + (f" of expert {(row0 + r) // rows_per_mat}" if n_mat > 1 else "")
+                raise InvalidWeightsError(f"tensor {t.name!r}: non-finite weight {x[r, c]} at {where}, column {c}")
+            return quantize_checked(entry.dst, self.strategy, np.ascontiguousarray(x, np.float32), imatrix)
+
+        for mat in range(n_mat):
+            imatrix = None if entry.imatrix is None else np.ascontiguousarray(entry.imatrix[mat], np.float32)
+            base = mat * rows_per_mat
+            for s0 in range(0, rows_per_mat, slab_rows):
+                s1 = min(rows_per_mat, s0 + slab_rows)
+                bounds = [(a, min(s1, a + chunk_rows)) for a in range(s0, s1, chunk_rows)]
+                if self.threads == 1 or len(bounds) == 1:
+                    results = [work(base + a, base + b, imatrix) for a, b in bounds]
+                else:
+                    futures = [pool.submit(work, base + a, base + b, imatrix) for a, b in bounds]
+                    results = [f.result() for f in futures]
+                for out in results:
+                    writer.write(out)
+                self.on_progress((s1 - s0) * src_row_bytes)
+
+
+def log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)

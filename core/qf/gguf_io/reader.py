@@ -1,0 +1,278 @@
+"""Memory-mapped GGUF reading.
+
+We parse the header ourselves (with the gguf package's constants) rather than through ``gguf.GGUFReader``: its
+reader takes seconds on a 50k-token vocabulary and rejects ggml type ids it does not know, while qf must read types
+that plugins add.  Tensor data is never read eagerly: :meth:`GGUFFile.tensor_data` returns a view of the memory map.
+Every KV keeps its exact on-disk bytes, so copying metadata to the output reproduces it byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType
+
+from qf.errors import GGUFFormatError
+
+_SCALAR = {
+    GGUFValueType.UINT8: "<B",
+    GGUFValueType.INT8: "<b",
+    GGUFValueType.UINT16: "<H",
+    GGUFValueType.INT16: "<h",
+    GGUFValueType.UINT32: "<I",
+    GGUFValueType.INT32: "<i",
+    GGUFValueType.FLOAT32: "<f",
+    GGUFValueType.BOOL: "<?",
+    GGUFValueType.UINT64: "<Q",
+    GGUFValueType.INT64: "<q",
+    GGUFValueType.FLOAT64: "<d",
+}
+_NUMPY = {
+    GGUFValueType.UINT8: "<u1",
+    GGUFValueType.INT8: "<i1",
+    GGUFValueType.UINT16: "<u2",
+    GGUFValueType.INT16: "<i2",
+    GGUFValueType.UINT32: "<u4",
+    GGUFValueType.INT32: "<i4",
+    GGUFValueType.FLOAT32: "<f4",
+    GGUFValueType.BOOL: "?",
+    GGUFValueType.UINT64: "<u8",
+    GGUFValueType.INT64: "<i8",
+    GGUFValueType.FLOAT64: "<f8",
+}
+MAX_DIMS = 4
+
+
+@attrs.frozen
+class KV:
+    """One metadata key/value; ``raw`` is its exact encoding (key, type, value) as found in the file."""
+
+    key: str
+    vtype: int
+    value: Any = attrs.field(eq=False)
+    item_type: int | None = None
+    raw: bytes = attrs.field(default=b"", repr=False)
+
+
+@attrs.frozen
+class TensorInfo:
+    name: str
+    type_id: int
+    shape: tuple[int, ...]  # ggml order: shape[0] = ne0 = elements per row
+    offset: int  # absolute file offset of the data
+    n_bytes: int
+    file_index: int = 0  # split number for multi-file models
+
+    @property
+    def n_per_row(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_rows(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def n_dims(self) -> int:
+        """ggml_n_dims: trailing dimensions of size 1 do not count."""
+        dims = len(self.shape)
+        while dims > 1 and self.shape[dims - 1] == 1:
+            dims -= 1
+        return dims
+
+
+class _Cursor:
+    def __init__(self, path: Path, buf: np.ndarray) -> None:
+        self.path = path
+        self.buf = buf
+        self.mv = memoryview(buf)
+        self.pos = 0
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise GGUFFormatError(
+                f"{self.path}: truncated or corrupt GGUF header: reading {what} at byte {self.pos} needs {n} bytes,"
+                f" file has {len(self.buf)}"
+            )
+
+    def scalar(self, fmt: str, what: str) -> Any:
+        size = struct.calcsize(fmt)
+        self.need(size, what)
+        (value,) = struct.unpack_from(fmt, self.mv, self.pos)
+        self.pos += size
+        return value
+
+    def string(self, what: str) -> str:
+        n = self.scalar("<Q", what)
+        self.need(n, what)
+        raw = bytes(self.mv[self.pos:self.pos + n])
+        self.pos += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", errors="surrogateescape")
+
+    def value(self, vtype: int, what: str) -> tuple[Any, int | None]:
+        if vtype == GGUFValueType.STRING:
+            return self.string(what), None
+        if vtype in _SCALAR:
+            return self.scalar(_SCALAR[vtype], what), None
+        if vtype == GGUFValueType.ARRAY:
+            item_type = self.scalar("<I", what)
+            count = self.scalar("<Q", what)
+            if item_type in _NUMPY:
+                dtype = np.dtype(_NUMPY[item_type])
+                self.need(count * dtype.itemsize, what)
+                arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos).copy()
+                self.pos += count * dtype.itemsize
+                return arr, item_type
+            if item_type == GGUFValueType.STRING:
+                return [self.string(what) for _ in range(count)], item_type
+            if item_type == GGUFValueType.ARRAY:
+                return [self.value(GGUFValueType.ARRAY, what)[0] for _ in range(count)], item_type
+            raise GGUFFormatError(f"{self.path}: {what} has unknown array item type {item_type}")
+        raise GGUFFormatError(f"{self.path}: {what} has unknown value type {vtype}")
+
+
+SizeLookup = Callable[[int], "tuple[int, int] | None"]
+
+
+def _default_sizes(type_id: int) -> tuple[int, int] | None:
+    from qf.plugins import get_registry
+
+    return get_registry().type_sizes(type_id)
+
+
+@attrs.define(eq=False)
+class GGUFFile:
+    """A parsed GGUF file: metadata, tensor infos, and a read-only memory map of the data."""
+
+    path: Path
+    version: int
+    kvs: list[KV]
+    tensors: list[TensorInfo]
+    alignment: int
+    data_offset: int
+    data: np.ndarray = attrs.field(repr=False)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], sizes: SizeLookup | None = None, file_index: int = 0) -> GGUFFile:
+        path = Path(path)
+        sizes = sizes or _default_sizes
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise GGUFFormatError(f"{path}: cannot open: {exc.strerror}") from None
+        if path.is_dir():
+            raise GGUFFormatError(f"{path}: is a directory, not a GGUF file")
+        if size < 24:
+            raise GGUFFormatError(f"{path}: not a GGUF file (only {size} bytes)")
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+        cur = _Cursor(path, data)
+        magic = cur.scalar("<I", "magic")
+        if magic != GGUF_MAGIC:
+            raise GGUFFormatError(f"{path}: not a GGUF file (magic {bytes(data[:4])!r}, expected b'GGUF')")
+        version = cur.scalar("<I", "version")
+        if version not in (2, 3):
+            raise GGUFFormatError(f"{path}: unsupported GGUF version {version}")
+        n_tensors = cur.scalar("<Q", "tensor count")
+        n_kv = cur.scalar("<Q", "KV count")
+        if n_tensors > size or n_kv > size:
+            raise GGUFFormatError(f"{path}: corrupt GGUF header (tensor count {n_tensors}, KV count {n_kv})")
+
+        kvs: list[KV] = []
+        for i in range(n_kv):
+            start = cur.pos
+            key = cur.string(f"key of KV #{i}")
+            vtype = cur.scalar("<I", f"type of {key!r}")
+            value, item_type = cur.value(vtype, f"value of {key!r}")
+            kvs.append(KV(key, vtype, value, item_type, bytes(cur.mv[start:cur.pos])))
+
+        alignment = GGUF_DEFAULT_ALIGNMENT
+        for kv in kvs:
+            if kv.key == "general.alignment":
+                if kv.vtype != GGUFValueType.UINT32 or kv.value == 0 or kv.value & (kv.value - 1):
+                    raise GGUFFormatError(f"{path}: invalid general.alignment {kv.value!r}")
+                alignment = kv.value
+
+        infos = []
+        for i in range(n_tensors):
+            name = cur.string(f"name of tensor #{i}")
+            n_dims = cur.scalar("<I", f"dims of {name!r}")
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise GGUFFormatError(f"{path}: tensor {name!r} has {n_dims} dimensions")
+            shape = tuple(cur.scalar("<Q", f"shape of {name!r}") for _ in range(n_dims))
+            type_id = cur.scalar("<I", f"type of {name!r}")
+            rel = cur.scalar("<Q", f"offset of {name!r}")
+            infos.append((name, shape, type_id, rel))
+
+        data_offset = -(-cur.pos // alignment) * alignment
+        tensors = []
+        seen: set[str] = set()
+        for name, shape, type_id, rel in infos:
+            if name in seen:
+                raise GGUFFormatError(f"{path}: duplicate tensor name {name!r}")
+            seen.add(name)
+            bs_ts = sizes(type_id)
+            if bs_ts is None:
+                raise GGUFFormatError(
+                    f"{path}: tensor {name!r} has ggml type id {type_id}, which no installed plugin knows"
+                )
+            block, type_size = bs_ts
+            if shape[0] % block:
+                raise GGUFFormatError(
+                    f"{path}: tensor {name!r} has row length {shape[0]}, not a multiple of its type's block size {block}"
+                )
+            n_elements = int(np.prod(shape, dtype=np.int64))
+            n_bytes = n_elements // block * type_size
+            offset = data_offset + rel
+            if rel % alignment:
+                raise GGUFFormatError(f"{path}: tensor {name!r} data offset {rel} is not aligned to {alignment}")
+            if offset + n_bytes > size:
+                raise GGUFFormatError(
+                    f"{path}: truncated: tensor {name!r} needs bytes {offset}..{offset + n_bytes} but the file has"
+                    f" {size} bytes"
+                )
+            tensors.append(TensorInfo(name, type_id, shape, offset, n_bytes, file_index))
+        return cls(path, version, kvs, tensors, alignment, data_offset, data)
+
+    # -- access ----------------------------------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        for kv in self.kvs:
+            if kv.key == key:
+                return kv.value
+        return default
+
+    def kv(self, key: str) -> KV | None:
+        return next((kv for kv in self.kvs if kv.key == key), None)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {kv.key: kv.value for kv in self.kvs}
+
+    def tensor(self, name: str) -> TensorInfo:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def tensor_data(self, t: TensorInfo) -> np.ndarray:
+        """The raw bytes of a tensor (a view of the memory map)."""
+        return self.data[t.offset:t.offset + t.n_bytes]
+
+    def row_bytes(self, t: TensorInfo) -> int:
+        return t.n_bytes // t.n_rows
+
+    def rows(self, t: TensorInfo, start: int, stop: int) -> np.ndarray:
+        """Raw bytes of rows ``[start, stop)`` (rows counted across all higher dimensions), shape (rows, row_bytes)."""
+        rb = self.row_bytes(t)
+        return self.data[t.offset + start * rb:t.offset + stop * rb].reshape(stop - start, rb)

@@ -1,0 +1,129 @@
+"""Streaming GGUF writing in llama-quantize's layout.
+
+The header (KVs and tensor infos) is written first — every tensor's type and size is known from the plan — and
+then each tensor's data, in order, padded with zeros to the alignment, exactly as llama.cpp's gguf writer lays a
+file out.  Output goes to a temporary file in the destination directory, renamed into place only on success.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import attrs
+import numpy as np
+from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType
+
+from qf.gguf_io.reader import _NUMPY, _SCALAR, KV
+
+GGUF_VERSION = 3
+
+
+def _encode_string(s: str) -> bytes:
+    b = s.encode("utf-8", errors="surrogateescape")
+    return struct.pack("<Q", len(b)) + b
+
+
+def _encode_value(vtype: int, value: Any, item_type: int | None) -> bytes:
+    if vtype == GGUFValueType.STRING:
+        return _encode_string(value)
+    if vtype in _SCALAR:
+        return struct.pack(_SCALAR[vtype], value)
+    if vtype == GGUFValueType.ARRAY:
+        assert item_type is not None
+        head = struct.pack("<IQ", item_type, len(value))
+        if item_type in _NUMPY:
+            return head + np.asarray(value, dtype=_NUMPY[item_type]).tobytes()
+        return head + b"".join(_encode_value(item_type, v, None) for v in value)
+    raise ValueError(f"cannot encode GGUF value type {vtype}")
+
+
+def make_kv(key: str, vtype: int, value: Any, item_type: int | None = None) -> KV:
+    raw = _encode_string(key) + struct.pack("<I", vtype) + _encode_value(vtype, value, item_type)
+    return KV(key, int(vtype), value, item_type, raw)
+
+
+@attrs.frozen
+class OutTensor:
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+    n_bytes: int
+
+
+def pad(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+def header_bytes(kvs: list[KV], tensors: list[OutTensor], alignment: int = GGUF_DEFAULT_ALIGNMENT) -> bytes:
+    """Header, KVs and tensor infos, padded to the alignment: what precedes the tensor data."""
+    parts = [struct.pack("<IIQQ", GGUF_MAGIC, GGUF_VERSION, len(tensors), len(kvs))]
+    parts.extend(kv.raw for kv in kvs)
+    offset = 0
+    for t in tensors:
+        parts.append(_encode_string(t.name))
+        parts.append(struct.pack("<I", len(t.shape)))
+        parts.append(struct.pack(f"<{len(t.shape)}Q", *t.shape))
+        parts.append(struct.pack("<IQ", t.type_id, offset))
+        offset += pad(t.n_bytes, alignment)
+    head = b"".join(parts)
+    return head + bytes(pad(len(head), alignment) - len(head))
+
+
+class GGUFStreamWriter:
+    """Writes the header at once, then tensor data in the declared order (``write`` may be called per chunk)."""
+
+    def __init__(self, fh: BinaryIO, kvs: list[KV], tensors: list[OutTensor], alignment: int = GGUF_DEFAULT_ALIGNMENT):
+        self.fh = fh
+        self.tensors = tensors
+        self.alignment = alignment
+        fh.write(header_bytes(kvs, tensors, alignment))
+        self._index = -1
+        self._written = 0
+
+    def begin(self, name: str) -> None:
+        self._finish_current()
+        self._index += 1
+        expected = self.tensors[self._index].name
+        if name != expected:
+            raise RuntimeError(f"writer: expected tensor {expected!r} next, got {name!r}")
+        self._written = 0
+
+    def write(self, data: np.ndarray | bytes) -> None:
+        buf = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data
+        self.fh.write(buf)
+        self._written += len(buf)
+
+    def _finish_current(self) -> None:
+        if self._index < 0:
+            return
+        t = self.tensors[self._index]
+        if self._written != t.n_bytes:
+            raise RuntimeError(f"writer: tensor {t.name!r} got {self._written} bytes, expected {t.n_bytes}")
+        self.fh.write(bytes(pad(t.n_bytes, self.alignment) - t.n_bytes))
+
+    def close(self) -> None:
+        self._finish_current()
+        if self._index != len(self.tensors) - 1:
+            raise RuntimeError(f"writer: {len(self.tensors) - 1 - self._index} tensors were never written")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file next to ``path``; rename it to ``path`` on success, delete it on any error or Ctrl-C."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.qf-tmp-{os.getpid()}")
+    fh = open(tmp, "wb")
+    try:
+        yield fh
+        fh.flush()
+        fh.close()
+        os.replace(tmp, path)
+    except BaseException:
+        fh.close()
+        tmp.unlink(missing_ok=True)
+        raise

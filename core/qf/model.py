@@ -1,0 +1,179 @@
+"""The values plugins register: quant types, strategies, architectures and presets.
+
+All are frozen attrs values.  Code is referenced lazily by ``"module:attribute"`` strings, so that registering (and
+``qf list-types``) imports no kernel module and compiles nothing; :func:`load_object` resolves a reference when a
+tensor is actually quantized.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from typing import Any
+
+import attrs
+
+# The search problems a quant type can pose (see CONTRIBUTING.md):
+#   symmetric   x ≈ d·q,        q integer in [qmin, qmax]
+#   asymmetric  x ≈ d·q + m,    q integer in [0, qmax]
+#   table       x ≈ d·T[q],     T a fixed non-linear table
+#   superblock  sub-block scales (and mins) themselves quantized against a super-block scale (K-quants)
+#   grid        blocks of values snapped to a lattice of allowed vectors (IQ1/IQ2/IQ3)
+#   copy        no search at all (F32/F16/BF16)
+PROBLEMS = ("symmetric", "asymmetric", "table", "superblock", "grid", "copy")
+
+
+def _check_problems(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    unknown = [p for p in value if p not in PROBLEMS]
+    if unknown:
+        raise ValueError(f"{attribute.name}: unknown search problem(s) {unknown}; known: {', '.join(PROBLEMS)}")
+
+
+def _check_ref(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+        raise ValueError(f"{attribute.name} must be a 'module:attribute' reference, got {value!r}")
+
+
+@lru_cache(maxsize=None)
+def load_object(ref: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute (cached)."""
+    module_name, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@attrs.frozen
+class QuantType:
+    """A GGUF tensor storage type: its layout, and where its kernels live.
+
+    ``codec`` names an object with ``quantize(x, imatrix, strategy)`` and ``dequantize(data, n_per_row)``
+    (see :class:`qf.codec.Codec`); it is imported only when needed.
+    """
+
+    name: str
+    type_id: int
+    block_size: int
+    type_size: int
+    codec: str = attrs.field(validator=_check_ref)
+    problems: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_check_problems)
+    #: spelling of ggml_type_name() (q4_K, iq2_xxs, bf16): used in logs and accepted by --tensor-type
+    ggml_name: str = ""
+    #: ggml itself refuses to quantize without an imatrix (ggml_quantize_requires_imatrix)
+    requires_imatrix: bool = False
+    #: llama-quantize refuses to write this type without imatrix data (tensor_requires_imatrix)
+    quantize_requires_imatrix: bool = False
+    #: whether the imatrix changes the result at all
+    uses_imatrix: bool = True
+    #: ggml_is_quantized(): False for F32/F16/BF16
+    is_quantized: bool = True
+    #: type used when a row length is not a multiple of block_size (llama.cpp's fallback table), or None
+    fallback: str | None = None
+    description: str = ""
+    #: name of the plugin that registered it (filled in by the registrar)
+    plugin: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.block_size <= 0 or self.type_size <= 0:
+            raise ValueError(f"{self.name}: block_size and type_size must be positive")
+        if not self.ggml_name:
+            object.__setattr__(self, "ggml_name", self.name.lower())
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.type_size * 8 / self.block_size
+
+    def fits(self, n_per_row: int) -> bool:
+        return n_per_row % self.block_size == 0
+
+    def row_bytes(self, n_per_row: int) -> int:
+        if not self.fits(n_per_row):
+            raise ValueError(f"{self.name}: row length {n_per_row} is not a multiple of the block size {self.block_size}")
+        return n_per_row // self.block_size * self.type_size
+
+    def load_codec(self) -> Any:
+        return load_object(self.codec)
+
+
+@attrs.frozen
+class Strategy:
+    """A search strategy: how a block's scale(s) and quants are chosen.
+
+    A ``native`` strategy (``ggml``) asks each type for its own reference search.  Any other strategy names the
+    problems it ``solves`` and a ``solver`` object with ``solve(problem) -> BlockSolution``.
+    """
+
+    name: str
+    solves: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_check_problems)
+    solver: str | None = attrs.field(default=None, validator=_check_ref)
+    native: bool = False
+    description: str = ""
+    plugin: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.native and self.solver is None:
+            raise ValueError(f"strategy {self.name}: a non-native strategy needs a solver")
+
+    def supports(self, qtype: QuantType) -> bool:
+        if self.native or "copy" in qtype.problems:
+            return True
+        return any(p in self.solves for p in qtype.problems if p != "superblock")
+
+    def load_solver(self) -> Any:
+        return None if self.solver is None else load_object(self.solver)
+
+
+@attrs.frozen
+class Arch:
+    """What an architecture plugin tells the planner about a model family.
+
+    ``gguf_names`` are the ``general.architecture`` values it handles; ``"*"`` marks the generic fallback.
+    ``facts`` names a callable ``(metadata: dict) -> ArchFacts``-like object used by the recipe rules.
+    """
+
+    name: str
+    gguf_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    facts: str | None = attrs.field(default=None, validator=_check_ref)
+    description: str = ""
+    plugin: str = ""
+
+
+@attrs.frozen
+class Preset:
+    """An ftype as llama-quantize names it (Q4_0, Q4_K_M, COPY ...): a default type and a mix of rules."""
+
+    name: str
+    file_type: int  # llama_ftype written to general.file_type
+    default_type: str  # quant type name
+    #: name of the mix (rule set) applied on top of the default type; None = the same type everywhere
+    mix: str | None = None
+    description: str = ""
+    #: COPY: copy every tensor as it is
+    only_copy: bool = False
+    plugin: str = ""
+
+
+@attrs.frozen(eq=False)
+class BlockProblem:
+    """A batch of independent blocks to fit, as a type poses it to a generic strategy.
+
+    ``x`` and ``w`` are float32 ``(n_blocks, block_size)``; for ``symmetric``/``asymmetric`` the quants are integers
+    in ``[qmin, qmax]``; for ``table`` they index ``table`` (float32, ascending).
+    """
+
+    kind: str
+    x: Any
+    w: Any
+    qmin: int = 0
+    qmax: int = 0
+    table: Any = None
+
+
+@attrs.frozen(eq=False)
+class BlockSolution:
+    """Scale ``d`` (and offset ``m`` for asymmetric problems) per block and the chosen quants ``q``."""
+
+    d: Any
+    q: Any
+    m: Any = None

@@ -1,0 +1,154 @@
+"""numba building blocks for bit-exact quantization kernels (imported by kernel modules only: it loads numba).
+
+Rules every kernel follows to reproduce ggml's float32 arithmetic exactly:
+
+* keep every intermediate float32: write constants as ``F32(8.5)`` and cast integers with ``F32(i)`` before mixing
+  them with floats (numba would otherwise promote to float64);
+* keep C's evaluation order (``w*x*l`` is ``(w*x)*l``); no ``fastmath`` (which would also allow FMA contraction);
+* use the helpers below for C's rounding idioms and fp16/bf16 conversion.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+F32 = np.float32
+jit = nb.njit(cache=True, nogil=True)
+inline = nb.njit(cache=True, nogil=True, inline="always")
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """The IEEE bits of a float32 as uint32 (C's memcpy into an int)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, u):
+    """The float32 whose IEEE bits are the low 32 bits of integer ``u``."""
+    if not isinstance(u, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        width = value.type.width
+        if width > 32:
+            value = builder.trunc(value, ir.IntType(32))
+        elif width < 32:
+            value = builder.zext(value, ir.IntType(32))
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+@inline
+def fp32_to_fp16(f):
+    """IEEE binary16 bits of float32 ``f``, round-to-nearest-even; NaN -> 0x7E00 | sign (as ggml)."""
+    u = np.int64(f32_bits(f))
+    sign = (u >> 16) & 0x8000
+    a = u & 0x7FFFFFFF
+    if a >= 0x7F800000:
+        return np.uint16(sign | (0x7E00 if a > 0x7F800000 else 0x7C00))
+    if a >= 0x477FF000:  # >= 65520 rounds to infinity
+        return np.uint16(sign | 0x7C00)
+    if a < 0x38800000:  # below 2**-14: a subnormal half; scaling by 2**24 is exact
+        m = np.int64(np.rint(bits_f32(a) * F32(16777216.0)))
+        return np.uint16(sign | m)
+    e = (a >> 23) - 112
+    mant = a & 0x7FFFFF
+    r = mant >> 13
+    rem = mant & 0x1FFF
+    if rem > 0x1000 or (rem == 0x1000 and (r & 1) == 1):
+        r += 1
+    return np.uint16(sign | ((e << 10) + r))
+
+
+@inline
+def fp16_to_fp32(h):
+    """float32 value of IEEE binary16 bits ``h`` (exact)."""
+    h = np.int64(h)
+    sign = (h & 0x8000) << 16
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = F32(m) * F32(5.9604644775390625e-08)  # m * 2**-24, exact
+        return -v if sign else v
+    if e == 31:
+        return bits_f32(sign | 0x7F800000 | (m << 13))
+    return bits_f32(sign | ((e + 112) << 23) | (m << 13))
+
+
+@inline
+def fp16_round(f):
+    """``f`` rounded to fp16 and back (GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(f)))."""
+    return fp16_to_fp32(fp32_to_fp16(f))
+
+
+@inline
+def fp32_to_bf16(f):
+    """bfloat16 bits of ``f``: round-to-nearest-even, NaN -> quiet NaN (as ggml_compute_fp32_to_bf16)."""
+    u = np.int64(f32_bits(f))
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return np.uint16((u >> 16) | 64)
+    return np.uint16(((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF)
+
+
+@inline
+def bf16_to_fp32(h):
+    return bits_f32(np.int64(h) << 16)
+
+
+@jit
+def _nearest_int_wide(v):
+    # the bit pattern of v = fval + 12582912.f outside [2**23, 2**24): what C's memcpy trick returns there
+    i = np.int64(f32_bits(v))
+    return (i & 0x007FFFFF) - 0x00400000
+
+
+@inline
+def nearest_int(fval):
+    """ggml's ``nearest_int``: the ``fval + 12582912.f`` trick (round half to even for |fval| <= 4194303)."""
+    v = fval + F32(12582912.0)
+    if v >= F32(8388608.0) and v < F32(16777216.0):
+        return np.int64(v) - 12582912
+    return _nearest_int_wide(v)
+
+
+@inline
+def roundf(f):
+    """C ``roundf``: round half away from zero, as float32."""
+    t = np.trunc(f)
+    if np.abs(f - t) >= F32(0.5):
+        t += F32(1.0) if f > F32(0.0) else F32(-1.0)
+    return F32(t)
+
+
+@inline
+def trunc_to_int8(f):
+    """C ``(int8_t)f`` for values in range: truncation toward zero."""
+    return np.int64(np.trunc(f))
+
+
+@jit
+def first_nonfinite(x):
+    """Index (row, column) of the first NaN/Inf in a 2-D float32 array, or (-1, -1)."""
+    n, k = x.shape
+    for i in range(n):
+        bad = 0
+        for j in range(k):
+            bad |= np.int64(f32_bits(x[i, j]) & 0x7F800000) == 0x7F800000
+        if bad:
+            for j in range(k):
+                if (f32_bits(x[i, j]) & 0x7F800000) == 0x7F800000:
+                    return i, j
+    return -1, -1

@@ -1,0 +1,142 @@
+"""``quantize_file``: open, plan, execute — the whole of ``qf quantize`` as a function."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from qf.errors import UsageError
+from qf.execute import Executor, default_threads
+from qf.gguf_io import GGUFFile, atomic_output
+from qf.imatrix import Imatrix
+from qf.plan import Plan, PlanEntry, PlanOptions, Planner, TypeRule
+from qf.plugins import get_registry
+
+MiB = 1024 * 1024
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    dims = list(shape) + [1] * (4 - len(shape))
+    return "[" + ", ".join(f"{d:5d}" for d in dims) + "]"
+
+
+def describe(entry: PlanEntry, n_total: int) -> str:
+    head = f"[{entry.index + 1:4d}/{n_total:4d}] {entry.name:<36s} - {format_shape(entry.source.shape)}, type = {entry.src_type:>6s}, "
+    if entry.copy:
+        return head + f"size = {entry.n_bytes_in / MiB:8.3f} MiB"
+    fallback = f" (fallback from {entry.fallback_from})" if entry.fallback_from else ""
+    return (head + f"converting to {entry.dst_label}{fallback} .. size = {entry.n_bytes_in / MiB:8.2f} MiB -> "
+            f"{entry.n_bytes_out / MiB:8.2f} MiB")
+
+
+def make_plan(
+    input: str | os.PathLike[str],
+    ftype: str,
+    *,
+    imatrix: str | os.PathLike[str] | None = None,
+    strategy: str = "ggml",
+    allow_requantize: bool = False,
+    pure: bool = False,
+    leave_output_tensor: bool = False,
+    output_tensor_type: str | None = None,
+    token_embedding_type: str | None = None,
+    tensor_types: Sequence[tuple[str, str]] = (),
+    strict_shapes: bool = False,
+    include_weights: Sequence[str] = (),
+    exclude_weights: Sequence[str] = (),
+    override_kv: Sequence[str] = (),
+) -> tuple[Plan, GGUFFile]:
+    registry = get_registry()
+    if include_weights and exclude_weights:
+        raise UsageError("--include-weights and --exclude-weights cannot be used together")
+    source = GGUFFile.open(input)
+    loaded = None
+    if imatrix is not None:
+        loaded = Imatrix.load(imatrix).filtered(list(include_weights), list(exclude_weights))
+    options = PlanOptions(
+        ftype=ftype, strategy=strategy, allow_requantize=allow_requantize, pure=pure,
+        leave_output_tensor=leave_output_tensor, output_tensor_type=output_tensor_type,
+        token_embedding_type=token_embedding_type,
+        tensor_types=tuple(TypeRule(p, t) for p, t in tensor_types), strict_shapes=strict_shapes,
+        imatrix_arg=None if imatrix is None else os.fspath(imatrix),
+        include_weights=tuple(include_weights), exclude_weights=tuple(exclude_weights), override_kv=tuple(override_kv),
+    )
+    plan = Planner(registry, options).plan(Path(input), source.kvs, source.tensors, loaded)
+    return plan, source
+
+
+def quantize_file(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
+    ftype: str,
+    *,
+    threads: int | None = None,
+    dry_run: bool = False,
+    quiet: bool = True,
+    progress: bool = False,
+    **options,
+) -> Plan:
+    """Quantize a GGUF model file like ``llama-quantize`` (see ``qf quantize --help`` for the options).
+
+    Returns the plan that was carried out.  Nothing is written for ``dry_run``; otherwise the output appears only
+    when complete (written to a temporary file and renamed).
+    """
+    input = Path(input)
+    if output is not None and not dry_run and (_same_file(input, Path(output)) or Path(output).resolve() == input.resolve()):
+        raise UsageError(f"input and output files are the same: '{input}'")
+    plan, source = make_plan(input, ftype, **options)
+    if dry_run:
+        return plan
+    if output is None:
+        raise UsageError("no output file given")
+    threads = threads or default_threads()
+
+    def say(msg: str) -> None:
+        if not quiet:
+            (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
+
+    bar = None
+    if progress and not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=plan.bytes_in, unit="B", unit_scale=True, unit_divisor=1024, desc="quantizing",
+                   file=sys.stderr, leave=False, dynamic_ncols=True)
+    n_total = len(plan.entries)
+    start = time.perf_counter()
+    executor = Executor(
+        plan, source, threads,
+        on_tensor=lambda e: say(describe(e, n_total)),
+        on_progress=(bar.update if bar is not None else None),
+    )
+    try:
+        with atomic_output(output) as fh:
+            executor.run(fh)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - start
+    say(summary(plan))
+    say(f"quantize time = {elapsed * 1000:8.2f} ms ({threads} threads)")
+    return plan
+
+
+def summary(plan: Plan) -> str:
+    bpw_in = plan.bytes_in * 8 / max(1, plan.n_elements)
+    bpw_out = plan.bytes_out * 8 / max(1, plan.n_elements)
+    lines = [
+        f"model size  = {plan.bytes_in / MiB:8.2f} MiB ({bpw_in:.2f} BPW)",
+        f"quant size  = {plan.bytes_out / MiB:8.2f} MiB ({bpw_out:.2f} BPW)",
+    ]
+    if plan.n_fallback:
+        lines.append(f"WARNING: {plan.n_fallback} of {len(plan.entries)} tensor(s) required fallback quantization")
+    return "\n".join(lines)

@@ -1,0 +1,292 @@
+"""Plugin loading and the registry of quant types, strategies, architectures and presets.
+
+Plugins come from the ``qf`` entry-point group (qf's built-ins included).  ``QF_LOAD_PLUGINS=a,b`` limits loading to
+the named entry points, ``QF_DISABLE_PLUGINS=a,b`` skips some.  A plugin that fails to import is recorded in
+:attr:`Registry.failures` (with its entry point and distribution) and the others keep working.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Any
+
+import attrs
+import gguf
+import pluggy
+
+from qf import hookspecs
+from qf.errors import PluginError, UnknownNameError
+from qf.model import Arch, Preset, QuantType, Strategy
+
+ENTRY_POINT_GROUP = "qf"
+
+
+@attrs.frozen
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    entry_point: str
+    hooks: tuple[str, ...]
+
+
+@attrs.frozen
+class PluginFailure:
+    entry_point: str
+    distribution: str
+    error: str
+
+    def message(self) -> str:
+        return f"plugin {self.entry_point!r} from distribution {self.distribution!r} failed to load: {self.error}"
+
+
+_KINDS = {
+    "quant type": "quant_types",
+    "strategy": "strategies",
+    "architecture": "arches",
+    "preset": "presets",
+}
+
+
+@attrs.define(eq=False)
+class Registry:
+    """Everything the plugins registered.  Lookups are case-insensitive and raise :class:`UnknownNameError`."""
+
+    quant_types: dict[str, QuantType] = attrs.field(factory=dict)
+    strategies: dict[str, Strategy] = attrs.field(factory=dict)
+    arches: dict[str, Arch] = attrs.field(factory=dict)
+    presets: dict[str, Preset] = attrs.field(factory=dict)
+    plugins: list[PluginInfo] = attrs.field(factory=list)
+    failures: list[PluginFailure] = attrs.field(factory=list)
+    plugin_manager: pluggy.PluginManager | None = None
+
+    # -- lookups ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _find(table: dict[str, Any], kind: str, name: str) -> Any:
+        if name in table:
+            return table[name]
+        folded = name.casefold()
+        for key, value in table.items():
+            if key.casefold() == folded:
+                return value
+        known = ", ".join(sorted(table)) or "none registered"
+        raise UnknownNameError(f"unknown {kind} {name!r} (known: {known})")
+
+    def quant_type(self, name: str) -> QuantType:
+        try:
+            return self._find(self.quant_types, "quant type", name)
+        except UnknownNameError:
+            # llama.cpp's spelling (q4_K, iq2_xxs) is accepted too
+            for qtype in self.quant_types.values():
+                if qtype.ggml_name.casefold() == name.casefold():
+                    return qtype
+            raise
+
+    def quant_type_by_id(self, type_id: int) -> QuantType | None:
+        for qtype in self.quant_types.values():
+            if qtype.type_id == type_id:
+                return qtype
+        return None
+
+    def strategy(self, name: str) -> Strategy:
+        return self._find(self.strategies, "strategy", name)
+
+    def preset(self, name: str) -> Preset:
+        return self._find(self.presets, "ftype", name)
+
+    def arch_for(self, gguf_arch: str) -> Arch:
+        """The architecture plugin handling ``general.architecture == gguf_arch`` (else the ``*`` fallback)."""
+        fallback = None
+        for arch in self.arches.values():
+            if gguf_arch in arch.gguf_names:
+                return arch
+            if "*" in arch.gguf_names:
+                fallback = arch
+        if fallback is None:
+            raise UnknownNameError(f"no architecture plugin handles {gguf_arch!r} and no generic fallback is registered")
+        return fallback
+
+    def type_sizes(self, type_id: int) -> tuple[int, int] | None:
+        """(block size, bytes per block) for a ggml type id: the registry first, then gguf's table."""
+        qtype = self.quant_type_by_id(type_id)
+        if qtype is not None:
+            return qtype.block_size, qtype.type_size
+        try:
+            return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
+        except (ValueError, KeyError):
+            return None
+
+    def type_label(self, type_id: int) -> str:
+        qtype = self.quant_type_by_id(type_id)
+        if qtype is not None:
+            return qtype.ggml_name
+        try:
+            return gguf.GGMLQuantizationType(type_id).name.lower()
+        except ValueError:
+            return f"type{type_id}"
+
+
+class Registrar:
+    """Handed to the registration hooks; records which plugin registered what."""
+
+    def __init__(self, registry: Registry, plugin: str) -> None:
+        self._registry = registry
+        self.plugin = plugin
+
+    def _add(self, kind: str, value: Any) -> Any:
+        table: dict[str, Any] = getattr(self._registry, _KINDS[kind])
+        clash = next((v for k, v in table.items() if k.casefold() == value.name.casefold()), None)
+        if clash is not None:
+            raise PluginError(
+                f"{kind} {value.name!r} is registered twice: by plugin {clash.plugin!r} and by plugin {self.plugin!r}"
+            )
+        value = attrs.evolve(value, plugin=self.plugin)
+        table[value.name] = value
+        return value
+
+    def add_quant_type(self, qtype: QuantType) -> QuantType:
+        known = _gguf_sizes(qtype.type_id)
+        if known is not None and known != (qtype.block_size, qtype.type_size):
+            raise PluginError(
+                f"plugin {self.plugin!r}: quant type {qtype.name} (id {qtype.type_id}) declares block {qtype.block_size}"
+                f" / {qtype.type_size} bytes, but gguf's GGML_QUANT_SIZES says {known[0]} / {known[1]}"
+            )
+        clash = self._registry.quant_type_by_id(qtype.type_id)
+        if clash is not None:
+            raise PluginError(
+                f"ggml type id {qtype.type_id} is registered twice: as {clash.name} by plugin {clash.plugin!r} and as"
+                f" {qtype.name} by plugin {self.plugin!r}"
+            )
+        return self._add("quant type", qtype)
+
+    def add_strategy(self, strategy: Strategy) -> Strategy:
+        return self._add("strategy", strategy)
+
+    def add_arch(self, arch: Arch) -> Arch:
+        return self._add("architecture", arch)
+
+    def add_preset(self, preset: Preset) -> Preset:
+        return self._add("preset", preset)
+
+
+def _gguf_sizes(type_id: int) -> tuple[int, int] | None:
+    try:
+        return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
+    except (ValueError, KeyError):
+        return None
+
+
+def _env_list(name: str) -> set[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _entry_points() -> Iterator[metadata.EntryPoint]:
+    wanted = _env_list("QF_LOAD_PLUGINS")
+    disabled = _env_list("QF_DISABLE_PLUGINS") or set()
+    seen: set[str] = set()
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(ep.name)
+        if (wanted is not None and ep.name not in wanted) or ep.name in disabled:
+            continue
+        yield ep
+
+
+def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "?", "?"
+    return dist.metadata["Name"], dist.version
+
+
+_REGISTRATION_HOOKS = (
+    ("qf_register_quant_types", "quant type"),
+    ("qf_register_strategies", "strategy"),
+    ("qf_register_arches", "architecture"),
+    ("qf_register_presets", "preset"),
+)
+
+
+def build_registry(extra_plugins: Iterable[tuple[str, Any]] = (), load_entry_points: bool = True) -> Registry:
+    """Load plugins and run their registration hooks.  ``extra_plugins`` are ``(name, object)`` pairs (tests)."""
+    pm = pluggy.PluginManager("qf")
+    pm.add_hookspecs(hookspecs)
+    registry = Registry(plugin_manager=pm)
+    origins: dict[str, tuple[str, str, str]] = {}
+
+    if load_entry_points:
+        for ep in _entry_points():
+            dist_name, dist_version = _distribution(ep)
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # noqa: BLE001 - any import-time failure is reported, not raised
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                registry.failures.append(PluginFailure(f"{ep.name} = {ep.value}", dist_name, detail))
+                continue
+            origins[ep.name] = (dist_name, dist_version, ep.value)
+    for name, plugin in extra_plugins:
+        pm.register(plugin, name=name)
+        origins[name] = ("(registered in-process)", "", repr(plugin))
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from None
+
+    for hook_name, _kind in _REGISTRATION_HOOKS:
+        caller = getattr(pm.hook, hook_name)
+        # call each implementation with its own registrar so every registration is attributed to its plugin
+        for impl in caller.get_hookimpls():
+            registrar = Registrar(registry, impl.plugin_name)
+            kwargs = {"registrar": registrar}
+            impl.function(*[kwargs[arg] for arg in impl.argnames])
+
+    for name, (dist_name, dist_version, value) in origins.items():
+        plugin = pm.get_plugin(name)
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        registry.plugins.append(PluginInfo(name, dist_name, dist_version, value, hooks))
+    return registry
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (built on first use)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = build_registry()
+        return _registry
+
+
+def reset_registry() -> None:
+    global _registry
+    with _lock:
+        _registry = None
+
+
+@contextmanager
+def registered(*plugins: tuple[str, Any]) -> Iterator[Registry]:
+    """Temporarily add in-process plugins to the global registry (for tests)."""
+    global _registry
+    with _lock:
+        saved = _registry
+        _registry = build_registry(extra_plugins=plugins)
+        current = _registry
+    try:
+        yield current
+    finally:
+        with _lock:
+            _registry = saved

@@ -1,0 +1,63 @@
+"""Plain float storage: F32, F16 and BF16 (one element per block)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qf import hookimpl
+from qf.codec import Codec
+from qf.model import QuantType
+
+
+class F32Codec(Codec):
+    def quantize_native(self, x, imatrix):
+        return np.ascontiguousarray(x, np.float32).view(np.uint8)
+
+    def dequantize(self, data, n_per_row):
+        return np.ascontiguousarray(data).view(np.float32).reshape(data.shape[0], n_per_row).copy()
+
+
+class F16Codec(Codec):
+    """IEEE half, round to nearest even (numpy's conversion is exact, like ggml's)."""
+
+    def quantize_native(self, x, imatrix):
+        return x.astype(np.float16).view(np.uint8)
+
+    def dequantize(self, data, n_per_row):
+        return np.ascontiguousarray(data).view(np.float16).reshape(data.shape[0], n_per_row).astype(np.float32)
+
+
+class BF16Codec(Codec):
+    """bfloat16 as ggml_compute_fp32_to_bf16: round to nearest even, NaN kept quiet."""
+
+    def quantize_native(self, x, imatrix):
+        u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+        rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
+        nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        if nan.any():
+            rounded = np.where(nan, (u >> np.uint32(16)) | np.uint32(64), rounded)
+        return rounded.astype(np.uint16).view(np.uint8)
+
+    def dequantize(self, data, n_per_row):
+        h = np.ascontiguousarray(data).view(np.uint16).reshape(data.shape[0], n_per_row)
+        return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+F32_CODEC = F32Codec()
+F16_CODEC = F16Codec()
+BF16_CODEC = BF16Codec()
+
+QUANT_TYPES = (
+    QuantType("F32", 0, 1, 4, f"{__name__}:F32_CODEC", ("copy",), uses_imatrix=False, is_quantized=False,
+              description="32-bit float"),
+    QuantType("F16", 1, 1, 2, f"{__name__}:F16_CODEC", ("copy",), uses_imatrix=False, is_quantized=False,
+              description="IEEE 16-bit float"),
+    QuantType("BF16", 30, 1, 2, f"{__name__}:BF16_CODEC", ("copy",), uses_imatrix=False, is_quantized=False,
+              description="bfloat16"),
+)
+
+
+@hookimpl
+def qf_register_quant_types(registrar):
+    for qtype in QUANT_TYPES:
+        registrar.add_quant_type(qtype)

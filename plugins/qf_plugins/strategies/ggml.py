@@ -1,0 +1,17 @@
+"""``ggml``: each type's own llama.cpp search, byte for byte (the default)."""
+
+from __future__ import annotations
+
+from qf import hookimpl
+from qf.model import Strategy
+
+GGML = Strategy(
+    "ggml",
+    native=True,
+    description="llama.cpp's own search for each type: byte-identical to llama-quantize",
+)
+
+
+@hookimpl
+def qf_register_strategies(registrar):
+    registrar.add_strategy(GGML)
