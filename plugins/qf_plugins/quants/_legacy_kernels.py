@@ -393,7 +393,7 @@ def pack_symmetric(d, q, qmin, nbits, out):
     """Q4_0 / Q5_0 / Q8_0 layout from a solution: q in [qmin, qmax] stored as q - qmin (Q8_0: as int8)."""
     n, nb = d.shape
     L = np.empty(QK, np.int64)
-    bsize = 2 + QK * nbits // 8 + (4 if nbits == 5 else 0)
+    bsize = 2 + (QK if nbits == 8 else QK // 2) + (4 if nbits == 5 else 0)
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
@@ -414,7 +414,7 @@ def pack_asymmetric(d, m, q, nbits, out):
     """Q4_1 / Q5_1 layout from a solution x ≈ d·q + m."""
     n, nb = d.shape
     L = np.empty(QK, np.int64)
-    bsize = 4 + QK * nbits // 8 + (4 if nbits == 5 else 0)
+    bsize = 4 + QK // 2 + (4 if nbits == 5 else 0)
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
@@ -435,7 +435,7 @@ def pack_asymmetric(d, m, q, nbits, out):
 @jit
 def dequantize_legacy(data, k, nbits, has_min, out):
     n = data.shape[0]
-    bsize = 2 + (2 if has_min else 0) + (4 if nbits == 5 else 0) + QK * nbits // 8
+    bsize = 2 + (2 if has_min else 0) + (4 if nbits == 5 else 0) + (QK if nbits == 8 else QK // 2)
     for r in range(n):
         for ib in range(k // QK):
             o = ib * bsize

@@ -21,7 +21,8 @@ class F16Codec(Codec):
     """IEEE half, round to nearest even (numpy's conversion is exact, like ggml's)."""
 
     def quantize_native(self, x, imatrix):
-        return x.astype(np.float16).view(np.uint8)
+        with np.errstate(over="ignore"):  # beyond ±65504 becomes ±inf, as in ggml
+            return x.astype(np.float16).view(np.uint8)
 
     def dequantize(self, data, n_per_row):
         return np.ascontiguousarray(data).view(np.float16).reshape(data.shape[0], n_per_row).astype(np.float32)
