@@ -20,8 +20,8 @@ from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor
 from qf.plan import Plan, PlanEntry
 from qf.plugins import get_registry
 
-SLAB_BYTES = 64 << 20  # float32 bytes converted per slab
-COPY_BYTES = 64 << 20
+SLAB_BYTES = int(os.environ.get("QF_SLAB_BYTES", 64 << 20))  # float32 bytes converted per slab
+COPY_BYTES = SLAB_BYTES
 
 
 def default_threads() -> int:
@@ -66,6 +66,7 @@ class Executor:
                     self._copy(entry, writer)
                 else:
                     self._quantize(entry, writer, pool)
+                self.source.release(entry.source)
                 self.on_tensor(entry)
         writer.close()
 

@@ -69,12 +69,11 @@ class Imatrix:
         for name in sorted(set(sums) | set(counts)):
             if name not in sums or name not in counts:
                 raise ImatrixError(f"imatrix file {path}: mismatched in_sum2 and counts for {name!r}")
-            s = np.asarray(sums[name], np.float32)  # (n_mat, ne0)
             c = np.rint(np.asarray(counts[name], np.float32)).reshape(-1)  # lround, as llama.cpp
-            if s.ndim != 2 or s.shape[0] != c.size:
-                raise ImatrixError(
-                    f"imatrix file {path}: {name!r} has {s.shape[0] if s.ndim == 2 else '?'} sum rows but {c.size} counts"
-                )
+            s = np.asarray(sums[name], np.float32).reshape(-1)
+            if c.size == 0 or s.size % c.size:
+                raise ImatrixError(f"imatrix file {path}: {name!r} has {s.size} sums, not a multiple of {c.size} counts")
+            s = s.reshape(c.size, -1)  # (n_mat, ne0)
             values = np.ones_like(s)
             nz = c > 0
             values[nz] = s[nz] / c[nz, None].astype(np.float32)

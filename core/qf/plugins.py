@@ -241,7 +241,8 @@ def build_registry(extra_plugins: Iterable[tuple[str, Any]] = (), load_entry_poi
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from None
+        name = pm.get_name(exc.plugin) if getattr(exc, "plugin", None) is not None else "?"
+        raise PluginError(f"plugin {name!r}: {exc}") from None
 
     for hook_name, _kind in _REGISTRATION_HOOKS:
         caller = getattr(pm.hook, hook_name)

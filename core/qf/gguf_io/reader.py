@@ -8,6 +8,7 @@ Every KV keeps its exact on-disk bytes, so copying metadata to the output reprod
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -268,6 +269,20 @@ class GGUFFile:
     def tensor_data(self, t: TensorInfo) -> np.ndarray:
         """The raw bytes of a tensor (a view of the memory map)."""
         return self.data[t.offset:t.offset + t.n_bytes]
+
+    def release(self, t: TensorInfo) -> None:
+        """Drop the tensor's pages from this process's resident set (they stay in the page cache)."""
+        mm = getattr(self.data, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        page = mmap.PAGESIZE
+        start = t.offset // page * page
+        stop = min(len(self.data), -(-(t.offset + t.n_bytes) // page) * page)
+        if stop > start:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+            except (OSError, ValueError):
+                pass
 
     def row_bytes(self, t: TensorInfo) -> int:
         return t.n_bytes // t.n_rows

@@ -1,0 +1,3 @@
+from qf.cli import main
+
+main()

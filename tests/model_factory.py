@@ -1,0 +1,72 @@
+"""Small synthetic GGUF models for tests, written with qf's own writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from gguf.constants import GGUFValueType as T
+
+from qf.gguf_io import GGUFStreamWriter, OutTensor, make_kv
+
+TYPE_IDS = {"F32": 0, "F16": 1, "BF16": 30}
+
+
+def llama_tensors(n_layer: int = 2, n_embd: int = 64, n_ff: int = 128, n_vocab: int = 96, n_kv: int = 32):
+    shapes = {"token_embd.weight": (n_embd, n_vocab), "output_norm.weight": (n_embd,)}
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        shapes |= {
+            p + "attn_norm.weight": (n_embd,), p + "attn_q.weight": (n_embd, n_embd),
+            p + "attn_k.weight": (n_embd, n_kv), p + "attn_v.weight": (n_embd, n_kv),
+            p + "attn_output.weight": (n_embd, n_embd), p + "ffn_norm.weight": (n_embd,),
+            p + "ffn_gate.weight": (n_embd, n_ff), p + "ffn_up.weight": (n_embd, n_ff),
+            p + "ffn_down.weight": (n_ff, n_embd),
+        }
+    return shapes
+
+
+def encode(values: np.ndarray, dtype: str) -> np.ndarray:
+    import qf
+
+    values = np.ascontiguousarray(values, np.float32)
+    if dtype == "F32":
+        return values.view(np.uint8).reshape(-1)
+    if dtype in ("F16", "BF16"):  # no validation: lets tests plant NaN/Inf in half-precision inputs
+        from qf.plugins import get_registry
+
+        codec = get_registry().quant_type(dtype).load_codec()
+        return codec.quantize_native(values.reshape(-1, values.shape[-1]), None).reshape(-1)
+    return qf.quantize_rows(dtype, values.reshape(-1, values.shape[-1])).reshape(-1)
+
+
+def write_model(path: Path, dtype: str = "F32", seed: int = 0, shapes: dict | None = None,
+                arch: str = "llama", extra_kvs: tuple = (), poison: dict | None = None) -> Path:
+    """A llama-like model: 1-D norms stay F32, matrices are stored as ``dtype`` (F32, F16, BF16, Q8_0, Q4_1 ...).
+
+    ``poison`` maps tensor name -> (flat index, value) to plant NaN/Inf."""
+    from qf.plugins import get_registry
+
+    rng = np.random.default_rng(seed)
+    shapes = shapes or llama_tensors()
+    kvs = [make_kv("general.architecture", T.STRING, arch), make_kv("general.name", T.STRING, "qf-test"),
+           make_kv(f"{arch}.block_count", T.UINT32, sum(1 for n in shapes if n.endswith("attn_q.weight"))),
+           make_kv("general.file_type", T.UINT32, 0), *extra_kvs]
+    tensors, blobs = [], []
+    for name, shape in shapes.items():
+        ggml_shape = tuple(shape)
+        values = (rng.standard_normal(ggml_shape[::-1]) * 0.02).astype(np.float32)
+        if poison and name in poison:
+            index, value = poison[name]
+            values.reshape(-1)[index] = value
+        t = "F32" if len(shape) == 1 else dtype
+        blob = encode(values, t)
+        tensors.append(OutTensor(name, ggml_shape, get_registry().quant_type(t).type_id, blob.size))
+        blobs.append(blob)
+    with open(path, "wb") as fh:
+        writer = GGUFStreamWriter(fh, kvs, tensors)
+        for t, blob in zip(tensors, blobs):
+            writer.begin(t.name)
+            writer.write(blob)
+        writer.close()
+    return path

@@ -1,0 +1,175 @@
+"""The command line: listings, and every bad input giving one clear line, a non-zero exit and no output file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from imatrix_files import write_dat, write_imatrix_gguf
+from model_factory import llama_tensors, write_model
+
+
+def qf(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "qf", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def qfq(command, *args):
+    """A quiet run (-q): the only stderr output left is the error line."""
+    return qf(command, "-q", *args)
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_list_types_is_fast_and_compiles_nothing():
+    start = time.perf_counter()
+    result = qf("list-types", "--json")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    types = {t["name"]: t for t in json.loads(result.stdout)}
+    assert types["Q4_0"]["id"] == 2 and types["Q4_0"]["block_size"] == 32 and types["Q4_0"]["type_size"] == 18
+    assert types["Q4_0"]["bits_per_weight"] == 4.5 and types["Q4_0"]["plugin"] == "legacy"
+    assert set(types["Q4_0"]["strategies"]) >= {"ggml", "rtn"}
+    code = ("import sys; from qf.cli import main\ntry: main(['list-types'])\nexcept SystemExit: pass\n"
+            "print([m for m in sys.modules if m.startswith('numba') or m.endswith('_kernels')], file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stderr.strip().splitlines()[-1] == "[]"
+    assert elapsed < 5  # generous: cold interpreter start on a loaded CI machine; typical is ~0.35 s
+
+
+@pytest.mark.parametrize("command", ["list-strategies", "list-arches", "plugins", "list-ftypes"])
+def test_listings(command):
+    result = qf(command)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    result = qf(command, "--json")
+    assert json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("command", ["quantize", "list-types", "list-strategies", "list-arches", "plugins"])
+def test_help(command):
+    result = qf(command, "--help")
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+@pytest.fixture
+def model(tmp_path):
+    return write_model(tmp_path / "model.gguf")
+
+
+def check_failure(result, out, *needles, code=None):
+    assert result.returncode != 0
+    if code is not None:
+        assert result.returncode == code
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("qf: error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if ".qf-tmp-" in p.name]
+
+
+def test_not_a_gguf(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello, this is not a model" * 4)
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", bad, out, "Q8_0"), out, "notes.txt", "not a GGUF file")
+
+
+def test_truncated(model, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model.read_bytes()[:-1000])
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", cut, out, "Q8_0"), out, "cut.gguf", "truncated")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["Q9_K"], "invalid ftype 'Q9_K'"),
+    (["--tensor-type", "attn=q9_9", "Q8_0"], "unknown quant type 'q9_9'"),
+    (["--strategy", "nope", "Q8_0"], "unknown strategy 'nope'"),
+    (["--tensor-type", "attn(=q8_0", "Q8_0"], "invalid regex 'attn(': missing ), unterminated subpattern at position 4"),
+    (["--tensor-type", "attn_q", "Q8_0"], "malformed tensor type 'attn_q'"),
+])
+def test_unknown_names_and_bad_options(model, tmp_path, args, needle):
+    out = tmp_path / "out.gguf"
+    *opts, ftype = args
+    check_failure(qfq("quantize", *opts, model, out, ftype), out, needle)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weight(tmp_path, dtype, value):
+    src = write_model(tmp_path / "m.gguf", dtype=dtype, poison={"blk.1.ffn_up.weight": (64 * 5 + 7, value)})
+    before = sha(src)
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", src, out, "Q4_0"), out, "blk.1.ffn_up.weight", "row 5", "column 7")
+    assert sha(src) == before
+
+
+def test_imatrix_wrong_size(model, tmp_path):
+    im = write_dat(tmp_path / "im.dat", {"blk.0.attn_q.weight": np.ones(48)})
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.dat", "blk.0.attn_q.weight",
+                  "has 48 values")
+
+
+def test_imatrix_non_finite(model, tmp_path):
+    values = np.ones(64, np.float32)
+    values[3] = np.nan
+    im = write_imatrix_gguf(tmp_path / "im.gguf", {"blk.0.attn_q.weight": values})
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.gguf", "non-finite", "index 3")
+
+
+def test_imatrix_wrong_format(model, tmp_path):
+    im = tmp_path / "im.bin"
+    im.write_bytes(b"\x00\x01" * 50)
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.bin")
+
+
+def test_output_equal_to_input(model):
+    before = sha(model)
+    result = qf("quantize", model, model, "Q8_0")
+    assert result.returncode != 0 and "input and output files are the same" in result.stderr
+    assert sha(model) == before
+
+
+def test_quantized_input_needs_allow_requantize(tmp_path):
+    src = write_model(tmp_path / "q.gguf", dtype="Q8_0")
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", src, out, "Q4_0"), out, "requantizing is disabled", "--allow-requantize", "q8_0")
+    result = qf("quantize", "-q", "--allow-requantize", src, out, "Q4_0")
+    assert result.returncode == 0, result.stderr and out.exists()
+
+
+def test_shape_not_divisible(tmp_path):
+    shapes = llama_tensors(n_embd=48, n_ff=96, n_kv=48)  # 48 % 32 != 0
+    src = write_model(tmp_path / "odd.gguf", shapes=shapes)
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", "--no-fallback", src, out, "Q4_0"), out, "not a multiple", "block size 32")
+    result = qf("quantize", "-q", src, out, "Q4_0")  # llama.cpp's rule: fall back to F16
+    assert result.returncode == 0, result.stderr
+
+
+def test_positional_thread_count_and_default_output(model):
+    result = qf("quantize", "-q", model, "Q8_0", "1")
+    assert result.returncode == 0, result.stderr
+    assert (model.parent / "ggml-model-Q8_0.gguf").exists()
+
+
+def test_dry_run_writes_nothing(model, tmp_path):
+    result = qf("quantize", "--dry-run", "--json", model, "Q4_0")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["ftype"] == "Q4_0" and plan["bytes_out"] < plan["bytes_in"]
+    names = {t["name"]: t for t in plan["tensors"]}
+    assert names["blk.0.attn_norm.weight"]["type"] == "f32" and names["blk.0.attn_q.weight"]["type"] == "q4_0"
+    assert not list(tmp_path.glob("ggml-model*"))

@@ -1,0 +1,149 @@
+"""The plugin core: entry-point loading, registrars, duplicate and failure handling, hook validation."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from importlib import metadata
+
+import pytest
+
+import qf
+import qf.testing
+from qf import hookimpl, hookspecs
+from qf.errors import PluginError, UnknownNameError
+from qf.model import QuantType, Strategy
+from qf.plugins import build_registry, get_registry, registered
+
+
+def plugin_module(name: str, **hooks) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(mod, hook_name, hookimpl(fn))
+    return mod
+
+
+def test_builtins_come_from_entry_points():
+    eps = {ep.name: ep.value for ep in metadata.entry_points(group="qf")}
+    reg = get_registry()
+    for qtype in reg.quant_types.values():
+        assert qtype.plugin in eps, f"{qtype.name} registered by {qtype.plugin!r}, which is not an entry point"
+    assert {"ggml", "rtn"} <= set(reg.strategies)
+    assert reg.strategies["ggml"].plugin in eps
+    names = {p.name for p in reg.plugins}
+    assert set(eps) <= names
+
+
+def test_every_hook_is_documented_and_has_a_test():
+    """Like datasette: every hookspec has a docstring and is exercised by a test in this file."""
+    source = inspect.getsource(__import__(__name__))
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
+        if name.startswith("qf_"):
+            assert fn.__doc__, name
+            assert f"{name}=" in source, f"no test uses hook {name}"
+
+
+def test_registration_is_attributed_and_lookup_is_case_insensitive():
+    toy = QuantType("TOYX", 201, 32, 20, "qf_plugins.quants.legacy:Q4_1_CODEC", ("asymmetric",))
+    mod = plugin_module("toyx", qf_register_quant_types=lambda registrar: registrar.add_quant_type(toy))
+    with registered(("toyx", mod)) as reg:
+        assert reg.quant_type("toyx").plugin == "toyx"
+        assert qf.quantize_rows("TOYX", qf.testing.sample_rows(64)).shape == (8, 40)
+    assert "TOYX" not in get_registry().quant_types
+
+
+def test_duplicate_name_names_both_plugins():
+    dup = QuantType("Q4_0", 250, 32, 18, "qf_plugins.quants.legacy:Q4_0_CODEC", ("symmetric",))
+    mod = plugin_module("intruder", qf_register_quant_types=lambda registrar: registrar.add_quant_type(dup))
+    with pytest.raises(PluginError, match=r"registered twice: by plugin 'legacy' and by plugin 'intruder'"):
+        build_registry(extra_plugins=[("intruder", mod)])
+
+
+def test_duplicate_strategy_and_type_id():
+    same_id = QuantType("OTHER", 2, 32, 18, "qf_plugins.quants.legacy:Q4_0_CODEC", ("symmetric",))
+    mod = plugin_module("ids", qf_register_quant_types=lambda registrar: registrar.add_quant_type(same_id))
+    with pytest.raises(PluginError, match="ggml type id 2 is registered twice: as Q4_0 by plugin 'legacy'"):
+        build_registry(extra_plugins=[("ids", mod)])
+    strat = Strategy("rtn", solves=("symmetric",), solver="qf_plugins.strategies.rtn:SOLVER")
+    mod = plugin_module("s", qf_register_strategies=lambda registrar: registrar.add_strategy(strat))
+    with pytest.raises(PluginError, match="strategy 'rtn' is registered twice"):
+        build_registry(extra_plugins=[("s", mod)])
+
+
+def test_sizes_checked_against_gguf():
+    wrong = QuantType("BADQ8", 8, 32, 33, "qf_plugins.quants.legacy:Q8_0_CODEC", ("symmetric",))
+    mod = plugin_module("bad", qf_register_quant_types=lambda registrar: registrar.add_quant_type(wrong))
+    with pytest.raises(PluginError, match="GGML_QUANT_SIZES says 32 / 34"):
+        build_registry(extra_plugins=[("bad", mod)], load_entry_points=False)
+
+
+def test_misspelled_hook_is_caught():
+    mod = types.ModuleType("typo")
+    mod.qf_register_quant_type = hookimpl(lambda registrar: None)  # missing "s"
+    with pytest.raises(PluginError, match="typo"):
+        build_registry(extra_plugins=[("typo", mod)])
+
+
+def test_plugin_that_fails_to_import_is_reported(monkeypatch):
+    broken = metadata.EntryPoint("broken", "qf_no_such_module_xyz", "qf")
+    real = metadata.entry_points
+
+    def fake_entry_points(**kw):
+        eps = list(real(**kw))
+        return eps + [broken] if kw.get("group") == "qf" else eps
+
+    monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
+    reg = build_registry()
+    assert [f.entry_point for f in reg.failures] == ["broken = qf_no_such_module_xyz"]
+    assert "ModuleNotFoundError" in reg.failures[0].error
+    assert "Q4_0" in reg.quant_types  # the others keep working
+
+
+def test_load_and_disable_plugins(monkeypatch):
+    monkeypatch.setenv("QF_LOAD_PLUGINS", "float,ggml")
+    reg = build_registry()
+    assert set(reg.quant_types) == {"F32", "F16", "BF16"}
+    monkeypatch.delenv("QF_LOAD_PLUGINS")
+    monkeypatch.setenv("QF_DISABLE_PLUGINS", "rtn")
+    assert "rtn" not in build_registry().strategies
+
+
+def test_unknown_names():
+    reg = get_registry()
+    with pytest.raises(UnknownNameError, match="unknown quant type 'Q9_9'"):
+        reg.quant_type("Q9_9")
+    with pytest.raises(UnknownNameError, match="unknown strategy"):
+        reg.strategy("nope")
+    assert reg.quant_type("q8_0").name == "Q8_0"
+
+
+def test_all_registration_hooks_and_commands():
+    from qf.model import Arch, Preset
+
+    mod = plugin_module(
+        "full",
+        qf_register_quant_types=lambda registrar: None,
+        qf_register_strategies=lambda registrar: None,
+        qf_register_arches=lambda registrar: registrar.add_arch(Arch("toyarch", ("toyarch",))),
+        qf_register_presets=lambda registrar: registrar.add_preset(Preset("TOYMIX", 77, "Q8_0")),
+        qf_register_commands=lambda cli: cli.command("toy-hello")(lambda: print("hello")),
+    )
+    reg = build_registry(extra_plugins=[("full", mod)])
+    assert reg.arch_for("toyarch").plugin == "full"
+    assert reg.arch_for("something-else").name == "generic"
+    assert reg.preset("toymix").file_type == 77
+    import click
+
+    group = click.Group()
+    reg.plugin_manager.hook.qf_register_commands(cli=group)
+    assert "toy-hello" in group.commands
+
+
+def test_registering_imports_no_kernels():
+    import subprocess
+    import sys
+
+    code = ("import sys; from qf.plugins import get_registry; get_registry(); "
+            "print(sorted(m for m in sys.modules if m.startswith('numba') or m.endswith('_kernels')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
