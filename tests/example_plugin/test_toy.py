@@ -47,7 +47,7 @@ def test_toy_plugin_reported():
 
 
 def test_toy_conforms():
-    check_quant_type("TOY8", max_rel_rmse=0.02)
+    check_quant_type("TOY8", max_rel_rmse=0.1)  # toy-clip clips 10% off the scale
 
 
 def test_toy_strategy_with_builtin_type():
