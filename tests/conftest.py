@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("QF_SHARED", REPO.parent / "shared")).resolve()
-GOLDEN = SHARED / "golden"
-GOLDEN_E2E = SHARED / "golden-e2e"
-ANCHORS = SHARED / "anchors"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared reference data not found: {path} (set QF_SHARED to the folder holding golden/)")
-    return path
+from paths import GOLDEN, need  # noqa: F401  (re-exported for tests)
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +19,6 @@ def golden_manifest() -> dict:
 def golden_inputs():
     data = np.load(need(GOLDEN) / "inputs.npz")
     return {name: data[name] for name in data.files}
-
-
-def golden_case(inputs: dict, case: str):
-    x = inputs[f"{case}/x"]
-    imatrix = inputs.get(f"{case}/imatrix")
-    return x, imatrix
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import gguf
 import numpy as np
 import pytest
 from gguf.constants import GGUFValueType as T
-from model_factory import write_model
 
+from model_factory import write_model
 from qf import QuantType, hookimpl
 from qf.errors import GGUFFormatError
 from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor, make_kv

@@ -10,9 +10,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import GOLDEN, golden_case
 
 import qf
+from paths import GOLDEN, golden_case
 from qf.plugins import get_registry
 
 REGISTERED = sorted(get_registry().quant_types)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GOLDEN_E2E, need
+
 from imatrix_files import write_dat, write_imatrix_gguf
 from model_factory import write_model
-
+from paths import GOLDEN_E2E, need
 from qf.errors import ImatrixError
 from qf.imatrix import Imatrix
 

@@ -10,11 +10,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import GOLDEN_E2E, need
-from imatrix_files import write_dat
-from model_factory import write_model
 
 import qf
+from imatrix_files import write_dat
+from model_factory import write_model
+from paths import GOLDEN_E2E, need
 from qf.gguf_io import GGUFFile
 from qf.imatrix import Imatrix
 

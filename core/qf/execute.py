@@ -91,7 +91,9 @@ class Executor:
 
             r, c = first_nonfinite(np.ascontiguousarray(x))
             if r >= 0:
-                where = f"row {(row0 + r) % rows_per_mat}" + (f" of expert {(row0 + r) // rows_per_mat}" if n_mat > 1 else "")
+                where = f"row {(row0 + r) % rows_per_mat}"
+                if n_mat > 1:
+                    where += f" of expert {(row0 + r) // rows_per_mat}"
                 raise InvalidWeightsError(f"tensor {t.name!r}: non-finite weight {x[r, c]} at {where}, column {c}")
             return quantize_checked(entry.dst, self.strategy, np.ascontiguousarray(x, np.float32), imatrix)
 

@@ -64,7 +64,9 @@ class Imatrix:
             kind = f.get("general.type", "?")
             raise ImatrixError(f"imatrix file {path}: a GGUF file with no *.in_sum2 tensors (general.type = {kind!r})")
         if datasets is None or chunk_count is None or chunk_size is None:
-            raise ImatrixError(f"imatrix file {path}: missing imatrix metadata (imatrix.datasets/chunk_count/chunk_size)")
+            raise ImatrixError(
+                f"imatrix file {path}: missing imatrix metadata (imatrix.datasets/chunk_count/chunk_size)"
+            )
         entries = {}
         for name in sorted(set(sums) | set(counts)):
             if name not in sums or name not in counts:
@@ -72,7 +74,9 @@ class Imatrix:
             c = np.rint(np.asarray(counts[name], np.float32)).reshape(-1)  # lround, as llama.cpp
             s = np.asarray(sums[name], np.float32).reshape(-1)
             if c.size == 0 or s.size % c.size:
-                raise ImatrixError(f"imatrix file {path}: {name!r} has {s.size} sums, not a multiple of {c.size} counts")
+                raise ImatrixError(
+                    f"imatrix file {path}: {name!r} has {s.size} sums, not a multiple of {c.size} counts"
+                )
             s = s.reshape(c.size, -1)  # (n_mat, ne0)
             values = np.ones_like(s)
             nz = c > 0
@@ -100,7 +104,9 @@ class Imatrix:
 
         (n_entries,) = take("<i", "the entry count")
         if n_entries < 1 or n_entries > len(data):
-            raise ImatrixError(f"imatrix file {path}: neither GGUF nor a valid legacy .dat file (entry count {n_entries})")
+            raise ImatrixError(
+                f"imatrix file {path}: neither GGUF nor a valid legacy .dat file (entry count {n_entries})"
+            )
         entries: dict[str, np.ndarray] = {}
         counts: dict[str, np.ndarray] = {}
         for i in range(n_entries):

@@ -8,7 +8,7 @@ tensor is actually quantized.
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import attrs
@@ -34,7 +34,7 @@ def _check_ref(instance: Any, attribute: attrs.Attribute, value: str | None) -> 
         raise ValueError(f"{attribute.name} must be a 'module:attribute' reference, got {value!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_object(ref: str) -> Any:
     """Import ``"package.module:attr"`` and return the attribute (cached)."""
     module_name, _, attr = ref.partition(":")
@@ -89,7 +89,9 @@ class QuantType:
 
     def row_bytes(self, n_per_row: int) -> int:
         if not self.fits(n_per_row):
-            raise ValueError(f"{self.name}: row length {n_per_row} is not a multiple of the block size {self.block_size}")
+            raise ValueError(
+                f"{self.name}: row length {n_per_row} is not a multiple of the block size {self.block_size}"
+            )
         return n_per_row // self.block_size * self.type_size
 
     def load_codec(self) -> Any:

@@ -12,7 +12,8 @@ from qf.errors import UsageError
 from qf.execute import Executor, default_threads
 from qf.gguf_io import GGUFFile, atomic_output
 from qf.imatrix import Imatrix
-from qf.plan import Plan, PlanEntry, PlanOptions, Planner, TypeRule
+from qf.models import find_model
+from qf.plan import Plan, PlanEntry, Planner, PlanOptions, TypeRule
 from qf.plugins import get_registry
 
 MiB = 1024 * 1024
@@ -31,7 +32,8 @@ def format_shape(shape: Sequence[int]) -> str:
 
 
 def describe(entry: PlanEntry, n_total: int) -> str:
-    head = f"[{entry.index + 1:4d}/{n_total:4d}] {entry.name:<36s} - {format_shape(entry.source.shape)}, type = {entry.src_type:>6s}, "
+    head = (f"[{entry.index + 1:4d}/{n_total:4d}] {entry.name:<36s} - {format_shape(entry.source.shape)},"
+            f" type = {entry.src_type:>6s}, ")
     if entry.copy:
         return head + f"size = {entry.n_bytes_in / MiB:8.3f} MiB"
     fallback = f" (fallback from {entry.fallback_from})" if entry.fallback_from else ""
@@ -59,7 +61,7 @@ def make_plan(
     registry = get_registry()
     if include_weights and exclude_weights:
         raise UsageError("--include-weights and --exclude-weights cannot be used together")
-    source = GGUFFile.open(input)
+    source = GGUFFile.open(find_model(input))
     loaded = None
     if imatrix is not None:
         loaded = Imatrix.load(imatrix).filtered(list(include_weights), list(exclude_weights))
@@ -71,7 +73,7 @@ def make_plan(
         imatrix_arg=None if imatrix is None else os.fspath(imatrix),
         include_weights=tuple(include_weights), exclude_weights=tuple(exclude_weights), override_kv=tuple(override_kv),
     )
-    plan = Planner(registry, options).plan(Path(input), source.kvs, source.tensors, loaded)
+    plan = Planner(registry, options).plan(source.path, source.kvs, source.tensors, loaded)
     return plan, source
 
 
@@ -91,8 +93,9 @@ def quantize_file(
     Returns the plan that was carried out.  Nothing is written for ``dry_run``; otherwise the output appears only
     when complete (written to a temporary file and renamed).
     """
-    input = Path(input)
-    if output is not None and not dry_run and (_same_file(input, Path(output)) or Path(output).resolve() == input.resolve()):
+    input = find_model(input)
+    same = output is not None and (_same_file(input, Path(output)) or Path(output).resolve() == input.resolve())
+    if same and not dry_run:
         raise UsageError(f"input and output files are the same: '{input}'")
     plan, source = make_plan(input, ftype, **options)
     if dry_run:

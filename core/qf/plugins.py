@@ -108,7 +108,9 @@ class Registry:
             if "*" in arch.gguf_names:
                 fallback = arch
         if fallback is None:
-            raise UnknownNameError(f"no architecture plugin handles {gguf_arch!r} and no generic fallback is registered")
+            raise UnknownNameError(
+                f"no architecture plugin handles {gguf_arch!r} and no generic fallback is registered"
+            )
         return fallback
 
     def type_sizes(self, type_id: int) -> tuple[int, int] | None:
@@ -153,7 +155,8 @@ class Registrar:
         known = _gguf_sizes(qtype.type_id)
         if known is not None and known != (qtype.block_size, qtype.type_size):
             raise PluginError(
-                f"plugin {self.plugin!r}: quant type {qtype.name} (id {qtype.type_id}) declares block {qtype.block_size}"
+                f"plugin {self.plugin!r}: quant type {qtype.name} (id {qtype.type_id})"
+                f" declares block {qtype.block_size}"
                 f" / {qtype.type_size} bytes, but gguf's GGML_QUANT_SIZES says {known[0]} / {known[1]}"
             )
         clash = self._registry.quant_type_by_id(qtype.type_id)

@@ -231,7 +231,8 @@ class GGUFFile:
             block, type_size = bs_ts
             if shape[0] % block:
                 raise GGUFFormatError(
-                    f"{path}: tensor {name!r} has row length {shape[0]}, not a multiple of its type's block size {block}"
+                    f"{path}: tensor {name!r} has row length {shape[0]},"
+                    f" not a multiple of its type's block size {block}"
                 )
             n_elements = int(np.prod(shape, dtype=np.int64))
             n_bytes = n_elements // block * type_size

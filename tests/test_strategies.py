@@ -1,0 +1,60 @@
+"""Strategies: `rtn` is valid, plain round-to-nearest output; `ggml`'s searches beat it where they search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from paths import golden_case
+
+import qf
+from qf.plugins import get_registry
+from qf.testing import check_quant_type, relative_rmse
+
+QUANTIZED = sorted(n for n, q in get_registry().quant_types.items() if q.is_quantized)
+
+
+def weighted_error(type_name, x, imatrix, strategy):
+    y = qf.dequantize_rows(type_name, qf.quantize_rows(type_name, x, imatrix, strategy), x.shape[1])
+    return relative_rmse(x, y, imatrix)
+
+
+def supported(type_name, strategy):
+    return get_registry().strategy(strategy).supports(get_registry().quant_type(type_name))
+
+
+@pytest.mark.parametrize("type_name", QUANTIZED)
+def test_rtn_is_sane_and_ggml_search_helps(type_name, golden_manifest, golden_inputs):
+    if not supported(type_name, "rtn"):
+        pytest.skip(f"rtn does not support {type_name}")
+    qtype = get_registry().quant_type(type_name)
+    ratios = []
+    for case, meta in golden_manifest["cases"].items():
+        x, imatrix = golden_case(golden_inputs, case)
+        if x.shape[1] % qtype.block_size or (imatrix is None and qtype.requires_imatrix):
+            continue
+        rtn = weighted_error(type_name, x, imatrix, "rtn")
+        ggml = weighted_error(type_name, x, imatrix, "ggml")
+        if not np.isfinite(ggml):  # e.g. Q4_1 on values beyond fp16: llama.cpp's own scale overflows too
+            continue
+        assert np.isfinite(rtn), case
+        assert rtn <= 4 * ggml + 1e-6, f"{case}: rtn error {rtn:.4g} vs ggml {ggml:.4g}"
+        if imatrix is not None and not case.startswith("edge") and qtype.uses_imatrix:
+            ratios.append(ggml / rtn)
+    if ratios:  # where ggml searches with importance weights, it wins on average
+        assert np.mean(ratios) < 1.0, ratios
+
+
+@pytest.mark.parametrize("type_name", QUANTIZED)
+def test_builtin_types_pass_the_plugin_kit(type_name):
+    qtype = get_registry().quant_type(type_name)
+    check_quant_type(type_name, max_rel_rmse={2: 0.9, 3: 0.5, 4: 0.25}.get(int(qtype.bits_per_weight), 0.15))
+
+
+def test_unsupported_pair_is_a_clear_error():
+    from qf.errors import UsageError
+
+    grid_like = [n for n in QUANTIZED if not supported(n, "rtn")]
+    if not grid_like:
+        pytest.skip("every registered type supports rtn")
+    with pytest.raises(UsageError, match="does not support"):
+        qf.quantize_rows(grid_like[0], np.zeros((1, 256), np.float32), np.ones(256, np.float32), "rtn")
