@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from paths import golden_case
 
 import qf
+from paths import golden_case
 from qf.plugins import get_registry
 from qf.testing import check_quant_type, relative_rmse
 
 QUANTIZED = sorted(n for n, q in get_registry().quant_types.items() if q.is_quantized)
 
 
-def weighted_error(type_name, x, imatrix, strategy):
+def errors(type_name, x, imatrix, strategy):
+    """(plain, imatrix-weighted) relative RMSE of a round trip."""
     y = qf.dequantize_rows(type_name, qf.quantize_rows(type_name, x, imatrix, strategy), x.shape[1])
-    return relative_rmse(x, y, imatrix)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return relative_rmse(x, y), relative_rmse(x, y, imatrix)
 
 
 def supported(type_name, strategy):
@@ -28,18 +30,19 @@ def test_rtn_is_sane_and_ggml_search_helps(type_name, golden_manifest, golden_in
         pytest.skip(f"rtn does not support {type_name}")
     qtype = get_registry().quant_type(type_name)
     ratios = []
-    for case, meta in golden_manifest["cases"].items():
+    for case in golden_manifest["cases"]:
         x, imatrix = golden_case(golden_inputs, case)
         if x.shape[1] % qtype.block_size or (imatrix is None and qtype.requires_imatrix):
             continue
-        rtn = weighted_error(type_name, x, imatrix, "rtn")
-        ggml = weighted_error(type_name, x, imatrix, "ggml")
+        rtn, rtn_w = errors(type_name, x, imatrix, "rtn")
+        ggml, ggml_w = errors(type_name, x, imatrix, "ggml")
         if not np.isfinite(ggml):  # e.g. Q4_1 on values beyond fp16: llama.cpp's own scale overflows too
             continue
         assert np.isfinite(rtn), case
-        assert rtn <= 4 * ggml + 1e-6, f"{case}: rtn error {rtn:.4g} vs ggml {ggml:.4g}"
-        if imatrix is not None and not case.startswith("edge") and qtype.uses_imatrix:
-            ratios.append(ggml / rtn)
+        # SmolLM2's rows were dequantized from Q4_1, so ggml can be exact there: hence the absolute slack
+        assert rtn <= 2 * ggml + 0.05, f"{case}: rtn error {rtn:.4g} vs ggml {ggml:.4g}"
+        if imatrix is not None and not case.startswith("edge") and qtype.uses_imatrix and rtn_w > 0:
+            ratios.append(ggml_w / rtn_w)
     if ratios:  # where ggml searches with importance weights, it wins on average
         assert np.mean(ratios) < 1.0, ratios
 
