@@ -1,27 +1,34 @@
-"""llama-quantize's ftypes as presets: the default type and the ``general.file_type`` value of each."""
+"""llama-quantize's ftypes (presets) and its mix rules, loaded from data/llama_cpp.toml."""
 
 from __future__ import annotations
 
+from importlib import resources
+
 from qf import Preset, hookimpl
 
-# (name, llama_ftype, default quant type)
-UNIFORM = (
-    ("F32", 0, "F32"),
-    ("F16", 1, "F16"),
-    ("BF16", 32, "BF16"),
-    ("Q4_0", 2, "Q4_0"),
-    ("Q4_1", 3, "Q4_1"),
-    ("Q5_0", 8, "Q5_0"),
-    ("Q5_1", 9, "Q5_1"),
-    ("Q8_0", 7, "Q8_0"),
-)
+MIX_NAME = "llama.cpp"
 
-PRESETS = tuple(Preset(name, file_type, default) for name, file_type, default in UNIFORM) + (
-    Preset("COPY", 0, "F32", only_copy=True, description="copy every tensor as it is"),
-)
+
+def _load():
+    from qf.mix import Mix, parse_toml
+
+    text = resources.files(__package__).joinpath("data/llama_cpp.toml").read_text()
+    where = "qf_arches/data/llama_cpp.toml"
+    data = parse_toml(text, where)
+    presets = []
+    for item in data["ftype"]:
+        quantized = item["default"] not in ("F32", "F16", "BF16")
+        presets.append(Preset(
+            item["name"], item["id"], item["default"], mix=MIX_NAME if quantized else None,
+            mix_as=item.get("mix_as"), imatrix_required=item.get("imatrix_required", ()),
+            description=item.get("description", "").strip(), only_copy=item.get("only_copy", False),
+        ))
+    return presets, Mix.from_toml(MIX_NAME, text, where)
 
 
 @hookimpl
 def qf_register_presets(registrar):
-    for preset in PRESETS:
+    presets, mix = _load()
+    registrar.add_mix(mix)
+    for preset in presets:
         registrar.add_preset(preset)

@@ -15,12 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from qf.hookspecs import hookimpl, hookspec
-from qf.model import Arch, BlockProblem, BlockSolution, Preset, QuantType, Strategy
+from qf.model import Arch, ArchFacts, BlockProblem, BlockSolution, Preset, QuantType, Strategy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Arch",
+    "ArchFacts",
     "BlockProblem",
     "BlockSolution",
     "Preset",

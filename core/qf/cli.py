@@ -143,35 +143,44 @@ def plugins(as_json: bool) -> None:
         click.echo(f"FAILED: {f.message()}", err=True)
 
 
-def _split_positionals(args: tuple[str, ...]) -> tuple[str, str | None, str, int | None]:
-    """llama-quantize's positionals: IN [OUT] FTYPE [NTHREADS]."""
+def _split_positionals(
+    args: tuple[str, ...], ftype_optional: bool
+) -> tuple[str, str | None, str | None, int | None]:
+    """llama-quantize's positionals: IN [OUT] FTYPE [NTHREADS] (FTYPE may come from a recipe's `extends`)."""
     reg = get_registry()
 
-    def is_ftype(s: str) -> bool:
+    def ftype_name(s: str) -> str | None:
         try:
-            reg.preset(s)
-            return True
+            return reg.preset(s).name
         except QfError:
-            return s.isdigit() and any(p.file_type == int(s) for p in reg.presets.values())
+            preset = reg.preset_by_id(int(s)) if s.isdigit() else None
+            return preset.name if preset else None
 
-    if len(args) < 2:
+    if not args:
         raise UsageError("expected: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS]")
     inp, rest = args[0], list(args[1:])
-    if is_ftype(rest[0]):
-        out, ftype, rest = None, rest[0], rest[1:]
+    if not rest:
+        if ftype_optional:
+            return inp, None, None, None
+        raise UsageError("missing ftype; see `qf list-ftypes`")
+    if ftype_name(rest[0]):
+        out, ftype, rest = None, ftype_name(rest[0]), rest[1:]
     else:
-        if len(rest) < 2:
-            raise UsageError(f"missing ftype (got {' '.join(args)!r}); see `qf list-ftypes`")
-        out, ftype, rest = rest[0], rest[1], rest[2:]
-        if not is_ftype(ftype):
-            raise UsageError(f"invalid ftype {ftype!r}; see `qf list-ftypes`")
+        out, rest = rest[0], rest[1:]
+        if not rest:
+            if not ftype_optional:
+                raise UsageError(f"missing ftype after output {out!r}; see `qf list-ftypes`")
+            ftype = None
+        else:
+            ftype = ftype_name(rest[0])
+            if ftype is None:
+                raise UsageError(f"invalid ftype {rest[0]!r}; see `qf list-ftypes`")
+            rest = rest[1:]
     nthreads = None
     if rest:
-        if len(rest) > 1 or not rest[0].lstrip("-").isdigit():
+        if len(rest) > 1 or not rest[0].isdigit():
             raise UsageError(f"unexpected arguments: {' '.join(rest)}")
         nthreads = int(rest[0])
-    if ftype.isdigit():
-        ftype = next(p.name for p in reg.presets.values() if p.file_type == int(ftype))
     return inp, out, ftype, nthreads
 
 
@@ -183,25 +192,64 @@ def _parse_tensor_type(spec: str, source: str = "--tensor-type") -> tuple[str, s
         raise UsageError(f"{source}: missing tensor name pattern in {spec!r}")
     if not type_name:
         raise UsageError(f"{source}: missing quantization type in {spec!r}")
+    try:
+        get_registry().quant_type(type_name)
+    except QfError as exc:
+        raise UsageError(f"{source}: {exc}") from None
     return pattern.lower(), type_name  # llama-quantize lower-cases the pattern
 
 
-@cli.command("quantize", context_settings={**CONTEXT, "ignore_unknown_options": False})
+def _parse_prune(spec: str | None) -> tuple[int, ...]:
+    if not spec:
+        return ()
+    layers = []
+    for part in spec.split(","):
+        if not part.strip().isdigit():
+            raise UsageError(f"--prune-layers: invalid layer id {part!r}")
+        layers.append(int(part))
+    return tuple(sorted(set(layers)))
+
+
+def _print_plan(plan) -> None:
+    from qf.pipeline import MiB, summary
+
+    rows = []
+    for e in plan.entries:
+        shape = "x".join(str(d) for d in e.source.shape)
+        size = f"{e.n_bytes_in / MiB:.3f}" if e.copy else f"{e.n_bytes_in / MiB:.2f} -> {e.n_bytes_out / MiB:.2f}"
+        rows.append([str(e.index + 1), e.name, shape, e.src_type, e.dst_label, size, e.reason])
+    _echo_table(rows, ["#", "tensor", "shape", "from", "type", "MiB", "reason"])
+    click.echo(summary(plan))
+    for w in plan.warnings:
+        click.echo(f"warning: {w}")
+
+
+@cli.command("quantize", context_settings=CONTEXT)
 @click.argument("args", nargs=-1, required=True, metavar="INPUT [OUTPUT] FTYPE [NTHREADS]")
-@click.option("--strategy", default="ggml", show_default=True, help="Search strategy (see `qf list-strategies`).")
+@click.option("--strategy", help="Search strategy (default ggml = llama.cpp's bytes; see `qf list-strategies`).")
 @click.option("--imatrix", "imatrix", type=click.Path(dir_okay=False), help="Importance matrix (GGUF or legacy .dat).")
 @click.option("--allow-requantize", is_flag=True, help="Allow quantized input tensors (dequantized first).")
 @click.option("--leave-output-tensor", is_flag=True, help="Do not quantize output.weight.")
-@click.option("--pure", is_flag=True, help="Same type for every quantized tensor (no ftype mix).")
+@click.option("--pure", is_flag=True, default=None, help="Default type for every quantized tensor (no ftype mix).")
 @click.option("--output-tensor-type", help="Type for output.weight.")
 @click.option("--token-embedding-type", help="Type for token_embd.weight.")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="RE=TYPE",
               help="Type for tensors whose name matches regex RE (lower-cased; first match wins). Repeatable.")
 @click.option("--tensor-type-file", type=click.Path(exists=True, dir_okay=False),
-              help="File of whitespace-separated RE=TYPE entries.")
+              help="File of whitespace-separated RE=TYPE entries (after --tensor-type rules).")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False),
+              help="TOML recipe: preset base, ordered case-sensitive rules, per-rule strategy (see CONTRIBUTING.md).")
 @click.option("--include-weights", multiple=True, help="Use imatrix entries whose name contains this. Repeatable.")
 @click.option("--exclude-weights", multiple=True, help="Ignore imatrix entries whose name contains this. Repeatable.")
 @click.option("--override-kv", multiple=True, metavar="KEY=TYPE:VALUE", help="Set a metadata key. Repeatable.")
+@click.option("--prune-layers", metavar="L1,L2,...", help="Drop these layers (and renumber the rest).")
+@click.option("--keep-split", is_flag=True, help="Write as many split files as the input has.")
+@click.option("--on-missing-imatrix", type=click.Choice(["error", "upgrade", "allow"]),
+              help="Tensors whose type needs imatrix data they lack: error (default; all listed before any work),"
+                   " upgrade to the nearest type that needs none, or allow (where ggml itself can).")
+@click.option("--mtp-types", is_flag=True, default=None,
+              help="Type MTP/NextN heads like what they mirror (eh_proj, shared_head_head like output.weight;"
+                   " embed_tokens like token_embd). Default: llama.cpp's choice.")
 @click.option("--no-fallback", "strict_shapes", is_flag=True,
               help="Fail instead of falling back to another type when a row length does not fit the block size.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (types, reasons, sizes) and write nothing.")
@@ -209,8 +257,9 @@ def _parse_tensor_type(spec: str, source: str = "--tensor-type") -> tuple[str, s
 @click.option("-t", "--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No log lines and no progress bar.")
 def quantize(args, strategy, imatrix, allow_requantize, leave_output_tensor, pure, output_tensor_type,
-             token_embedding_type, tensor_types, tensor_type_file, include_weights, exclude_weights, override_kv,
-             strict_shapes, dry_run, as_json, threads, quiet) -> None:
+             token_embedding_type, tensor_types, tensor_type_file, recipe, include_weights, exclude_weights,
+             override_kv, prune_layers, keep_split, on_missing_imatrix, mtp_types, strict_shapes, dry_run, as_json,
+             threads, quiet) -> None:
     """Quantize a GGUF model, like llama-quantize: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS].
 
     OUTPUT defaults to ggml-model-FTYPE.gguf next to INPUT.  FTYPE is a llama-quantize ftype (see `qf list-ftypes`).
@@ -218,31 +267,30 @@ def quantize(args, strategy, imatrix, allow_requantize, leave_output_tensor, pur
     add --allow-requantize).
     """
     from qf.models import find_model
-    from qf.pipeline import describe, quantize_file, summary
+    from qf.pipeline import quantize_file
 
-    inp, out, ftype, nthreads = _split_positionals(args)
+    inp, out, ftype, nthreads = _split_positionals(args, ftype_optional=recipe is not None)
     if out is None and not dry_run:
         folder = "." if inp.startswith("@") else os.path.dirname(find_model(inp))
-        out = os.path.join(folder, f"ggml-model-{get_registry().preset(ftype).name}.gguf")
+        out = os.path.join(folder, f"ggml-model-{ftype or 'recipe'}" + ("" if keep_split else ".gguf"))
     rules = [_parse_tensor_type(s) for s in tensor_types]
     if tensor_type_file:
         for token in Path(tensor_type_file).read_text().split():
             rules.append(_parse_tensor_type(token, f"--tensor-type-file {tensor_type_file}"))
     plan = quantize_file(
-        inp, out, ftype, threads=threads or nthreads, dry_run=dry_run, quiet=quiet, progress=True,
-        imatrix=imatrix, strategy=strategy, allow_requantize=allow_requantize, pure=pure,
+        inp, out, ftype, threads=threads or nthreads, dry_run=dry_run, quiet=quiet or (dry_run and as_json),
+        progress=True, imatrix=imatrix, strategy=strategy, allow_requantize=allow_requantize, pure=pure,
         leave_output_tensor=leave_output_tensor, output_tensor_type=output_tensor_type,
-        token_embedding_type=token_embedding_type, tensor_types=rules, strict_shapes=strict_shapes,
+        token_embedding_type=token_embedding_type, tensor_types=rules, recipe=recipe, strict_shapes=strict_shapes,
         include_weights=include_weights, exclude_weights=exclude_weights, override_kv=override_kv,
+        prune_layers=_parse_prune(prune_layers), keep_split=keep_split, on_missing_imatrix=on_missing_imatrix,
+        mtp_types=mtp_types,
     )
     if dry_run:
         if as_json:
             click.echo(json.dumps(plan.to_json(), indent=2))
         else:
-            n = len(plan.entries)
-            for entry in plan.entries:
-                click.echo(describe(entry, n) + f"  [{entry.reason}]")
-            click.echo(summary(plan))
+            _print_plan(plan)
     elif not quiet:
         click.echo(f"wrote {out}", err=True)
 

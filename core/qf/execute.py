@@ -16,7 +16,7 @@ import numpy as np
 
 from qf.api import quantize_checked
 from qf.errors import InvalidWeightsError
-from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor
+from qf.gguf_io import GGUFStreamWriter, OutTensor
 from qf.plan import Plan, PlanEntry
 from qf.plugins import get_registry
 
@@ -31,10 +31,10 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def out_tensors(plan: Plan) -> list[OutTensor]:
+def out_tensors(entries) -> list[OutTensor]:
     return [
         OutTensor(e.name, e.source.shape, e.source.type_id if e.dst is None else e.dst.type_id, e.n_bytes_out)
-        for e in plan.entries
+        for e in entries
     ]
 
 
@@ -47,7 +47,7 @@ def to_float32(src_type_id: int, raw: np.ndarray, n_per_row: int) -> np.ndarray:
 
 
 class Executor:
-    def __init__(self, plan: Plan, source: GGUFFile, threads: int | None = None,
+    def __init__(self, plan: Plan, source, threads: int | None = None,
                  on_tensor: Callable[[PlanEntry], None] | None = None,
                  on_progress: Callable[[int], None] | None = None) -> None:
         self.plan = plan
@@ -55,20 +55,23 @@ class Executor:
         self.threads = threads or default_threads()
         self.on_tensor = on_tensor or (lambda entry: None)
         self.on_progress = on_progress or (lambda n: None)
-        self.strategy = get_registry().strategy(plan.options.strategy)
+        registry = get_registry()
+        self.strategies = {name: registry.strategy(name) for name in {e.strategy for e in plan.entries} if name}
 
-    def run(self, fh) -> None:
-        writer = GGUFStreamWriter(fh, list(self.plan.kvs), out_tensors(self.plan), self.plan.alignment)
+    def run(self, outputs) -> None:
+        """Write every output file; ``outputs[i]`` is the open file for ``plan.files[i]``."""
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="qf") as pool:
-            for entry in self.plan.entries:
-                writer.begin(entry.name)
-                if entry.copy:
-                    self._copy(entry, writer)
-                else:
-                    self._quantize(entry, writer, pool)
-                self.source.release(entry.source)
-                self.on_tensor(entry)
-        writer.close()
+            for out_file, fh in zip(self.plan.files, outputs):
+                writer = GGUFStreamWriter(fh, list(out_file.kvs), out_tensors(out_file.entries), self.plan.alignment)
+                for entry in out_file.entries:
+                    writer.begin(entry.name)
+                    if entry.copy:
+                        self._copy(entry, writer)
+                    else:
+                        self._quantize(entry, writer, pool)
+                    self.source.release(entry.source)
+                    self.on_tensor(entry)
+                writer.close()
 
     def _copy(self, entry: PlanEntry, writer: GGUFStreamWriter) -> None:
         data = self.source.tensor_data(entry.source)
@@ -82,6 +85,7 @@ class Executor:
         rows_per_mat = t.shape[1] if len(t.shape) > 1 else 1
         n_mat = t.n_rows // rows_per_mat
         src_row_bytes = self.source.row_bytes(t)
+        strategy = self.strategies.get(entry.strategy) or get_registry().strategy("ggml")
         slab_rows = max(1, min(rows_per_mat, SLAB_BYTES // (4 * n_per_row)))
         chunk_rows = max(1, -(-slab_rows // (4 * self.threads)))
 
@@ -95,7 +99,7 @@ class Executor:
                 if n_mat > 1:
                     where += f" of expert {(row0 + r) // rows_per_mat}"
                 raise InvalidWeightsError(f"tensor {t.name!r}: non-finite weight {x[r, c]} at {where}, column {c}")
-            return quantize_checked(entry.dst, self.strategy, np.ascontiguousarray(x, np.float32), imatrix)
+            return quantize_checked(entry.dst, strategy, np.ascontiguousarray(x, np.float32), imatrix)
 
         for mat in range(n_mat):
             imatrix = None if entry.imatrix is None else np.ascontiguousarray(entry.imatrix[mat], np.float32)

@@ -70,6 +70,8 @@ class QuantType:
     is_quantized: bool = True
     #: type used when a row length is not a multiple of block_size (llama.cpp's fallback table), or None
     fallback: str | None = None
+    #: preferred replacement when imatrix data is missing and the user asked to upgrade (--on-missing-imatrix)
+    imatrix_free: str | None = None
     description: str = ""
     #: name of the plugin that registered it (filled in by the registrar)
     plugin: str = ""
@@ -127,16 +129,34 @@ class Strategy:
 
 
 @attrs.frozen
+class ArchFacts:
+    """What the mix rules need to know about a model (llama.cpp's hparams as llama-quantize sees them)."""
+
+    arch: str  # general.architecture
+    n_layer_all: int = 0  # block_count, MTP/NextN layers included
+    n_nextn: int = 0  # trailing MTP/NextN layers
+    n_expert: int = 0
+    n_gqa: int = 0  # n_head / n_head_kv of layer 0 (integer division), 0 if unknown
+    model_type: str = ""  # e.g. "70B": llama.cpp's LLM_TYPE where a rule depends on it
+    #: extra name substrings never quantized (arch exceptions to llama.cpp's generic list)
+    never_quantized: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class Arch:
     """What an architecture plugin tells the planner about a model family.
 
     ``gguf_names`` are the ``general.architecture`` values it handles; ``"*"`` marks the generic fallback.
-    ``facts`` names a callable ``(metadata: dict) -> ArchFacts``-like object used by the recipe rules.
+    ``facts`` names a callable ``(metadata: dict, tensors: list[TensorInfo]) -> ArchFacts``; ``forward`` (optional)
+    names the numpy forward pass used by ``qf imatrix``; ``rules`` are mix rules (TOML text, see qf.mix) that take
+    precedence over the preset's for models of this architecture.
     """
 
     name: str
     gguf_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     facts: str | None = attrs.field(default=None, validator=_check_ref)
+    forward: str | None = attrs.field(default=None, validator=_check_ref)
+    rules: str = ""
     description: str = ""
     plugin: str = ""
 
@@ -150,10 +170,18 @@ class Preset:
     default_type: str  # quant type name
     #: name of the mix (rule set) applied on top of the default type; None = the same type everywhere
     mix: str | None = None
+    #: the ftype name the mix rules see (aliases: Q4_K -> Q4_K_M); defaults to ``name``
+    mix_as: str | None = None
+    #: types that need imatrix data in this preset beyond their own requirement (Q2_K in Q2_K_S)
+    imatrix_required: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     description: str = ""
     #: COPY: copy every tensor as it is
     only_copy: bool = False
     plugin: str = ""
+
+    @property
+    def ftype(self) -> str:
+        return self.mix_as or self.name
 
 
 @attrs.frozen(eq=False)

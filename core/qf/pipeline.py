@@ -6,11 +6,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from qf.errors import UsageError
 from qf.execute import Executor, default_threads
-from qf.gguf_io import GGUFFile, atomic_output
+from qf.gguf_io import atomic_output
+from qf.gguf_io.source import ModelSource, split_path
 from qf.imatrix import Imatrix
 from qf.models import find_model
 from qf.plan import Plan, PlanEntry, Planner, PlanOptions, TypeRule
@@ -28,59 +30,104 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def format_shape(shape: Sequence[int]) -> str:
     dims = list(shape) + [1] * (4 - len(shape))
-    return "[" + ", ".join(f"{d:5d}" for d in dims) + "]"
+    return "[" + ", ".join(f"{d:6d}" for d in dims) + "]"
 
 
-def describe(entry: PlanEntry, n_total: int) -> str:
+def describe(entry: PlanEntry, n_total: int, dry_run: bool = False) -> str:
+    """One log line per tensor, in llama-quantize's format."""
     head = (f"[{entry.index + 1:4d}/{n_total:4d}] {entry.name:<36s} - {format_shape(entry.source.shape)},"
             f" type = {entry.src_type:>6s}, ")
     if entry.copy:
         return head + f"size = {entry.n_bytes_in / MiB:8.3f} MiB"
     fallback = f" (fallback from {entry.fallback_from})" if entry.fallback_from else ""
+    if dry_run:
+        return head + (f"size = {entry.n_bytes_in / MiB:8.2f} MiB -> {entry.n_bytes_out / MiB:8.2f} MiB"
+                       f" ({entry.dst_label}){fallback}")
     return (head + f"converting to {entry.dst_label}{fallback} .. size = {entry.n_bytes_in / MiB:8.2f} MiB -> "
             f"{entry.n_bytes_out / MiB:8.2f} MiB")
 
 
+def output_paths(output: str | os.PathLike[str], plan: Plan) -> list[Path]:
+    """One path, or llama-quantize's split names (PREFIX-0000N-of-0000M.gguf) with --keep-split."""
+    if len(plan.files) == 1:
+        return [Path(output)]
+    prefix = os.fspath(output)
+    if ".gguf" in prefix:  # llama-quantize drops the last 5 characters when the name contains ".gguf"
+        prefix = prefix[:-5]
+    return [Path(split_path(prefix, f.split_no, len(plan.files))) for f in plan.files]
+
+
 def make_plan(
     input: str | os.PathLike[str],
-    ftype: str,
+    ftype: str | None,
     *,
     imatrix: str | os.PathLike[str] | None = None,
-    strategy: str = "ggml",
+    strategy: str | None = None,
     allow_requantize: bool = False,
-    pure: bool = False,
+    pure: bool | None = None,
     leave_output_tensor: bool = False,
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
     tensor_types: Sequence[tuple[str, str]] = (),
+    rules: Sequence[TypeRule] = (),
+    recipe: str | os.PathLike[str] | None = None,
     strict_shapes: bool = False,
     include_weights: Sequence[str] = (),
     exclude_weights: Sequence[str] = (),
     override_kv: Sequence[str] = (),
-) -> tuple[Plan, GGUFFile]:
+    prune_layers: Sequence[int] = (),
+    keep_split: bool = False,
+    on_missing_imatrix: str | None = None,
+    mtp_types: bool | None = None,
+    dry_run: bool = False,
+) -> tuple[Plan, ModelSource]:
+    """Build the plan for a quantization (nothing is read but metadata; nothing is written).
+
+    ``tensor_types`` are ``(pattern, type)`` pairs taken as given (the CLI lower-cases ``--tensor-type`` patterns as
+    llama-quantize does); ``rules`` are ready :class:`TypeRule` values; a ``recipe`` file adds its own (after them)."""
     registry = get_registry()
     if include_weights and exclude_weights:
         raise UsageError("--include-weights and --exclude-weights cannot be used together")
-    source = GGUFFile.open(find_model(input))
+    all_rules = [TypeRule(p, t) for p, t in tensor_types] + list(rules)
+    settings: dict = {}
+    if recipe is not None:
+        from qf.recipe import load_recipe
+
+        loaded_recipe = load_recipe(recipe)
+        all_rules += list(loaded_recipe.rules)
+        settings = loaded_recipe.settings
+    ftype = ftype or settings.get("extends")
+    if ftype is None:
+        raise UsageError("no ftype given (on the command line, or `extends` in the recipe)")
+
+    def pick(value, key, default):
+        return value if value is not None else settings.get(key, default)
+
+    source = ModelSource.open(find_model(input))
     loaded = None
     if imatrix is not None:
         loaded = Imatrix.load(imatrix).filtered(list(include_weights), list(exclude_weights))
     options = PlanOptions(
-        ftype=ftype, strategy=strategy, allow_requantize=allow_requantize, pure=pure,
-        leave_output_tensor=leave_output_tensor, output_tensor_type=output_tensor_type,
-        token_embedding_type=token_embedding_type,
-        tensor_types=tuple(TypeRule(p, t) for p, t in tensor_types), strict_shapes=strict_shapes,
+        ftype=ftype, strategy=pick(strategy, "strategy", "ggml"), allow_requantize=allow_requantize,
+        pure=pick(pure, "pure", False), leave_output_tensor=leave_output_tensor,
+        output_tensor_type=pick(output_tensor_type, "output_tensor_type", None),
+        token_embedding_type=pick(token_embedding_type, "token_embedding_type", None),
+        rules=tuple(all_rules), strict_shapes=strict_shapes,
         imatrix_arg=None if imatrix is None else os.fspath(imatrix),
         include_weights=tuple(include_weights), exclude_weights=tuple(exclude_weights), override_kv=tuple(override_kv),
+        prune_layers=tuple(prune_layers), keep_split=keep_split,
+        on_missing_imatrix=pick(on_missing_imatrix, "on_missing_imatrix", "error"),
+        mtp_types=pick(mtp_types, "mtp_types", False), dry_run=dry_run,
     )
-    plan = Planner(registry, options).plan(source.path, source.kvs, source.tensors, loaded)
+    _ = registry  # the planner looks everything up through the registry
+    plan = Planner(registry, options).plan(source, loaded)
     return plan, source
 
 
 def quantize_file(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str] | None,
-    ftype: str,
+    ftype: str | None,
     *,
     threads: int | None = None,
     dry_run: bool = False,
@@ -91,24 +138,27 @@ def quantize_file(
     """Quantize a GGUF model file like ``llama-quantize`` (see ``qf quantize --help`` for the options).
 
     Returns the plan that was carried out.  Nothing is written for ``dry_run``; otherwise the output appears only
-    when complete (written to a temporary file and renamed).
-    """
+    when complete (written to temporary files and renamed at the end)."""
     input = find_model(input)
     same = output is not None and (_same_file(input, Path(output)) or Path(output).resolve() == input.resolve())
     if same and not dry_run:
         raise UsageError(f"input and output files are the same: '{input}'")
-    plan, source = make_plan(input, ftype, **options)
-    if dry_run:
-        return plan
-    if output is None:
-        raise UsageError("no output file given")
-    threads = threads or default_threads()
+    plan, source = make_plan(input, ftype, dry_run=dry_run, **options)
+    bar = None
 
     def say(msg: str) -> None:
         if not quiet:
             (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
 
-    bar = None
+    for warning in plan.warnings:
+        say(f"warning: {warning}")
+    for note in plan.notes:
+        say(note)
+    if dry_run:
+        return plan
+    if output is None:
+        raise UsageError("no output file given")
+    threads = threads or default_threads()
     if progress and not quiet:
         from tqdm import tqdm
 
@@ -116,14 +166,13 @@ def quantize_file(
                    file=sys.stderr, leave=False, dynamic_ncols=True)
     n_total = len(plan.entries)
     start = time.perf_counter()
-    executor = Executor(
-        plan, source, threads,
-        on_tensor=lambda e: say(describe(e, n_total)),
-        on_progress=(bar.update if bar is not None else None),
-    )
+    executor = Executor(plan, source, threads, on_tensor=lambda e: say(describe(e, n_total)),
+                        on_progress=(bar.update if bar is not None else None))
+    paths = output_paths(output, plan)
     try:
-        with atomic_output(output) as fh:
-            executor.run(fh)
+        with ExitStack() as stack:
+            handles = [stack.enter_context(atomic_output(p)) for p in paths]
+            executor.run(handles)
     finally:
         if bar is not None:
             bar.close()

@@ -50,6 +50,7 @@ _KINDS = {
     "strategy": "strategies",
     "architecture": "arches",
     "preset": "presets",
+    "mix": "mixes",
 }
 
 
@@ -61,6 +62,7 @@ class Registry:
     strategies: dict[str, Strategy] = attrs.field(factory=dict)
     arches: dict[str, Arch] = attrs.field(factory=dict)
     presets: dict[str, Preset] = attrs.field(factory=dict)
+    mixes: dict[str, Any] = attrs.field(factory=dict)
     plugins: list[PluginInfo] = attrs.field(factory=list)
     failures: list[PluginFailure] = attrs.field(factory=list)
     plugin_manager: pluggy.PluginManager | None = None
@@ -98,6 +100,13 @@ class Registry:
 
     def preset(self, name: str) -> Preset:
         return self._find(self.presets, "ftype", name)
+
+    def preset_by_id(self, file_type: int) -> Preset | None:
+        """The first preset with this llama_ftype number (llama-quantize accepts numeric ftypes)."""
+        return next((p for p in self.presets.values() if p.file_type == file_type), None)
+
+    def mix(self, name: str):
+        return self._find(self.mixes, "mix", name)
 
     def arch_for(self, gguf_arch: str) -> Arch:
         """The architecture plugin handling ``general.architecture == gguf_arch`` (else the ``*`` fallback)."""
@@ -175,6 +184,10 @@ class Registrar:
 
     def add_preset(self, preset: Preset) -> Preset:
         return self._add("preset", preset)
+
+    def add_mix(self, mix) -> Any:
+        """Register a :class:`qf.mix.Mix` (a rule set presets refer to by name)."""
+        return self._add("mix", mix)
 
 
 def _gguf_sizes(type_id: int) -> tuple[int, int] | None:
