@@ -331,7 +331,8 @@ def dequantize_iq4_xs(data, k, out):
             d = _get_f16(data, r, o)
             scales_h = np.int64(data[r, o + 2]) | (np.int64(data[r, o + 3]) << 8)
             for ib in range(QK_K // QK):
-                ls = ((np.int64(data[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4)
+                lo = (np.int64(data[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF
+                ls = lo | (((scales_h >> (2 * ib)) & 3) << 4)
                 dl = d * F32(ls - 32)
                 base = ibl * QK_K + ib * QK
                 for j in range(16):

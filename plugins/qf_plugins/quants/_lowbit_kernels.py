@@ -83,18 +83,34 @@ def quantize_q2_0(x, out):
 
 
 @jit
-def pack_q1_0(d, q, out):
-    """d per block, q indexing the table (-1, +1); stores |d| (flipping the bits when d < 0)."""
+def pack_q1_0(x, w, d, q, out):
+    """Signs from the solution (q indexes the table (-1, +1), negated when d < 0); the stored scale is the weighted
+    least-squares one for those signs, d = Σw·x·s / Σw (the solution's |d| when the weights are all zero), so that a
+    scale-only-by-extremes solver still yields a sane block.  A negative least-squares scale flips the signs."""
     n, nb = d.shape
+    s = np.empty(Q1_QK, np.int64)
     for r in range(n):
         for ib in range(nb):
+            base = ib * Q1_QK
             o = ib * Q1_BYTES
             flip = 1 if d[r, ib] < F32(0.0) else 0
-            _put_f16(out, r, o, abs(d[r, ib]))
+            num = 0.0
+            den = 0.0
+            for j in range(Q1_QK):
+                s[j] = (np.int64(q[r, ib, j]) & 1) ^ flip
+                wj = np.float64(w[r, base + j])
+                num += wj * np.float64(x[r, base + j]) * (1.0 if s[j] else -1.0)
+                den += wj
+            scale = F32(num / den) if den > 0.0 else abs(d[r, ib])
+            if scale < F32(0.0):
+                scale = -scale
+                for j in range(Q1_QK):
+                    s[j] ^= 1
+            _put_f16(out, r, o, scale)
             for i in range(Q1_QK // 8):
                 b = 0
                 for j in range(8):
-                    b |= ((np.int64(q[r, ib, 8 * i + j]) & 1) ^ flip) << j
+                    b |= s[8 * i + j] << j
                 out[r, o + 2 + i] = b
 
 

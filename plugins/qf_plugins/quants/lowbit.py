@@ -44,6 +44,9 @@ class LowBitCodec(Codec):
         return BlockProblem("symmetric", xb, self._ones(x), -1, 2)
 
     def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
+        """Q2_0 writes the solution as it is.  Q1_0 takes the signs from the solution and stores the weighted
+        least-squares scale for them (a 1-bit block's scale is fixed by its signs; what a solver maximising
+        (Σwxq)²/Σwq² returns anyway, and what keeps round-to-nearest's max-|x| scale from wrecking the block)."""
         out = self._out(x)
         n, nb = x.shape[0], x.shape[1] // self.block_size
         d = np.ascontiguousarray(solution.d, np.float32).reshape(n, nb)
@@ -51,7 +54,11 @@ class LowBitCodec(Codec):
         lo, hi = (0, 1) if self.name == "Q1_0" else (-1, 2)
         if q.size and (q.min() < lo or q.max() > hi):
             raise ValueError(f"{self.name}: quants must be in [{lo}, {hi}], got [{q.min()}, {q.max()}]")
-        getattr(_kernels(), f"pack_{self.name.lower()}")(d, q, out)
+        if self.name == "Q1_0":
+            w = np.ascontiguousarray(problem.w, np.float32).reshape(x.shape)
+            _kernels().pack_q1_0(x, w, d, q, out)
+        else:
+            _kernels().pack_q2_0(d, q, out)
         return out
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
