@@ -1,0 +1,89 @@
+"""The non-linear 4-bit types IQ4_NL and IQ4_XS: x ≈ d·T[q] with T = kvalues_iq4nl (16 int8 levels).
+
+IQ4_NL has an fp16 scale per 32 values; IQ4_XS groups 8 such blocks in a 256 super-block with an fp16 super scale
+and 6-bit block scales (ggml-common.h: ``block_iq4_nl``, ``block_iq4_xs``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qf import hookimpl
+from qf.codec import Codec, blocks
+from qf.model import BlockProblem, BlockSolution, QuantType
+
+QK = 32
+QK_K = 256
+KVALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+
+
+def _kernels():
+    from qf_plugins.quants import _iq4_kernels
+
+    return _iq4_kernels
+
+
+class IQ4Codec(Codec):
+    """``super_block`` is 32 for IQ4_NL (one scale per block) and 256 for IQ4_XS."""
+
+    def __init__(self, name: str, super_block: int, type_size: int) -> None:
+        self.name = name
+        self.super_block = super_block
+        self.type_size = type_size
+
+    def _out(self, x: np.ndarray) -> np.ndarray:
+        return np.empty((x.shape[0], x.shape[1] // self.super_block * self.type_size), np.uint8)
+
+    def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        k = _kernels()
+        out = self._out(x)
+        kernel = f"quantize_{self.name.lower()}"
+        if imatrix is None:
+            getattr(k, kernel)(x, out)
+        else:
+            getattr(k, kernel + "_imatrix")(x, imatrix, out)
+        return out
+
+    def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
+        """Blocks of 32 against the table, weighted as ggml's search weighs them: x² without an imatrix,
+        qw·sqrt(σ² + x²) with one (σ² = 2·Σx²/32 for IQ4_NL, 2·Σx²/256 over the super-block for IQ4_XS)."""
+        w = np.empty_like(x)
+        qw = np.empty(0, np.float32) if imatrix is None else imatrix
+        _kernels().pose_weights(x, qw, self.super_block, w)
+        table = np.array(KVALUES, np.float32)
+        return BlockProblem("table", blocks(x, QK), blocks(w, QK), 0, len(KVALUES) - 1, table)
+
+    def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
+        k = _kernels()
+        out = self._out(x)
+        n, nb = x.shape[0], x.shape[1] // QK
+        d = np.ascontiguousarray(solution.d, np.float32).reshape(n, nb)
+        if self.super_block == QK:
+            q = np.ascontiguousarray(solution.q, np.int64).reshape(n, nb, QK)
+            k.pack_nl(d, q, out)
+        else:
+            k.pack_xs(x, d, out)
+        return out
+
+    def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
+        out = np.empty((data.shape[0], n_per_row), np.float32)
+        getattr(_kernels(), f"dequantize_{self.name.lower()}")(data, n_per_row, out)
+        return out
+
+
+IQ4_NL_CODEC = IQ4Codec("IQ4_NL", QK, 18)
+IQ4_XS_CODEC = IQ4Codec("IQ4_XS", QK_K, 136)
+
+QUANT_TYPES = (
+    QuantType("IQ4_NL", 20, QK, 18, f"{__name__}:IQ4_NL_CODEC", ("table",), ggml_name="iq4_nl",
+              description="4.5 bpw non-linear: fp16 scale per 32, 16-level table"),
+    QuantType("IQ4_XS", 23, QK_K, 136, f"{__name__}:IQ4_XS_CODEC", ("table", "superblock"), ggml_name="iq4_xs",
+              fallback="IQ4_NL",
+              description="4.25 bpw non-linear: 6-bit scales per 32 under an fp16 scale per 256"),
+)
+
+
+@hookimpl
+def qf_register_quant_types(registrar):
+    for qtype in QUANT_TYPES:
+        registrar.add_quant_type(qtype)
