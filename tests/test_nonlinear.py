@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 import qf
+from paths import REPO
 from qf.plugins import get_registry
 
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from qf import Arch, hookimpl
 
-LLAMA = Arch("llama", ("llama",), description="dense llama-style transformer")
+LLAMA = Arch("llama", ("llama",), facts="qf_arches._facts:llama",
+             description="dense llama-style transformer (70B rule: more bits for attn_v)")
 
 
 @hookimpl

@@ -80,11 +80,13 @@ def make_plan(
     on_missing_imatrix: str | None = None,
     mtp_types: bool | None = None,
     dry_run: bool = False,
+    source: ModelSource | None = None,
 ) -> tuple[Plan, ModelSource]:
     """Build the plan for a quantization (nothing is read but metadata; nothing is written).
 
     ``tensor_types`` are ``(pattern, type)`` pairs taken as given (the CLI lower-cases ``--tensor-type`` patterns as
-    llama-quantize does); ``rules`` are ready :class:`TypeRule` values; a ``recipe`` file adds its own (after them)."""
+    llama-quantize does); ``rules`` are ready :class:`TypeRule` values; a ``recipe`` file adds its own (after them).
+    ``source`` may be given instead of opening ``input`` (anything with ModelSource's attributes)."""
     registry = get_registry()
     if include_weights and exclude_weights:
         raise UsageError("--include-weights and --exclude-weights cannot be used together")
@@ -103,7 +105,8 @@ def make_plan(
     def pick(value, key, default):
         return value if value is not None else settings.get(key, default)
 
-    source = ModelSource.open(find_model(input))
+    if source is None:
+        source = ModelSource.open(find_model(input))
     loaded = None
     if imatrix is not None:
         loaded = Imatrix.load(imatrix).filtered(list(include_weights), list(exclude_weights))
@@ -119,7 +122,6 @@ def make_plan(
         on_missing_imatrix=pick(on_missing_imatrix, "on_missing_imatrix", "error"),
         mtp_types=pick(mtp_types, "mtp_types", False), dry_run=dry_run,
     )
-    _ = registry  # the planner looks everything up through the registry
     plan = Planner(registry, options).plan(source, loaded)
     return plan, source
 
