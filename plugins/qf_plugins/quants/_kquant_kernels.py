@@ -1,0 +1,692 @@
+"""numba kernels for the K-quants Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (super-blocks of 256, layouts in ggml-common.h).
+
+Byte-exact with ggml's ``quantize_row_q*_K_ref`` (no imatrix) and ``quantize_row_q*_K_impl`` (imatrix); see
+qf.numerics for the float32 rules.  Every type follows the same three steps per super-block: search a scale (and min)
+per sub-block, quantize those against the fp16 super-block scale(s), then re-derive the quants from the *stored*
+scales and pack.  The last two steps are shared with ``pack_*`` (generic strategies), which start from a solution's
+sub-block scales instead of a search.  Arrays in, arrays out: ``x`` float32 ``(rows, n_per_row)``, ``out`` uint8
+``(rows, row_bytes)``, imatrix float32 ``(n_per_row,)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit
+from qf_plugins.quants._search_kernels import (
+    GROUP_MAX_EPS,
+    make_q3_quants,
+    make_qkx_quants,
+    make_qp_quants,
+    make_qx_quants,
+    nint,
+)
+
+QK_K = 256
+Q2_K_BYTES = 84
+Q3_K_BYTES = 110
+Q4_K_BYTES = 144
+Q5_K_BYTES = 176
+Q6_K_BYTES = 210
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# byte helpers
+
+
+@inline
+def _put_f16(out, o, h):
+    out[o] = h & 0xFF
+    out[o + 1] = (h >> 8) & 0xFF
+
+
+@inline
+def _get_f16(data, o):
+    return fp16_to_fp32(np.uint16(data[o]) | (np.uint16(data[o + 1]) << 8))
+
+
+@inline
+def _get_f16_bits(data, o):
+    return np.uint16(data[o]) | (np.uint16(data[o + 1]) << 8)
+
+
+@inline
+def _pack_2bit(out, o, L):
+    """qs[64]: four 2-bit quants per byte, element j + 32·s of each 128-half in bits 2s."""
+    for j in range(0, QK_K, 128):
+        for l in range(32):
+            out[o + j // 4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6)
+
+
+@inline
+def _sigma2_block(x, xo, factor):
+    s = F32(0.0)
+    for j in range(QK_K):
+        s += x[xo + j] * x[xo + j]
+    return factor * s / F32(QK_K)
+
+
+# 6-bit scale/min packing of Q4_K and Q5_K (get_scale_min_k4)
+
+
+@inline
+def _put_scale_min_k4(out, o, Ls, Lm):
+    """scales[12] from 8 scales and 8 mins (values as C's uint8_t, truncated on store as C does)."""
+    for j in range(8):
+        ls = Ls[j]
+        lm = Lm[j]
+        if j < 4:
+            out[o + j] = ls & 0xFF
+            out[o + j + 4] = lm & 0xFF
+        else:
+            out[o + j + 4] = ((ls & 0xF) | ((lm & 0xF) << 4)) & 0xFF
+            out[o + j - 4] = (out[o + j - 4] | ((ls >> 4) << 6)) & 0xFF
+            out[o + j] = (out[o + j] | ((lm >> 4) << 6)) & 0xFF
+
+
+@inline
+def _get_scale_min_k4(j, q, o):
+    if j < 4:
+        return np.int32(q[o + j] & 63), np.int32(q[o + j + 4] & 63)
+    sc = (q[o + j + 4] & 0xF) | ((q[o + j - 4] >> 6) << 4)
+    m = (q[o + j + 4] >> 4) | ((q[o + j] >> 6) << 4)
+    return np.int32(sc), np.int32(m)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Q2_K: scales[16] (lo4 scale, hi4 min), qs[64], d, dmin  — x ≈ d·sc·q − dmin·m, q in [0, 3]
+
+
+@inline
+def _q2k_finish(x, xo, L, out, o):
+    """Requantize from the stored scales (keeping the search's L where the scale is 0) and pack qs."""
+    d_all = _get_f16(out, o + 80)
+    m_all = _get_f16(out, o + 82)
+    for j in range(16):
+        sc = np.int32(out[o + j])
+        d = d_all * F32(sc & 0xF)
+        if d == F32(0.0):
+            continue
+        dm = m_all * F32(sc >> 4)
+        for ii in range(16):
+            L[16 * j + ii] = max(0, min(3, nint((x[xo + 16 * j + ii] + dm) / d)))
+    _pack_2bit(out, o + 16, L)
+
+
+@inline
+def _q2k_scales_ref(scales, mins, out, o):
+    """quantize_row_q2_K_ref's 4-bit scales and mins: the largest maps to 15."""
+    max_scale = F32(0.0)
+    max_min = F32(0.0)
+    for j in range(16):
+        if scales[j] > max_scale:
+            max_scale = scales[j]
+        if mins[j] > max_min:
+            max_min = mins[j]
+    if max_scale > F32(0.0):
+        iscale = F32(15.0) / max_scale
+        for j in range(16):
+            out[o + j] = nint(iscale * scales[j]) & 0xFF
+        _put_f16(out, o + 80, fp32_to_fp16(max_scale / F32(15.0)))
+    else:
+        for j in range(16):
+            out[o + j] = 0
+        _put_f16(out, o + 80, fp32_to_fp16(F32(0.0)))
+    if max_min > F32(0.0):
+        iscale = F32(15.0) / max_min
+        for j in range(16):
+            out[o + j] = (out[o + j] | (nint(iscale * mins[j]) << 4)) & 0xFF
+        _put_f16(out, o + 82, fp32_to_fp16(max_min / F32(15.0)))
+    else:
+        _put_f16(out, o + 82, fp32_to_fp16(F32(0.0)))
+
+
+@jit
+def quantize_q2_k(x, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(16, np.int32)
+    weights = np.empty(16, np.float32)
+    scales = np.empty(16, np.float32)
+    mins = np.empty(16, np.float32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            xo = ib * QK_K
+            o = ib * Q2_K_BYTES
+            for j in range(16):
+                b = xo + 16 * j
+                for l in range(16):
+                    weights[l] = abs(xr[b + l])
+                s, m = make_qkx_quants(16, 3, xr[b:b + 16], weights, L[16 * j:16 * j + 16], Laux,
+                                       F32(-0.5), F32(0.1), 15, True)
+                scales[j] = s
+                mins[j] = m
+            _q2k_scales_ref(scales, mins, orow, o)
+            _q2k_finish(xr, xo, L, orow, o)
+
+
+@jit
+def quantize_q2_k_imatrix(x, qw, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(16, np.int32)
+    weights = np.empty(16, np.float32)
+    scales = np.empty(16, np.float32)
+    mins = np.empty(16, np.float32)
+    sw = np.empty(16, np.float32)
+    Ls = np.empty(16, np.int32)
+    Lm = np.empty(16, np.int32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            xo = ib * QK_K
+            o = ib * Q2_K_BYTES
+            sigma2 = _sigma2_block(xr, xo, F32(1.0))
+            for j in range(16):
+                b = xo + 16 * j
+                s = F32(0.0)
+                for l in range(16):
+                    w = qw[b + l] * np.sqrt(sigma2 + xr[b + l] * xr[b + l])
+                    weights[l] = w
+                    s += w
+                sw[j] = s
+                sc, m = make_qkx_quants(16, 3, xr[b:b + 16], weights, L[16 * j:16 * j + 16], Laux,
+                                        F32(-0.9), F32(0.05), 36, False)
+                scales[j] = sc
+                mins[j] = m
+            dm = make_qp_quants(16, 15, scales, Ls, sw)
+            mm = make_qp_quants(16, 15, mins, Lm, sw)
+            _put_f16(orow, o + 80, fp32_to_fp16(dm))
+            _put_f16(orow, o + 82, fp32_to_fp16(mm))
+            for j in range(16):
+                orow[o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
+            _q2k_finish(xr, xo, L, orow, o)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Q3_K: hmask[32], qs[64], scales[12] (16 × 6-bit, offset 32), d  — x ≈ d·sc·q, q in [-4, 3]
+
+
+@inline
+def _q3k_put_scales(out, o, Ls):
+    """scales[12] from 16 values in [0, 63] (low nibbles in bytes 0-7, two high bits each in bytes 8-11)."""
+    for j in range(12):
+        out[o + j] = 0
+    for j in range(16):
+        l = Ls[j]
+        if j < 8:
+            out[o + j] = l & 0xF
+        else:
+            out[o + j - 8] = (out[o + j - 8] | ((l & 0xF) << 4)) & 0xFF
+        l >>= 4
+        out[o + 8 + j % 4] = (out[o + 8 + j % 4] | (l << (2 * (j // 4)))) & 0xFF
+
+
+@inline
+def _q3k_get_scale(q, o, j):
+    sc = np.int32(q[o + j] & 0xF) if j < 8 else np.int32(q[o + j - 8] >> 4)
+    return (sc | (((np.int32(q[o + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+
+
+@inline
+def _q3k_finish(x, xo, L, out, o):
+    d_all = _get_f16(out, o + 108)
+    for j in range(16):
+        d = d_all * F32(_q3k_get_scale(out, o + 96, j))
+        if d == F32(0.0):
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-4, min(3, nint(x[xo + 16 * j + ii] / d))) + 4
+    for j in range(32):
+        out[o + j] = 0
+    for j in range(QK_K):
+        if L[j] > 3:
+            out[o + j % 32] |= 1 << (j // 32)
+            L[j] -= 4
+    _pack_2bit(out, o + 32, L)
+
+
+@inline
+def _q3k_scales_ref(scales, Ls, out, o):
+    """quantize_row_q3_K_ref's 6-bit scales: the largest magnitude maps to -32."""
+    max_scale = F32(0.0)
+    amax = F32(0.0)
+    for j in range(16):
+        a = abs(scales[j])
+        if a > amax:
+            amax = a
+            max_scale = scales[j]
+    if max_scale != F32(0.0):
+        iscale = F32(-32.0) / max_scale
+        for j in range(16):
+            l = nint(iscale * scales[j])
+            l = ((l + 128) & 0xFF) - 128  # int8_t
+            Ls[j] = max(-32, min(31, l)) + 32
+        _q3k_put_scales(out, o + 96, Ls)
+        _put_f16(out, o + 108, fp32_to_fp16(F32(1.0) / iscale))
+    else:
+        for j in range(12):
+            out[o + 96 + j] = 0
+        _put_f16(out, o + 108, fp32_to_fp16(F32(0.0)))
+
+
+@jit
+def quantize_q3_k(x, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Ls = np.empty(16, np.int32)
+    scales = np.empty(16, np.float32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            xo = ib * QK_K
+            o = ib * Q3_K_BYTES
+            for j in range(16):
+                b = xo + 16 * j
+                scales[j] = make_q3_quants(16, 4, xr[b:b + 16], L[16 * j:16 * j + 16])
+            _q3k_scales_ref(scales, Ls, orow, o)
+            _q3k_finish(xr, xo, L, orow, o)
+
+
+@jit
+def quantize_q3_k_imatrix(x, qw, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Ls = np.empty(16, np.int32)
+    scales = np.empty(16, np.float32)
+    weights = np.empty(16, np.float32)
+    sw = np.empty(16, np.float32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            xo = ib * QK_K
+            o = ib * Q3_K_BYTES
+            sigma2 = _sigma2_block(xr, xo, F32(2.0))
+            for j in range(16):
+                b = xo + 16 * j
+                s = F32(0.0)
+                for l in range(16):
+                    w = qw[b + l] * np.sqrt(sigma2 + xr[b + l] * xr[b + l])
+                    weights[l] = w
+                    s += w
+                sw[j] = s
+                scales[j] = make_qx_quants(16, 4, xr[b:b + 16], L[16 * j:16 * j + 16], weights)
+            d_block = make_qx_quants(16, 32, scales, Ls, sw)
+            _q3k_put_scales(orow, o + 96, Ls)
+            _put_f16(orow, o + 108, fp32_to_fp16(d_block))
+            _q3k_finish(xr, xo, L, orow, o)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Q4_K / Q5_K: d, dmin, scales[12] (8 scales + 8 mins, 6-bit), (qh[32]), qs[128]  — x ≈ d·sc·q − dmin·m
+
+
+@inline
+def _q45k_finish(x, xo, L, out, o, nmax):
+    d_all = _get_f16(out, o)
+    m_all = _get_f16(out, o + 2)
+    for j in range(8):
+        sc, m = _get_scale_min_k4(j, out, o + 4)
+        d = d_all * F32(sc)
+        if d == F32(0.0):
+            continue
+        dm = m_all * F32(m)
+        for ii in range(32):
+            L[32 * j + ii] = max(0, min(nmax, nint((x[xo + 32 * j + ii] + dm) / d)))
+    if nmax == 15:
+        q = o + 16
+        for j in range(0, QK_K, 64):
+            for l in range(32):
+                out[q + l] = L[j + l] | (L[j + l + 32] << 4)
+            q += 32
+    else:
+        qh = o + 16
+        ql = o + 48
+        for j in range(32):
+            out[qh + j] = 0
+        m1 = 1
+        m2 = 2
+        for nn in range(0, QK_K, 64):
+            for j in range(32):
+                l1 = L[nn + j]
+                if l1 > 15:
+                    l1 -= 16
+                    out[qh + j] |= m1
+                l2 = L[nn + j + 32]
+                if l2 > 15:
+                    l2 -= 16
+                    out[qh + j] |= m2
+                out[ql + j] = l1 | (l2 << 4)
+            m1 <<= 2
+            m2 <<= 2
+            ql += 32
+
+
+@inline
+def _q45k_scales_ref(scales, mins, Ls, Lm, out, o):
+    """quantize_row_q4_K_ref / q5_K_ref: 6-bit scales and mins, the largest maps to 63."""
+    max_scale = F32(0.0)
+    max_min = F32(0.0)
+    for j in range(8):
+        if scales[j] > max_scale:
+            max_scale = scales[j]
+        if mins[j] > max_min:
+            max_min = mins[j]
+    inv_scale = F32(63.0) / max_scale if max_scale > F32(0.0) else F32(0.0)
+    inv_min = F32(63.0) / max_min if max_min > F32(0.0) else F32(0.0)
+    for j in range(8):
+        Ls[j] = min(63, nint(inv_scale * scales[j]) & 0xFF)
+        Lm[j] = min(63, nint(inv_min * mins[j]) & 0xFF)
+    _put_scale_min_k4(out, o + 4, Ls, Lm)
+    _put_f16(out, o, fp32_to_fp16(max_scale / F32(63.0)))
+    _put_f16(out, o + 2, fp32_to_fp16(max_min / F32(63.0)))
+
+
+@inline
+def _q45k_ref_block(xr, xo, nmax, rmin, rdelta, nstep, L, Laux, weights, scales, mins, Ls, Lm, out, o):
+    for j in range(8):
+        b = xo + 32 * j
+        sum_x2 = F32(0.0)
+        for l in range(32):
+            sum_x2 += xr[b + l] * xr[b + l]
+        av_x = np.sqrt(sum_x2 / F32(32.0))
+        for l in range(32):
+            weights[l] = av_x + abs(xr[b + l])
+        s, m = make_qkx_quants(32, nmax, xr[b:b + 32], weights, L[32 * j:32 * j + 32], Laux,
+                               rmin, rdelta, nstep, False)
+        scales[j] = s
+        mins[j] = m
+    _q45k_scales_ref(scales, mins, Ls, Lm, out, o)
+    _q45k_finish(xr, xo, L, out, o, nmax)
+
+
+@inline
+def _q45k_impl_block(xr, xo, qw, nmax, clamp63, L, Laux, weights, scales, mins, sw, Ls, Lm, out, o):
+    sigma2 = _sigma2_block(xr, xo, F32(2.0))
+    for j in range(8):
+        b = xo + 32 * j
+        s = F32(0.0)
+        for l in range(32):
+            w = qw[b + l] * np.sqrt(sigma2 + xr[b + l] * xr[b + l])
+            weights[l] = w
+            s += w
+        sw[j] = s
+        sc, m = make_qkx_quants(32, nmax, xr[b:b + 32], weights, L[32 * j:32 * j + 32], Laux,
+                                F32(-0.9), F32(0.05), 36, False)
+        scales[j] = sc
+        mins[j] = m
+    d_block = make_qp_quants(8, 63, scales, Ls, sw)
+    m_block = make_qp_quants(8, 63, mins, Lm, sw)
+    if clamp63:  # quantize_row_q5_K_impl clamps, q4_K_impl does not
+        for j in range(8):
+            Ls[j] = min(63, Ls[j])
+            Lm[j] = min(63, Lm[j])
+    _put_scale_min_k4(out, o + 4, Ls, Lm)
+    _put_f16(out, o, fp32_to_fp16(d_block))
+    _put_f16(out, o + 2, fp32_to_fp16(m_block))
+    _q45k_finish(xr, xo, L, out, o, nmax)
+
+
+@jit
+def quantize_q4_k(x, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(32, np.int32)
+    weights = np.empty(32, np.float32)
+    scales = np.empty(8, np.float32)
+    mins = np.empty(8, np.float32)
+    Ls = np.empty(8, np.int32)
+    Lm = np.empty(8, np.int32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            _q45k_ref_block(xr, ib * QK_K, 15, F32(-1.0), F32(0.1), 20, L, Laux, weights, scales, mins, Ls, Lm,
+                            orow, ib * Q4_K_BYTES)
+
+
+@jit
+def quantize_q5_k(x, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(32, np.int32)
+    weights = np.empty(32, np.float32)
+    scales = np.empty(8, np.float32)
+    mins = np.empty(8, np.float32)
+    Ls = np.empty(8, np.int32)
+    Lm = np.empty(8, np.int32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            _q45k_ref_block(xr, ib * QK_K, 31, F32(-0.5), F32(0.1), 15, L, Laux, weights, scales, mins, Ls, Lm,
+                            orow, ib * Q5_K_BYTES)
+
+
+@jit
+def quantize_q4_k_imatrix(x, qw, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(32, np.int32)
+    weights = np.empty(32, np.float32)
+    scales = np.empty(8, np.float32)
+    mins = np.empty(8, np.float32)
+    sw = np.empty(8, np.float32)
+    Ls = np.empty(8, np.int32)
+    Lm = np.empty(8, np.int32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            _q45k_impl_block(xr, ib * QK_K, qw, 15, False, L, Laux, weights, scales, mins, sw, Ls, Lm,
+                             orow, ib * Q4_K_BYTES)
+
+
+@jit
+def quantize_q5_k_imatrix(x, qw, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(32, np.int32)
+    weights = np.empty(32, np.float32)
+    scales = np.empty(8, np.float32)
+    mins = np.empty(8, np.float32)
+    sw = np.empty(8, np.float32)
+    Ls = np.empty(8, np.int32)
+    Lm = np.empty(8, np.int32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            _q45k_impl_block(xr, ib * QK_K, qw, 31, True, L, Laux, weights, scales, mins, sw, Ls, Lm,
+                             orow, ib * Q5_K_BYTES)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Q6_K: ql[128], qh[64], scales i8[16], d  — x ≈ d·sc·q, q in [-32, 31]
+
+
+@inline
+def _q6k_finish(x, xo, L, out, o):
+    """From stored d and int8 scales: requantize, then pack ql/qh.  An all-zero block stays all zero bytes."""
+    d_all = _get_f16(out, o + 208)
+    for j in range(16):
+        sc = np.int32(out[o + 192 + j])
+        if sc >= 128:
+            sc -= 256
+        d = d_all * F32(sc)
+        if d == F32(0.0):
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-32, min(31, nint(x[xo + 16 * j + ii] / d))) + 32
+    for j in range(0, QK_K, 128):
+        ql = o + j // 2
+        qh = o + 128 + j // 4
+        for l in range(32):
+            q1 = L[j + l] & 0xF
+            q2 = L[j + l + 32] & 0xF
+            q3 = L[j + l + 64] & 0xF
+            q4 = L[j + l + 96] & 0xF
+            out[ql + l] = q1 | (q3 << 4)
+            out[ql + l + 32] = q2 | (q4 << 4)
+            out[qh + l] = ((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4)
+                           | ((L[j + l + 96] >> 4) << 6))
+
+
+@inline
+def _q6k_scales(scales, out, o):
+    """int8 scales, the largest magnitude maps to -128; returns False (block all zero) below GROUP_MAX_EPS."""
+    max_scale = F32(0.0)
+    max_abs = F32(0.0)
+    for ib in range(16):
+        a = abs(scales[ib])
+        if a > max_abs:
+            max_abs = a
+            max_scale = scales[ib]
+    if max_abs < GROUP_MAX_EPS:
+        for j in range(Q6_K_BYTES):
+            out[o + j] = 0
+        return False
+    iscale = F32(-128.0) / max_scale
+    _put_f16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
+    for ib in range(16):
+        out[o + 192 + ib] = min(127, nint(iscale * scales[ib])) & 0xFF
+    return True
+
+
+@jit
+def quantize_q6_k(x, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    w = np.empty(16, np.float32)
+    scales = np.empty(16, np.float32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            xo = ib * QK_K
+            o = ib * Q6_K_BYTES
+            for j in range(16):
+                b = xo + 16 * j
+                for l in range(16):
+                    w[l] = xr[b + l] * xr[b + l]
+                scales[j] = make_qx_quants(16, 32, xr[b:b + 16], L[16 * j:16 * j + 16], w)
+            if _q6k_scales(scales, orow, o):
+                _q6k_finish(xr, xo, L, orow, o)
+
+
+@jit
+def quantize_q6_k_imatrix(x, qw, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    scales = np.empty(16, np.float32)
+    for r in range(n):
+        xr = x[r]
+        orow = out[r]
+        for ib in range(k // QK_K):
+            xo = ib * QK_K
+            o = ib * Q6_K_BYTES
+            for j in range(16):
+                b = xo + 16 * j
+                scales[j] = make_qx_quants(16, 32, xr[b:b + 16], L[16 * j:16 * j + 16], qw[b:b + 16])
+            if _q6k_scales(scales, orow, o):
+                _q6k_finish(xr, xo, L, orow, o)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dequantization (ggml's dequantize_row_q*_K; same float32 operation order as gguf-py)
+
+
+@jit
+def dequantize_q2_k(data, k, out):
+    for r in range(data.shape[0]):
+        row = data[r]
+        for ib in range(k // QK_K):
+            o = ib * Q2_K_BYTES
+            d = _get_f16(row, o + 80)
+            mn = _get_f16(row, o + 82)
+            y = ib * QK_K
+            for s in range(16):
+                sc = np.int32(row[o + s])
+                dl = d * F32(sc & 0xF)
+                ml = mn * F32(sc >> 4)
+                half = s // 8
+                shift = 2 * ((s % 8) // 2)
+                q0 = o + 16 + 32 * half + 16 * (s % 2)
+                for l in range(16):
+                    q = (np.int32(row[q0 + l]) >> shift) & 3
+                    out[r, y + 16 * s + l] = dl * F32(q) - ml
+
+
+@jit
+def dequantize_q3_k(data, k, out):
+    for r in range(data.shape[0]):
+        row = data[r]
+        for ib in range(k // QK_K):
+            o = ib * Q3_K_BYTES
+            d_all = _get_f16(row, o + 108)
+            y = ib * QK_K
+            for s in range(16):
+                dl = d_all * F32(_q3k_get_scale(row, o + 96, s))
+                half = s // 8
+                shift = 2 * ((s % 8) // 2)
+                bit = 4 * half + (s % 8) // 2
+                q0 = o + 32 + 32 * half + 16 * (s % 2)
+                h0 = o + 16 * (s % 2)
+                for l in range(16):
+                    q = (np.int32(row[q0 + l]) >> shift) & 3
+                    if (row[h0 + l] >> bit) & 1 == 0:
+                        q -= 4
+                    out[r, y + 16 * s + l] = dl * F32(q)
+
+
+@jit
+def dequantize_q45_k(data, k, nbits, out):
+    bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
+    qs = 16 if nbits == 4 else 48
+    for r in range(data.shape[0]):
+        row = data[r]
+        for ib in range(k // QK_K):
+            o = ib * bsize
+            d = _get_f16(row, o)
+            mn = _get_f16(row, o + 2)
+            y = ib * QK_K
+            for s in range(8):
+                sc, m = _get_scale_min_k4(s, row, o + 4)
+                d1 = d * F32(sc)
+                m1 = mn * F32(m)
+                q0 = o + qs + 32 * (s // 2)
+                shift = 4 * (s % 2)
+                for l in range(32):
+                    q = (np.int32(row[q0 + l]) >> shift) & 0xF
+                    if nbits == 5 and (row[o + 16 + l] >> s) & 1:
+                        q += 16
+                    out[r, y + 32 * s + l] = d1 * F32(q) - m1
+
+
+@jit
+def dequantize_q6_k(data, k, out):
+    for r in range(data.shape[0]):
+        row = data[r]
+        for ib in range(k // QK_K):
+            o = ib * Q6_K_BYTES
+            d = _get_f16(row, o + 208)
+            y = ib * QK_K
+            for s in range(16):
+                sc = np.int32(row[o + 192 + s])
+                if sc >= 128:
+                    sc -= 256
+                dl = d * F32(sc)
+                half = s // 8
+                quarter = (s % 8) // 2  # which of the four 32-runs of this 128-half
+                ql0 = o + 64 * half + 32 * (quarter % 2) + 16 * (s % 2)
+                qshift = 4 * (quarter // 2)
+                qh0 = o + 128 + 32 * half + 16 * (s % 2)
+                hshift = 2 * quarter
+                for l in range(16):
+                    q = ((np.int32(row[ql0 + l]) >> qshift) & 0xF) | (((np.int32(row[qh0 + l]) >> hshift) & 3) << 4)
+                    out[r, y + 16 * s + l] = dl * F32(q - 32)

@@ -1,0 +1,133 @@
+"""The K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: super-blocks of 256 with quantized sub-block scales (ggml-common.h).
+
+Generic strategies see the sub-blocks (16 or 32 values) as independent symmetric or asymmetric problems; ``pack``
+then quantizes their scales (and mins) against fp16 super-block scales the way ggml's reference quantizers do and
+re-derives the quants from the stored scales by rounding to nearest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qf import hookimpl
+from qf.codec import Codec, blocks
+from qf.model import BlockProblem, BlockSolution, QuantType
+
+QK_K = 256
+
+
+def _kernels():
+    from qf_plugins.quants import _kquant_kernels
+
+    return _kquant_kernels
+
+
+def _block_sigma2(x: np.ndarray, factor: float) -> np.ndarray:
+    """factor·Σx²/256 per super-block, as float32 (for the pose weights; not byte-critical)."""
+    xb = x.reshape(-1, QK_K)
+    s = np.einsum("ij,ij->i", xb, xb, dtype=np.float32)
+    return (np.float32(factor) * s / np.float32(QK_K)).astype(np.float32)
+
+
+class KQuantCodec(Codec):
+    """One K-quant type.  ``sub`` is the sub-block (scale group) size; ``kind`` its generic problem."""
+
+    def __init__(self, name: str, type_size: int, sub: int, kind: str, qmin: int, qmax: int) -> None:
+        self.name = name
+        self.lower = name.lower()
+        self.type_size = type_size
+        self.sub = sub
+        self.kind = kind
+        self.qmin = qmin
+        self.qmax = qmax
+
+    def _out(self, x: np.ndarray) -> np.ndarray:
+        return np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
+
+    def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        k = _kernels()
+        out = self._out(x)
+        if imatrix is None:
+            getattr(k, f"quantize_{self.lower}")(x, out)
+        else:
+            getattr(k, f"quantize_{self.lower}_imatrix")(x, imatrix, out)
+        return out
+
+    def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
+        k = _kernels()
+        out = np.empty((data.shape[0], n_per_row), np.float32)
+        if self.name in ("Q4_K", "Q5_K"):
+            k.dequantize_q45_k(data, n_per_row, 4 if self.name == "Q4_K" else 5, out)
+        else:
+            getattr(k, f"dequantize_{self.lower}")(data, n_per_row, out)
+        return out
+
+    def weights(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        """Per-element importance as ggml's search for this type weighs it (with and without an imatrix)."""
+        n, k = x.shape
+        xb = x.reshape(-1, QK_K)
+        if imatrix is None:
+            if self.name == "Q2_K":
+                w = np.abs(xb)
+            elif self.name in ("Q4_K", "Q5_K"):
+                g = x.reshape(-1, 32)
+                av = np.sqrt(np.einsum("ij,ij->i", g, g, dtype=np.float32) / np.float32(32))
+                w = av[:, None] + np.abs(g)
+            else:  # Q3_K, Q6_K: x²
+                w = xb * xb
+            return np.ascontiguousarray(w, np.float32).reshape(n, k)
+        qw = np.broadcast_to(imatrix.reshape(1, k), (n, k)).reshape(-1, QK_K)
+        if self.name == "Q6_K":
+            w = qw
+        else:
+            sigma2 = _block_sigma2(x, 1.0 if self.name == "Q2_K" else 2.0)
+            w = qw * np.sqrt(sigma2[:, None] + xb * xb)
+        return np.ascontiguousarray(w, np.float32).reshape(n, k)
+
+    def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
+        w = self.weights(x, imatrix)
+        return BlockProblem(self.kind, blocks(x, self.sub), blocks(w, self.sub), self.qmin, self.qmax)
+
+    def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
+        k = _kernels()
+        out = self._out(x)
+        n_sub = x.shape[1] // self.sub
+        d = np.ascontiguousarray(solution.d, np.float32).reshape(x.shape[0], n_sub)
+        q = np.ascontiguousarray(solution.q, np.int32).reshape(x.shape[0], x.shape[1])
+        if self.kind == "asymmetric":
+            m = np.ascontiguousarray(solution.m, np.float32).reshape(x.shape[0], n_sub)
+            getattr(k, f"pack_{self.lower}")(x, d, m, q, out)
+        else:
+            getattr(k, f"pack_{self.lower}")(x, d, q, out)
+        return out
+
+
+Q2_K_CODEC = KQuantCodec("Q2_K", 84, 16, "asymmetric", 0, 3)
+Q3_K_CODEC = KQuantCodec("Q3_K", 110, 16, "symmetric", -4, 3)
+Q4_K_CODEC = KQuantCodec("Q4_K", 144, 32, "asymmetric", 0, 15)
+Q5_K_CODEC = KQuantCodec("Q5_K", 176, 32, "asymmetric", 0, 31)
+Q6_K_CODEC = KQuantCodec("Q6_K", 210, 16, "symmetric", -32, 31)
+
+QUANT_TYPES = (
+    QuantType("Q2_K", 10, QK_K, 84, f"{__name__}:Q2_K_CODEC", ("asymmetric", "superblock"), ggml_name="q2_K",
+              fallback="Q4_0",
+              description="2-bit K-quant: 16 × 16 with 4-bit scales and mins (x ≈ d·s·q − dmin·m)"),
+    QuantType("Q3_K", 11, QK_K, 110, f"{__name__}:Q3_K_CODEC", ("symmetric", "superblock"), ggml_name="q3_K",
+              fallback="Q4_0",
+              description="3-bit K-quant: 16 × 16 with 6-bit scales (q in [-4, 3])"),
+    QuantType("Q4_K", 12, QK_K, 144, f"{__name__}:Q4_K_CODEC", ("asymmetric", "superblock"), ggml_name="q4_K",
+              fallback="Q5_0",
+              description="4-bit K-quant: 8 × 32 with 6-bit scales and mins"),
+    QuantType("Q5_K", 13, QK_K, 176, f"{__name__}:Q5_K_CODEC", ("asymmetric", "superblock"), ggml_name="q5_K",
+              fallback="Q5_1",
+              description="5-bit K-quant: 8 × 32 with 6-bit scales and mins"),
+    QuantType("Q6_K", 14, QK_K, 210, f"{__name__}:Q6_K_CODEC", ("symmetric", "superblock"), ggml_name="q6_K",
+              fallback="Q8_0",
+              description="6-bit K-quant: 16 × 16 with 8-bit scales (q in [-32, 31])"),
+)
+
+
+@hookimpl
+def qf_register_quant_types(registrar):
+    for qtype in QUANT_TYPES:
+        registrar.add_quant_type(qtype)
