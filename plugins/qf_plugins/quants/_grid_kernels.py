@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
+from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
@@ -55,6 +55,12 @@ def _put_u32(out, r, o, v):
 def _get_u32(data, r, o):
     return (np.int64(data[r, o]) | (np.int64(data[r, o + 1]) << 8) | (np.int64(data[r, o + 2]) << 16)
             | (np.int64(data[r, o + 3]) << 24))
+
+
+@inline
+def _nint(fval):
+    """ggml's nearest_int, literally (``fval + 12582912.f`` read as an int), without a branch."""
+    return np.int64(f32_bits(fval + F32(12582912.0)) & 0x7FFFFF) - 0x400000
 
 
 @inline
@@ -120,8 +126,8 @@ def _signs8(x, r, xo, weight, wo, xval, even, signs, k):
 
 
 @inline
-def _best_neighbour(neighbours, off, qpoints, digits, xval, xo, waux, scale, L):
-    """The neighbour (list at ``off``) closest to xval/scale in waux-weighted distance; its digits into L."""
+def _best_neighbour(neighbours, off, qpoints, xval, xo, waux, scale):
+    """The grid index of the neighbour (list at ``off``) closest to xval/scale in waux-weighted distance."""
     dim = qpoints.shape[1]
     nn = np.int64(neighbours[off])
     best_d2 = FLT_MAX
@@ -135,8 +141,6 @@ def _best_neighbour(neighbours, off, qpoints, digits, xval, xo, waux, scale, L):
         if d2 < best_d2:
             best_d2 = d2
             gi = g
-    for i in range(dim):
-        L[xo + i] = digits[gi, i]
     return gi
 
 
@@ -145,7 +149,7 @@ def _round_group(id_, xval, xo, dim, bits, kmax, L):
     """Digits of ``xval[xo:xo+dim]`` at inverse scale id_ (l = round((id·x − 1)/2) clamped) into L; their code."""
     u = 0
     for i in range(dim):
-        l = nearest_int(F32(0.5) * (id_ * xval[xo + i] - F32(1.0)))
+        l = _nint(F32(0.5) * (id_ * xval[xo + i] - F32(1.0)))
         l = max(0, min(kmax - 1, l))
         L[xo + i] = l
         u |= l << (bits * i)
@@ -174,36 +178,75 @@ def _code(L, lo, dim, bits):
 
 
 @inline
-def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recompute_all,
-                 xval, weight, waux, L, Laux, on_grid, on_grid_aux, kmap, neighbours, qpoints, digits):
-    """The scale scan shared by IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S; returns the scale and leaves the digits in L.
+def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, waux, L, on_grid,
+          ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits):
+    """ggml's scan of candidate inverse scales id = (2·kmax − 1 + is·step)/denom, is in [is_lo, is_hi]: at each,
+    round the values to digits, snap groups that are off the grid to their best neighbour at scale 1/id, and keep
+    the candidate with the best fit (Σwxq)²/Σwq², strictly better than the previous best (starting from 0).
 
-    Candidates id = (2·kmax − 1 + is·step)/max for is in [is_lo, is_hi]; groups off the grid are snapped to their
-    best neighbour at that scale.  Afterwards the groups that were off the grid (all groups if ``recompute_all``)
-    are rounded again at the chosen scale, and the scale refitted."""
+    Returns the scale (``scale`` if no candidate is accepted); the accepted candidate's digits go to L and its
+    on-grid flags to ``on_grid`` (left alone if none is).  A candidate's digits do not depend on the others, so
+    all are rounded first and all fits summed together, one candidate per vector lane (``Lc`` is (n, lanes)): each
+    sum still runs over i in order, as in ggml, and only the acceptance test runs one candidate at a time."""
+    lanes = ids.shape[0]
+    ncand = is_hi - is_lo + 1
     ngroups = n // dim
+    for c in range(lanes):
+        ids[c] = (F32(2 * kmax - 1) + F32(is_lo + c) * step) / denom if c < ncand else F32(0.0)
+    for i in range(n):
+        xv = xval[i]
+        for c in range(lanes):
+            l = _nint(F32(0.5) * (ids[c] * xv - F32(1.0)))
+            Lc[i, c] = max(0, min(kmax - 1, l))
+    for c in range(ncand):
+        this_scale = F32(1.0) / ids[c]
+        for k in range(ngroups):
+            u = 0
+            for i in range(dim):
+                u |= np.int64(Lc[dim * k + i, c]) << (bits * i)
+            gi = np.int64(kmap[u])
+            ogc[k, c] = gi >= 0
+            if gi < 0:
+                gi = _best_neighbour(neighbours, -gi - 1, qpoints, xval, dim * k, waux, this_scale)
+                for i in range(dim):
+                    Lc[dim * k + i, c] = digits[gi, i]
+    for c in range(lanes):
+        sqx[c] = F32(0.0)
+        sq2[c] = F32(0.0)
+    for i in range(n):
+        w = weight[i]
+        wx = w * xval[i]
+        for c in range(lanes):
+            q = F32(2 * Lc[i, c] + 1)
+            sqx[c] += wx * q
+            sq2[c] += w * q * q
     best = F32(0.0)
-    scale = mx / F32(2 * kmax - 1)
+    bestc = -1
+    for c in range(ncand):
+        if sq2[c] > F32(0.0) and sqx[c] * sqx[c] > best * sq2[c]:
+            scale = sqx[c] / sq2[c]
+            best = scale * sqx[c]
+            bestc = c
+    if bestc >= 0:
+        for i in range(n):
+            L[i] = Lc[i, bestc]
+        for k in range(ngroups):
+            on_grid[k] = ogc[k, bestc]
+    return scale
+
+
+@inline
+def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recompute_all,
+                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits):
+    """The search shared by IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S; returns the scale and leaves the digits in L.
+
+    The scan (:func:`_scan`) from scale max/(2·kmax − 1); then the groups that were off the grid at the chosen
+    candidate (all groups if ``recompute_all``) are rounded again at the chosen scale, and the scale refitted."""
+    ngroups = n // dim
     for k in range(ngroups):
         on_grid[k] = init_on_grid
-    for is_ in range(is_lo, is_hi + 1):
-        id_ = (F32(2 * kmax - 1) + F32(is_) * step) / mx
-        this_scale = F32(1.0) / id_
-        for k in range(ngroups):
-            u = _round_group(id_, xval, dim * k, dim, bits, kmax, Laux)
-            gi = np.int64(kmap[u])
-            on_grid_aux[k] = True
-            if gi < 0:
-                on_grid_aux[k] = False
-                _best_neighbour(neighbours, -gi - 1, qpoints, digits, xval, dim * k, waux, this_scale, Laux)
-        sumqx, sumq2 = _fit(n, weight, xval, Laux)
-        if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
-            scale = sumqx / sumq2
-            best = scale * sumqx
-            for i in range(n):
-                L[i] = Laux[i]
-            for k in range(ngroups):
-                on_grid[k] = on_grid_aux[k]
+    scale = _scan(n, dim, bits, kmax, mx, is_lo, is_hi, step, mx / F32(2 * kmax - 1), xval, weight, waux, L,
+                  on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
     n_not_on_grid = 0
     for k in range(ngroups):
         if not on_grid[k]:
@@ -213,14 +256,32 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
         for k in range(ngroups):
             if on_grid[k] and not recompute_all:
                 continue
-            u = _round_group(id_, xval, dim * k, dim, bits, kmax, L)
-            gi = np.int64(kmap[u])
-            if gi < 0:
-                _best_neighbour(neighbours, -gi - 1, qpoints, digits, xval, dim * k, waux, scale, L)
+            _snap(id_, scale, xval, dim * k, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, digits)
         sumqx, sumq2 = _fit(n, weight, xval, L)
         if sumq2 > F32(0.0):
             scale = sumqx / sumq2
     return scale
+
+
+@inline
+def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, digits):
+    """Round one group at inverse scale id_ into L; if off the grid, replace it by its best neighbour at ``scale``."""
+    u = _round_group(id_, xval, xo, dim, bits, kmax, L)
+    gi = np.int64(kmap[u])
+    if gi < 0:
+        gi = _best_neighbour(neighbours, -gi - 1, qpoints, xval, xo, waux, scale)
+        for i in range(dim):
+            L[xo + i] = digits[gi, i]
+
+
+LANES = 32  # candidate scales scored together (every scan has at most 31)
+
+
+@inline
+def _workspace(n, ngroups):
+    """Scratch for :func:`_scan`: ids, Lc, ogc, sqx, sq2."""
+    return (np.zeros(LANES, np.float32), np.zeros((n, LANES), np.int32), np.zeros((ngroups, LANES), np.bool_),
+            np.zeros(LANES, np.float32), np.zeros(LANES, np.float32))
 
 
 @inline
@@ -316,7 +377,8 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     waux = np.empty(32, np.float32)
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
-    Laux = np.zeros(32, np.int64)
+    on_grid = np.zeros(4, np.bool_)
+    ids, Lc, ogc, sqx, sq2 = _workspace(32, 4)
     signs = np.zeros(4, np.int64)
     q2 = np.zeros(16, np.int64)
     for r in range(n):
@@ -342,28 +404,12 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                 if eff_max <= F32(0.0):
                     scales[ib] = F32(0.0)
                     continue
-                best = F32(0.0)
-                for is_ in range(-6, 7):
-                    id_ = (F32(5.0) + F32(is_) * F32(0.1)) / eff_max
-                    this_scale = F32(1.0) / id_
-                    for g in range(4):
-                        u = _round_group(id_, xval, 8 * g, 8, 2, 3, Laux)
-                        gi = np.int64(kmap[u])
-                        if gi < 0:
-                            _best_neighbour(neighbours, -gi - 1, qpoints, digits, xval, 8 * g, waux, this_scale, Laux)
-                    sumqx, sumq2 = _fit(32, weight, xval, Laux)
-                    if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
-                        scale = sumqx / sumq2
-                        best = scale * sumqx
-                        for i in range(32):
-                            L[i] = Laux[i]
+                scale = _scan(32, 8, 2, 3, eff_max, -6, 6, F32(0.1), scale, xval, weight, waux, L, on_grid,
+                              ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
                 if scale > F32(0.0):
                     id_ = F32(1.0) / scale
                     for g in range(4):
-                        u = _round_group(id_, xval, 8 * g, 8, 2, 3, L)
-                        gi = np.int64(kmap[u])
-                        if gi < 0:
-                            _best_neighbour(neighbours, -gi - 1, qpoints, digits, xval, 8 * g, waux, scale, L)
+                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux, kmap, neighbours, qpoints, digits)
                     sumqx, sumq2 = _fit(32, weight, xval, L)
                     if sumq2 > F32(0.0):
                         scale = sumqx / sumq2
@@ -402,9 +448,8 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
     waux = np.empty(16, np.float32)
     xval = np.empty(16, np.float32)
     L = np.zeros(16, np.int64)
-    Laux = np.zeros(16, np.int64)
     on_grid = np.zeros(2, np.bool_)
-    on_grid_aux = np.zeros(2, np.bool_)
+    ids, Lc, ogc, sqx, sq2 = _workspace(16, 2)
     signs = np.zeros(2, np.int64)
     q2 = np.zeros(32, np.int64)
     for r in range(n):
@@ -426,8 +471,8 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
                 if mx < GROUP_MAX_EPS:
                     scales[ib] = F32(0.0)
                     continue
-                scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L, Laux,
-                                     on_grid, on_grid_aux, kmap, neighbours, qpoints, digits)
+                scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -464,9 +509,8 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
     waux = np.empty(16, np.float32)
     xval = np.empty(16, np.float32)
     L = np.zeros(16, np.int64)
-    Laux = np.zeros(16, np.int64)
     on_grid = np.zeros(2, np.bool_)
-    on_grid_aux = np.zeros(2, np.bool_)
+    ids, Lc, ogc, sqx, sq2 = _workspace(16, 2)
     signs = np.zeros(2, np.int64)
     for r in range(n):
         for ibl in range(k // QK_K):
@@ -488,8 +532,8 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
                 if mx < GROUP_MAX_EPS_IQ2_S:
                     scales[ib] = F32(0.0)
                     continue
-                scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L, Laux,
-                                     on_grid, on_grid_aux, kmap, neighbours, qpoints, digits)
+                scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -525,9 +569,8 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     waux = np.empty(32, np.float32)
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
-    Laux = np.zeros(32, np.int64)
     on_grid = np.zeros(8, np.bool_)
-    on_grid_aux = np.zeros(8, np.bool_)
+    ids, Lc, ogc, sqx, sq2 = _workspace(32, 8)
     signs = np.zeros(4, np.int64)
     q3 = np.zeros(64, np.int64)
     sas = np.zeros(8, np.int64)
@@ -551,8 +594,8 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                 if mx < GROUP_MAX_EPS_IQ3_XXS:
                     scales[ib] = F32(0.0)
                     continue
-                scale = _grid_search(32, 4, 3, 8, mx, -15, 15, F32(0.2), True, False, xval, weight, waux, L, Laux,
-                                     on_grid, on_grid_aux, kmap, neighbours, qpoints, digits)
+                scale = _grid_search(32, 4, 3, 8, mx, -15, 15, F32(0.2), True, False, xval, weight, waux, L,
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):
@@ -587,9 +630,8 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
     waux = np.empty(32, np.float32)
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
-    Laux = np.zeros(32, np.int64)
     on_grid = np.zeros(8, np.bool_)
-    on_grid_aux = np.zeros(8, np.bool_)
+    ids, Lc, ogc, sqx, sq2 = _workspace(32, 8)
     signs = np.zeros(4, np.int64)
     for r in range(n):
         for ibl in range(k // QK_K):
@@ -615,8 +657,8 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
                 if mx == F32(0.0):
                     scales[ib] = F32(0.0)
                     continue
-                scale = _grid_search(32, 4, 3, 8, mx, -9, 9, F32(0.2), False, True, xval, weight, waux, L, Laux,
-                                     on_grid, on_grid_aux, kmap, neighbours, qpoints, digits)
+                scale = _grid_search(32, 4, 3, 8, mx, -9, 9, F32(0.2), False, True, xval, weight, waux, L,
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):
