@@ -1,0 +1,469 @@
+"""numba kernels for the 1-bit grid types IQ1_S and IQ1_M.
+
+Byte-exact with ggml's ``quantize_row_iq1_s_impl`` / ``quantize_row_iq1_m_impl`` (see qf.numerics for the float32
+rules).  Each value becomes one of three levels ``v ± δ`` for v in {-1, 0, 1} (δ = 1/8, the sign of δ chosen per
+group).  Within a sub-block the values are sorted, and every split of the sorted order into three runs is scored
+exactly from prefix sums; groups of 8 levels that are not on the 2048-point grid are snapped to their best neighbour.
+
+ggml sorts with ``qsort``; glibc's qsort is a merge sort for arrays this small, so values that compare equal (ties,
+and -0 against +0) keep their original order: :func:`stable_argsort` does the same.
+
+Grid arguments come from :func:`qf_plugins.quants._grids.tables` ("iq1s"): ``kmap`` int32, ``neighbours`` uint16,
+``digits`` int8 ``(2048, 8)``.  ``qw`` is the imatrix or None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
+
+QK_K = 256
+GROUP_MAX_EPS_IQ1_S = F32(1e-12)
+GROUP_MAX_EPS_IQ1_M = F32(1e-7)
+FLT_MAX = F32(3.4028234663852886e38)
+DELTA = F32(0.125)
+
+
+@inline
+def _maxf(a, b):
+    return a if a > b else b
+
+
+@inline
+def _put_f16(out, r, o, value):
+    h = fp32_to_fp16(value)
+    out[r, o] = h & 0xFF
+    out[r, o + 1] = h >> 8
+
+
+@inline
+def _get_f16(data, r, o):
+    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
+
+
+@inline
+def stable_argsort(x, r, xo, n, idx, keys):
+    """Indices 0..n-1 of ``x[r, xo:xo+n]`` in ascending order, equal values in their original order (insertion
+    sort on a copy of the keys)."""
+    for j in range(n):
+        v = x[r, xo + j]
+        i = j
+        while i > 0 and keys[i - 1] > v:
+            keys[i] = keys[i - 1]
+            idx[i] = idx[i - 1]
+            i -= 1
+        keys[i] = v
+        idx[i] = j
+
+
+@jit
+def argsort_rows(x, block, out):
+    """The kernels' sort, exposed for tests: ``out[r, b*block:(b+1)*block]`` = stable argsort of each block."""
+    idx = np.empty(block, np.int64)
+    keys = np.empty(block, np.float32)
+    for r in range(x.shape[0]):
+        for b in range(x.shape[1] // block):
+            stable_argsort(x, r, b * block, block, idx, keys)
+            for j in range(block):
+                out[r, b * block + j] = idx[j]
+
+
+@inline
+def _weights(x, r, xo, n, qw, sigma2, weight):
+    if qw is None:
+        for i in range(n):
+            xv = x[r, xo + i]
+            weight[i] = xv * xv
+    else:
+        for i in range(n):
+            xv = x[r, xo + i]
+            weight[i] = qw[xo + i] * np.sqrt(sigma2 + xv * xv)
+
+
+@inline
+def _absmax(x, r, xo, n):
+    mx = abs(x[r, xo])
+    for i in range(1, n):
+        mx = _maxf(mx, abs(x[r, xo + i]))
+    return mx
+
+
+@inline
+def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L, lo):
+    """iq1_find_best_neighbour2: the neighbour with the least weighted squared error at ``scale`` (levels ``xx``)."""
+    nn = np.int64(neighbours[off])
+    best = FLT_MAX
+    gi = -1
+    for j in range(1, nn + 1):
+        g = np.int64(neighbours[off + j])
+        d2 = F32(0.0)
+        for i in range(8):
+            q = xx[digits[g, i]]
+            w = weight[wo + i]
+            diff = scale * q - x[r, xo + i]
+            d2 += w * diff * diff
+        if d2 < best:
+            best = d2
+            gi = g
+    for i in range(8):
+        L[lo + i] = digits[gi, i]
+    return gi
+
+
+@inline
+def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo):
+    """Grid index of the 8 levels L[lo:lo+8], snapping to the best neighbour if off the grid; (index, on_grid)."""
+    u = 0
+    for j in range(8):
+        u |= L[lo + j] << (2 * j)
+    gi = np.int64(kmap[u])
+    if gi >= 0:
+        return gi, True
+    return _best_neighbour2(neighbours, -gi - 1, digits, x, r, xo, weight, wo, scale, xx, L, lo), False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# IQ1_S: d f16; qs u8[32] (grid index low bits); qh u16[8] (3 high bits per index ×4, 3-bit scale << 12, δ sign << 15)
+
+
+@jit
+def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
+    n, k = x.shape
+    x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
+    x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
+    scales = np.empty(8, np.float32)
+    shifts = np.empty(8, np.int64)
+    weight = np.empty(32, np.float32)
+    sumx = np.empty(33, np.float32)
+    sumw = np.empty(33, np.float32)
+    idx = np.empty(32, np.int64)
+    keys = np.empty(32, np.float32)
+    L = np.zeros(32, np.int64)
+    index = np.zeros(4, np.int64)
+    for r in range(n):
+        for ibl in range(k // QK_K):
+            base = ibl * QK_K
+            o = ibl * 50
+            for j in range(50):
+                out[r, o + j] = 0
+            max_scale = F32(0.0)
+            sumx2 = F32(0.0)
+            for i in range(QK_K):
+                v = x[r, base + i]
+                sumx2 += v * v
+            sigma2 = F32(2.0) * sumx2 / F32(QK_K)
+            for ib in range(8):
+                xo = base + 32 * ib
+                _weights(x, r, xo, 32, qw, sigma2, weight)
+                mx = _absmax(x, r, xo, 32)
+                if mx < GROUP_MAX_EPS_IQ1_S:
+                    scales[ib] = F32(0.0)
+                    shifts[ib] = 1
+                    continue
+                stable_argsort(x, r, xo, 32, idx, keys)
+                sumx[0] = F32(0.0)
+                sumw[0] = F32(0.0)
+                for j in range(32):
+                    i = idx[j]
+                    sumx[j + 1] = sumx[j] + weight[i] * x[r, xo + i]
+                    sumw[j + 1] = sumw[j] + weight[i]
+                best_score = -FLT_MAX
+                scale = mx
+                besti1 = -1
+                besti2 = -1
+                best_shift = 0
+                p0, p1, p2 = x_p[0], x_p[1], x_p[2]
+                m0, m1, m2 = x_m[0], x_m[1], x_m[2]
+                for i1 in range(33):
+                    a = sumx[i1] - sumx[0]
+                    aw = sumw[i1] - sumw[0]
+                    for i2 in range(i1, 33):
+                        b = sumx[i2] - sumx[i1]
+                        c = sumx[32] - sumx[i2]
+                        bw = sumw[i2] - sumw[i1]
+                        cw = sumw[32] - sumw[i2]
+                        sumqx = a * p0 + b * p1 + c * p2
+                        sumq2 = aw * p0 * p0 + bw * p1 * p1 + cw * p2 * p2
+                        if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
+                            scale = sumqx / sumq2
+                            best_score = scale * sumqx
+                            besti1 = i1
+                            besti2 = i2
+                            best_shift = 1
+                        sumqx = a * m0 + b * m1 + c * m2
+                        sumq2 = aw * m0 * m0 + bw * m1 * m1 + cw * m2 * m2
+                        if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
+                            scale = sumqx / sumq2
+                            best_score = scale * sumqx
+                            besti1 = i1
+                            besti2 = i2
+                            best_shift = -1
+                if besti1 < 0 or besti2 < 0 or best_shift == 0:
+                    scales[ib] = F32(0.0)
+                    shifts[ib] = 1
+                    continue
+                for j in range(32):
+                    L[idx[j]] = 0 if j < besti1 else (1 if j < besti2 else 2)
+                if scale < F32(0.0):
+                    for j in range(32):
+                        L[j] = 2 - L[j]
+                    scale = -scale
+                    best_shift = -best_shift
+                xx = x_p if best_shift == 1 else x_m
+                all_on_grid = True
+                for g in range(4):
+                    gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
+                                         8 * g)
+                    all_on_grid = all_on_grid and on
+                    index[g] = gi
+                if not all_on_grid:
+                    sumqx = F32(0.0)
+                    sumq2 = F32(0.0)
+                    for g in range(4):
+                        for j in range(8):
+                            w = weight[8 * g + j]
+                            q = xx[digits[index[g], j]]
+                            sumqx += w * q * x[r, xo + 8 * g + j]
+                            sumq2 += w * q * q
+                    if sumqx > F32(0.0) and sumq2 > F32(0.0):
+                        scale = sumqx / sumq2
+                h = 0
+                for g in range(4):
+                    out[r, o + 2 + 4 * ib + g] = index[g] & 0xFF
+                    h |= (index[g] >> 8) << (3 * g)
+                out[r, o + 34 + 2 * ib] = h & 0xFF
+                out[r, o + 35 + 2 * ib] = h >> 8
+                scales[ib] = scale
+                shifts[ib] = best_shift
+                max_scale = _maxf(max_scale, scale)
+            if max_scale == F32(0.0):
+                continue
+            d = max_scale / F32(15.0)
+            _put_f16(out, r, o, d * F32(1.125))
+            id_ = F32(1.0) / d
+            for ib in range(8):
+                l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+                l = max(0, min(7, l))
+                if shifts[ib] == -1:
+                    l |= 8
+                out[r, o + 35 + 2 * ib] |= l << 4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# IQ1_M: qs u8[32]; qh u8[16] (3 high index bits + δ sign bit, per group of 8); scales u8[8] = u16[4] (3-bit
+# sub-block scales, the fp16 super-block scale spread over the top nibbles)
+
+
+@jit
+def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
+    n, k = x.shape
+    x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
+    x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
+    masks = np.array([0x00, 0x80, 0x08, 0x88], np.int64)
+    scales = np.empty(16, np.float32)
+    shifts = np.empty(16, np.int64)
+    weight = np.empty(16, np.float32)
+    idx = np.empty(16, np.int64)
+    keys = np.empty(16, np.float32)
+    px = np.empty((2, 17), np.float32)
+    pw = np.empty((2, 17), np.float32)
+    L = np.zeros(16, np.int64)
+    index = np.zeros(2, np.int64)
+    sc = np.zeros(4, np.int64)
+    sumqx = np.empty(4, np.float32)
+    sumq2 = np.empty(4, np.float32)
+    p2 = x_p[2]
+    m2 = x_m[2]
+    cp1 = x_p[0] * x_p[0] - x_p[1] * x_p[1]
+    cp2 = x_p[1] * x_p[1] - x_p[2] * x_p[2]
+    cm1 = x_m[0] * x_m[0] - x_m[1] * x_m[1]
+    cm2 = x_m[1] * x_m[1] - x_m[2] * x_m[2]
+    for r in range(n):
+        for ibl in range(k // QK_K):
+            base = ibl * QK_K
+            o = ibl * 56
+            for j in range(56):
+                out[r, o + j] = 0
+            max_scale = F32(0.0)
+            sumx2 = F32(0.0)
+            for i in range(QK_K):
+                v = x[r, base + i]
+                sumx2 += v * v
+            sigma2 = F32(2.0) * sumx2 / F32(QK_K)
+            for ib in range(16):
+                xo = base + 16 * ib
+                _weights(x, r, xo, 16, qw, sigma2, weight)
+                mx = _absmax(x, r, xo, 16)
+                if mx < GROUP_MAX_EPS_IQ1_M:
+                    scales[ib] = F32(0.0)
+                    shifts[ib] = 0
+                    continue
+                stable_argsort(x, r, xo, 16, idx, keys)
+                best_score = -FLT_MAX
+                scale = mx
+                besti1 = -1
+                besti2 = -1
+                best_k = -1
+                # prefix sums per half of the sub-block (each half has its own δ sign)
+                px[0, 0] = F32(0.0)
+                px[1, 0] = F32(0.0)
+                pw[0, 0] = F32(0.0)
+                pw[1, 0] = F32(0.0)
+                for j in range(16):
+                    i = idx[j]
+                    h = 0 if i < 8 else 1
+                    px[h, j + 1] = px[h, j] + weight[i] * x[r, xo + i]
+                    px[1 - h, j + 1] = px[1 - h, j]
+                    pw[h, j + 1] = pw[h, j] + weight[i]
+                    pw[1 - h, j + 1] = pw[1 - h, j]
+                tx0 = px[0, 16]
+                tx1 = px[1, 16]
+                tw0 = pw[0, 16]
+                tw1 = pw[1, 16]
+                for i1 in range(17):
+                    for i2 in range(i1, 17):
+                        sx0 = px[0, i1] + px[0, i2]
+                        sx1 = px[1, i1] + px[1, i2]
+                        qx_p0 = tx0 * p2 - sx0
+                        qx_m0 = tx0 * m2 - sx0
+                        qx_p1 = tx1 * p2 - sx1
+                        qx_m1 = tx1 * m2 - sx1
+                        q2_p0 = tw0 * p2 * p2 + pw[0, i1] * cp1 + pw[0, i2] * cp2
+                        q2_m0 = tw0 * m2 * m2 + pw[0, i1] * cm1 + pw[0, i2] * cm2
+                        q2_p1 = tw1 * p2 * p2 + pw[1, i1] * cp1 + pw[1, i2] * cp2
+                        q2_m1 = tw1 * m2 * m2 + pw[1, i1] * cm1 + pw[1, i2] * cm2
+                        sumqx[0] = qx_p0 + qx_p1
+                        sumqx[1] = qx_p0 + qx_m1
+                        sumqx[2] = qx_m0 + qx_p1
+                        sumqx[3] = qx_m0 + qx_m1
+                        sumq2[0] = q2_p0 + q2_p1
+                        sumq2[1] = q2_p0 + q2_m1
+                        sumq2[2] = q2_m0 + q2_p1
+                        sumq2[3] = q2_m0 + q2_m1
+                        for kk in range(4):
+                            if sumq2[kk] > F32(0.0) and sumqx[kk] * sumqx[kk] > best_score * sumq2[kk]:
+                                scale = sumqx[kk] / sumq2[kk]
+                                best_score = scale * sumqx[kk]
+                                besti1 = i1
+                                besti2 = i2
+                                best_k = kk
+                if besti1 < 0 or besti2 < 0 or best_k < 0:
+                    scales[ib] = F32(0.0)
+                    shifts[ib] = 0
+                    continue
+                for j in range(16):
+                    L[idx[j]] = 0 if j < besti1 else (1 if j < besti2 else 2)
+                if scale < F32(0.0):
+                    for j in range(16):
+                        L[j] = 2 - L[j]
+                    scale = -scale
+                    best_k = 3 - best_k
+                all_on_grid = True
+                for g in range(2):
+                    xx = (x_p if best_k < 2 else x_m) if g == 0 else (x_p if best_k % 2 == 0 else x_m)
+                    gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
+                                         8 * g)
+                    all_on_grid = all_on_grid and on
+                    index[g] = gi
+                if not all_on_grid:
+                    sqx = F32(0.0)
+                    sq2 = F32(0.0)
+                    for g in range(2):
+                        xx = (x_p if best_k < 2 else x_m) if g == 0 else (x_p if best_k % 2 == 0 else x_m)
+                        for j in range(8):
+                            w = weight[8 * g + j]
+                            q = xx[digits[index[g], j]]
+                            sqx += w * q * x[r, xo + 8 * g + j]
+                            sq2 += w * q * q
+                    if sqx > F32(0.0) and sq2 > F32(0.0):
+                        scale = sqx / sq2
+                out[r, o + 2 * ib] = index[0] & 0xFF
+                out[r, o + 2 * ib + 1] = index[1] & 0xFF
+                out[r, o + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
+                scales[ib] = scale
+                shifts[ib] = best_k
+                max_scale = _maxf(max_scale, scale)
+            if max_scale == F32(0.0):
+                continue
+            sc[:] = 0
+            d = max_scale / F32(15.0)
+            id_ = F32(1.0) / d
+            sqx = F32(0.0)
+            sq2 = F32(0.0)
+            for ib in range(16):
+                l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
+                l = max(0, min(7, l))
+                sc[ib // 4] |= l << (3 * (ib % 4))
+                qh = np.int64(out[r, o + 32 + ib]) | masks[shifts[ib]]
+                out[r, o + 32 + ib] = qh
+                xo = base + 16 * ib
+                _weights(x, r, xo, 16, qw, sigma2, weight)
+                fl = F32(2 * l + 1)
+                for g in range(2):
+                    xx = (x_p if shifts[ib] < 2 else x_m) if g == 0 else (x_p if shifts[ib] % 2 == 0 else x_m)
+                    gi = np.int64(out[r, o + 2 * ib + g]) + ((qh << (8 - 4 * g)) & 0x700)
+                    for j in range(8):
+                        w = weight[8 * g + j]
+                        q = xx[digits[gi, j]] * fl
+                        sqx += w * q * x[r, xo + 8 * g + j]
+                        sq2 += w * q * q
+            if sq2 > F32(0.0):
+                d = sqx / sq2
+            s = np.int64(fp32_to_fp16(d * F32(1.1125)))
+            sc[0] |= (s & 0x000F) << 12
+            sc[1] |= (s & 0x00F0) << 8
+            sc[2] |= (s & 0x0F00) << 4
+            sc[3] |= s & 0xF000
+            for j in range(4):
+                out[r, o + 48 + 2 * j] = sc[j] & 0xFF
+                out[r, o + 49 + 2 * j] = (sc[j] >> 8) & 0xFF
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dequantization (ggml's dequantize_row_iq1_s / _m)
+
+
+@jit
+def dequantize_iq1_s(data, digits, values, out):
+    for r in range(data.shape[0]):
+        for ibl in range(out.shape[1] // QK_K):
+            o = ibl * 50
+            d = _get_f16(data, r, o)
+            for ib in range(8):
+                qh = np.int64(data[r, o + 34 + 2 * ib]) | (np.int64(data[r, o + 35 + 2 * ib]) << 8)
+                dl = d * F32(2 * ((qh >> 12) & 7) + 1)
+                delta = -DELTA if qh & 0x8000 else DELTA
+                for g in range(4):
+                    gi = np.int64(data[r, o + 2 + 4 * ib + g]) | (((qh >> (3 * g)) & 7) << 8)
+                    y = ibl * QK_K + 32 * ib + 8 * g
+                    for j in range(8):
+                        out[r, y + j] = dl * (values[digits[gi, j]] + delta)
+
+
+@jit
+def dequantize_iq1_m(data, digits, values, out):
+    for r in range(data.shape[0]):
+        for ibl in range(out.shape[1] // QK_K):
+            o = ibl * 56
+            sc0 = np.int64(data[r, o + 48]) | (np.int64(data[r, o + 49]) << 8)
+            sc1 = np.int64(data[r, o + 50]) | (np.int64(data[r, o + 51]) << 8)
+            sc2 = np.int64(data[r, o + 52]) | (np.int64(data[r, o + 53]) << 8)
+            sc3 = np.int64(data[r, o + 54]) | (np.int64(data[r, o + 55]) << 8)
+            d = fp16_to_fp32(np.uint16((sc0 >> 12) | ((sc1 >> 8) & 0x00F0) | ((sc2 >> 4) & 0x0F00)
+                                       | (sc3 & 0xF000)))
+            for ib in range(8):
+                sc = np.int64(data[r, o + 48 + 2 * (ib // 2)]) | (np.int64(data[r, o + 49 + 2 * (ib // 2)]) << 8)
+                dl1 = d * F32(2 * ((sc >> (6 * (ib % 2))) & 7) + 1)
+                dl2 = d * F32(2 * ((sc >> (6 * (ib % 2) + 3)) & 7) + 1)
+                qh0 = np.int64(data[r, o + 32 + 2 * ib])
+                qh1 = np.int64(data[r, o + 33 + 2 * ib])
+                for g in range(4):
+                    qh = qh0 if g < 2 else qh1
+                    gi = np.int64(data[r, o + 4 * ib + g]) | ((qh << (8 - 4 * (g % 2))) & 0x700)
+                    hi = 0x80 if g % 2 else 0x08
+                    delta = -DELTA if qh & hi else DELTA
+                    dl = dl1 if g < 2 else dl2
+                    y = ibl * QK_K + 32 * ib + 8 * g
+                    for j in range(8):
+                        out[r, y + j] = dl * (values[digits[gi, j]] + delta)
