@@ -50,7 +50,10 @@ def test_rtn_is_sane_and_ggml_search_helps(type_name, golden_manifest, golden_in
 @pytest.mark.parametrize("type_name", QUANTIZED)
 def test_builtin_types_pass_the_plugin_kit(type_name):
     qtype = get_registry().quant_type(type_name)
-    check_quant_type(type_name, max_rel_rmse={2: 0.9, 3: 0.5, 4: 0.25}.get(int(qtype.bits_per_weight), 0.15))
+    bpw = qtype.bits_per_weight
+    # sanity bounds on gaussian weights with outliers (ternary types are not made for such data: ~0.79)
+    bound = 0.95 if bpw < 2.5 else 0.45 if bpw < 3.5 else 0.2 if bpw < 5.25 else 0.1 if bpw < 7 else 0.02
+    check_quant_type(type_name, max_rel_rmse=bound)
 
 
 def test_unsupported_pair_is_a_clear_error():
