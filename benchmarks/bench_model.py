@@ -21,7 +21,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import llama_ref  # noqa: E402
 
 REF_SCRIPT = """
 import sys

@@ -18,9 +18,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cggml import CGGML  # noqa: E402
-
 import qf  # noqa: E402
+from cggml import CGGML  # noqa: E402
 from qf.plugins import get_registry  # noqa: E402
 
 TYPES = ("IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")

@@ -18,9 +18,9 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from cggml import CGGML  # noqa: E402
 
 import qf  # noqa: E402
+from cggml import CGGML  # noqa: E402
 from qf.plugins import get_registry  # noqa: E402
 
 

@@ -8,8 +8,8 @@ import struct
 from pathlib import Path
 
 from gguf.constants import GGUFValueType as T
-from paths import GOLDEN_E2E
 
+from paths import GOLDEN_E2E
 from qf.gguf_io import TensorInfo, make_kv
 
 TYPES = {name: getattr(T, name) for name in ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",

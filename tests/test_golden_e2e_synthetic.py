@@ -7,9 +7,9 @@ import hashlib
 
 import pytest
 from golden_e2e import parse_command, quant_cases
-from paths import GOLDEN_E2E
 
 import qf
+from paths import GOLDEN_E2E
 from qf.errors import PlanError
 
 ARCHES = ["llama", "qwen3moe", "glm4moe", "deepseek2"]
@@ -25,7 +25,7 @@ def sha256(path) -> str:
 
 def cases():
     for arch in ARCHES:
-        for name, folder, manifest in quant_cases(f"synthetic/{arch}"):
+        for name, _folder, manifest in quant_cases(f"synthetic/{arch}"):
             yield pytest.param(arch, name, manifest, id=f"{arch}-{name}")
 
 

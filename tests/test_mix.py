@@ -11,8 +11,8 @@ import re
 
 import pytest
 from golden_e2e import input_source, kv_summary, manifest_kv_summary, parse_command, quant_cases
-from paths import GOLDEN_E2E
 
+from paths import GOLDEN_E2E
 from qf.errors import PlanError, UnknownNameError
 from qf.pipeline import make_plan
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from qf import Arch, hookimpl
 
-GENERIC = Arch("generic", ("*",), facts="qf_arches._facts:generic", description="any architecture: llama.cpp's generic tensor rules")
+GENERIC = Arch("generic", ("*",), facts="qf_arches._facts:generic",
+               description="any architecture: llama.cpp's generic tensor rules")
 
 
 @hookimpl

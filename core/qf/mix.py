@@ -111,7 +111,9 @@ def parse_toml(text: str, where: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{where}: {exc}") from None
+        last_line = text.rstrip().count("\n") + 1
+        message = str(exc).replace("(at end of document)", f"(at end of document, line {last_line})")
+        raise UsageError(f"{where}: TOML syntax error: {message}") from None
 
 
 def parse_rules(items: list[dict], where: str, groups: Mapping[str, list[str]] = (), adjust: bool = False

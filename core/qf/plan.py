@@ -399,7 +399,12 @@ class Planner:
                 f"tensor {name!r}: row length {t.n_per_row} is not a multiple of {qtype.name}'s block size"
                 f" {qtype.block_size} (and shape fallback is disabled)"
             )
-        fallback = self.registry.quant_type(qtype.fallback) if qtype.fallback else qtype
+        # follow the fallback chain (Q1_0 -> Q2_0 -> Q4_0, IQ4_XS -> IQ4_NL ...) to the first type that fits;
+        # where none does, F16 — as llama.cpp does for 32-element types (it throws where it has no fallback at all)
+        fallback, seen = qtype, {qtype.name}
+        while not fallback.fits(t.n_per_row) and fallback.fallback and fallback.fallback not in seen:
+            fallback = self.registry.quant_type(fallback.fallback)
+            seen.add(fallback.name)
         if not fallback.fits(t.n_per_row):
             fallback = self.registry.quant_type("F16")
         return fallback, f"{reason}; fallback: ncols {t.n_per_row} % {qtype.block_size} != 0", qtype.name

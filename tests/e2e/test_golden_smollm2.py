@@ -8,9 +8,9 @@ import json
 
 import pytest
 from golden_e2e import parse_command, quant_cases
-from paths import GOLDEN_E2E, need
 
 import qf
+from paths import GOLDEN_E2E, need
 from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor, make_kv
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +65,7 @@ def smollm2_splits(smollm2_f32, tmp_path_factory):
 
 
 def cases():
-    for name, folder, manifest in quant_cases("smollm2"):
+    for name, _folder, manifest in quant_cases("smollm2"):
         yield pytest.param(name, manifest, id=name)
 
 

@@ -64,8 +64,9 @@ NVFP4_CODEC = FP4Codec("NVFP4", 16, 64, 36)
 QUANT_TYPES = (
     QuantType("MXFP4", 39, 32, 17, f"{__name__}:MXFP4_CODEC", ("table",), ggml_name="mxfp4", uses_imatrix=False,
               description="4.25 bpw fp4 (e2m1) with an E8M0 power-of-two scale per 32; imatrix not used"),
+    # llama.cpp has no fallback for NVFP4 (it throws); qf uses the 32-block fp4 type, MXFP4
     QuantType("NVFP4", 40, 64, 36, f"{__name__}:NVFP4_CODEC", ("table",), ggml_name="nvfp4", uses_imatrix=False,
-              description="4.5 bpw fp4 (e2m1) with a UE4M3 scale per 16; imatrix not used"),
+              fallback="MXFP4", description="4.5 bpw fp4 (e2m1) with a UE4M3 scale per 16; imatrix not used"),
 )
 
 

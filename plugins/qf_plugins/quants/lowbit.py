@@ -71,8 +71,9 @@ Q1_0_CODEC = LowBitCodec("Q1_0", 128, 18)
 Q2_0_CODEC = LowBitCodec("Q2_0", 64, 18)
 
 QUANT_TYPES = (
+    # llama.cpp has no fallback for Q1_0 (it throws); qf falls back to the next smaller block, Q2_0 (then Q4_0)
     QuantType("Q1_0", 41, 128, 18, f"{__name__}:Q1_0_CODEC", ("table",), ggml_name="q1_0", uses_imatrix=False,
-              description="1.125 bpw: signs times the mean |x| (fp16) per 128; imatrix not used"),
+              fallback="Q2_0", description="1.125 bpw: signs times the mean |x| (fp16) per 128; imatrix not used"),
     QuantType("Q2_0", 42, 64, 18, f"{__name__}:Q2_0_CODEC", ("symmetric",), ggml_name="q2_0", uses_imatrix=False,
               fallback="Q4_0",
               description="2.25 bpw: codes -1, 0, 1, 2 times an fp16 scale per 64; imatrix not used"),
