@@ -59,8 +59,8 @@ def test_registered_as_ggml_defines_them():
         "TQ1_0": (34, 256, 54, ("symmetric",), "Q4_0", False, "tq1_0"),
         "TQ2_0": (35, 256, 66, ("symmetric",), "Q4_0", False, "tq2_0"),
         "MXFP4": (39, 32, 17, ("table",), None, False, "mxfp4"),
-        "NVFP4": (40, 64, 36, ("table",), None, False, "nvfp4"),
-        "Q1_0": (41, 128, 18, ("table",), None, False, "q1_0"),
+        "NVFP4": (40, 64, 36, ("table",), "MXFP4", False, "nvfp4"),  # qf extension (llama.cpp: none)
+        "Q1_0": (41, 128, 18, ("table",), "Q2_0", False, "q1_0"),  # qf extension (llama.cpp: none)
         "Q2_0": (42, 64, 18, ("symmetric",), "Q4_0", False, "q2_0"),
     }
     for name, (type_id, block, size, problems, fallback, uses, ggml_name) in expected.items():
