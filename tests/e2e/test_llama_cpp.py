@@ -55,3 +55,65 @@ def test_golden_e2e_q8_0_whole_file(smollm2, tmp_path):
     out = tmp_path / "q8.gguf"
     qf.quantize_file(smollm2, out, "Q8_0", allow_requantize=True, threads=2)
     assert sha256(out) == manifest["output_sha256"]
+
+
+IMATRIX = GOLDEN_E2E / "smollm2" / "imatrix" / "imatrix.gguf"
+GGML = {"Q8_0": 8, "Q6_K": 14, "Q4_K": 12, "Q2_K": 10}
+
+
+@pytest.mark.parametrize("ftype", ["Q4_K", "Q6_K", "IQ4_XS", "IQ4_NL"])
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
+def test_pure_k_and_iq4_like_llama_cpp(smollm2, llama_cpp, tmp_path, ftype, with_imatrix, monkeypatch):
+    """Issue 3: pure K/IQ4 files equal llama_model_quantize's, with and without the golden imatrix."""
+    monkeypatch.chdir(need(GOLDEN_E2E / "smollm2"))
+    imatrix = "imatrix/imatrix.gguf" if with_imatrix else None
+    ours, theirs = tmp_path / "qf.gguf", tmp_path / "llama.gguf"
+    qf.quantize_file(smollm2, ours, ftype, allow_requantize=True, pure=True, imatrix=imatrix, threads=2)
+    llama_ref.reference_quantize(smollm2, theirs, ftype.replace("Q4_K", "Q4_K_M"), allow_requantize=True,
+                                 pure=True, nthread=2, imatrix_path=imatrix, imatrix_arg=imatrix)
+    assert_same_tensors(ours, theirs)
+    assert sha256(ours) == sha256(theirs)
+    assert generate(llama_cpp, ours).strip()
+
+
+@pytest.mark.parametrize("ftype", ["IQ2_XXS", "IQ3_S", "IQ1_M"])
+def test_pure_grid_types_like_llama_cpp(smollm2, llama_cpp, tmp_path, ftype, monkeypatch):
+    """Issue 4: pure grid types with the golden imatrix, token_embd and output at Q8_0."""
+    monkeypatch.chdir(need(GOLDEN_E2E / "smollm2"))
+    imatrix = "imatrix/imatrix.gguf"
+    ours, theirs = tmp_path / "qf.gguf", tmp_path / "llama.gguf"
+    qf.quantize_file(smollm2, ours, ftype, allow_requantize=True, pure=True, imatrix=imatrix, threads=2,
+                     token_embedding_type="Q8_0", output_tensor_type="Q8_0")
+    llama_ref.reference_quantize(smollm2, theirs, ftype, allow_requantize=True, pure=True, nthread=2,
+                                 imatrix_path=imatrix, imatrix_arg=imatrix, token_embedding_type=GGML["Q8_0"],
+                                 output_tensor_type=GGML["Q8_0"])
+    assert_same_tensors(ours, theirs)
+    assert sha256(ours) == sha256(theirs)
+    generate(llama_cpp, ours)  # loads and runs (1.75-bit output text need not be sensible)
+
+
+SPREAD = [
+    ("Q4_K_M", {}, {}),
+    ("Q3_K_M", {"imatrix": True}, {}),
+    ("Q5_K_S", {"tensor_types": [("attn_v", "Q8_0"), (r"blk\.1[0-9]\.ffn_down", "Q2_K")]},
+     {"tensor_types": [("attn_v", 8), (r"blk\.1[0-9]\.ffn_down", 10)]}),
+    ("Q4_K_M", {"prune_layers": (3, 7)}, {"prune_layers": (3, 7)}),
+    ("IQ2_M", {"imatrix": True}, {}),
+    ("Q2_K_S", {"imatrix": True, "leave_output_tensor": True}, {"leave_output_tensor": True}),
+    ("MXFP4_MOE", {}, {}),
+    ("TQ1_0", {}, {}),
+]
+
+
+@pytest.mark.parametrize("ftype,ours_opts,ref_opts", SPREAD, ids=[f"{s[0]}-{i}" for i, s in enumerate(SPREAD)])
+def test_spread_of_ftypes_and_options_like_llama_cpp(smollm2, tmp_path, ftype, ours_opts, ref_opts, monkeypatch):
+    """Issue 5: mixes and options give the bytes llama_model_quantize writes for the same input."""
+    monkeypatch.chdir(need(GOLDEN_E2E / "smollm2"))
+    ours_opts, ref_opts = dict(ours_opts), dict(ref_opts)
+    if ours_opts.pop("imatrix", False):
+        ours_opts["imatrix"] = ref_opts["imatrix_path"] = ref_opts["imatrix_arg"] = "imatrix/imatrix.gguf"
+    ours, theirs = tmp_path / "qf.gguf", tmp_path / "llama.gguf"
+    qf.quantize_file(smollm2, ours, ftype, allow_requantize=True, threads=2, **ours_opts)
+    llama_ref.reference_quantize(smollm2, theirs, ftype, allow_requantize=True, nthread=2, **ref_opts)
+    assert_same_tensors(ours, theirs)
+    assert sha256(ours) == sha256(theirs)
