@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16
 from qf_plugins.quants._search_kernels import (
     GROUP_MAX_EPS,
+    NQ,
+    inline,
+    jit,
     make_q3_quants,
-    make_qkx_quants,
+    make_qkx_quants_fast,
     make_qp_quants,
     make_qx_quants,
     nint,
@@ -146,6 +149,7 @@ def quantize_q2_k(x, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
     Laux = np.empty(16, np.int32)
+    S = np.empty((8 + 16) * NQ, np.float32)
     weights = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
     mins = np.empty(16, np.float32)
@@ -154,17 +158,14 @@ def quantize_q2_k(x, out):
         orow = out[r]
         for ib in range(k // QK_K):
             xo = ib * QK_K
-            o = ib * Q2_K_BYTES
             for j in range(16):
                 b = xo + 16 * j
                 for l in range(16):
                     weights[l] = abs(xr[b + l])
-                s, m = make_qkx_quants(16, 3, xr[b:b + 16], weights, L[16 * j:16 * j + 16], Laux,
-                                       F32(-0.5), F32(0.1), 15, True)
-                scales[j] = s
-                mins[j] = m
-            _q2k_scales_ref(scales, mins, orow, o)
-            _q2k_finish(xr, xo, L, orow, o)
+                scales[j], mins[j] = make_qkx_quants_fast(16, 3, xr, b, weights, 0, L, 16 * j, Laux,
+                                                          F32(-0.5), F32(0.1), 15, True, S)
+            _q2k_scales_ref(scales, mins, orow, ib * Q2_K_BYTES)
+            _q2k_finish(xr, xo, L, orow, ib * Q2_K_BYTES)
 
 
 @jit
@@ -172,6 +173,7 @@ def quantize_q2_k_imatrix(x, qw, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
     Laux = np.empty(16, np.int32)
+    S = np.empty((8 + 16) * NQ, np.float32)
     weights = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
     mins = np.empty(16, np.float32)
@@ -193,10 +195,8 @@ def quantize_q2_k_imatrix(x, qw, out):
                     weights[l] = w
                     s += w
                 sw[j] = s
-                sc, m = make_qkx_quants(16, 3, xr[b:b + 16], weights, L[16 * j:16 * j + 16], Laux,
-                                        F32(-0.9), F32(0.05), 36, False)
-                scales[j] = sc
-                mins[j] = m
+                scales[j], mins[j] = make_qkx_quants_fast(16, 3, xr, b, weights, 0, L, 16 * j, Laux,
+                                                          F32(-0.9), F32(0.05), 36, False, S)
             dm = make_qp_quants(16, 15, scales, Ls, sw)
             mm = make_qp_quants(16, 15, mins, Lm, sw)
             _put_f16(orow, o + 80, fp32_to_fp16(dm))
@@ -284,12 +284,10 @@ def quantize_q3_k(x, out):
         orow = out[r]
         for ib in range(k // QK_K):
             xo = ib * QK_K
-            o = ib * Q3_K_BYTES
             for j in range(16):
-                b = xo + 16 * j
-                scales[j] = make_q3_quants(16, 4, xr[b:b + 16], L[16 * j:16 * j + 16])
-            _q3k_scales_ref(scales, Ls, orow, o)
-            _q3k_finish(xr, xo, L, orow, o)
+                scales[j] = make_q3_quants(16, 4, xr, xo + 16 * j, L, 16 * j)
+            _q3k_scales_ref(scales, Ls, orow, ib * Q3_K_BYTES)
+            _q3k_finish(xr, xo, L, orow, ib * Q3_K_BYTES)
 
 
 @jit
@@ -297,6 +295,7 @@ def quantize_q3_k_imatrix(x, qw, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
     Ls = np.empty(16, np.int32)
+    S = np.empty(3 * NQ, np.float32)
     scales = np.empty(16, np.float32)
     weights = np.empty(16, np.float32)
     sw = np.empty(16, np.float32)
@@ -315,8 +314,8 @@ def quantize_q3_k_imatrix(x, qw, out):
                     weights[l] = w
                     s += w
                 sw[j] = s
-                scales[j] = make_qx_quants(16, 4, xr[b:b + 16], L[16 * j:16 * j + 16], weights)
-            d_block = make_qx_quants(16, 32, scales, Ls, sw)
+                scales[j] = make_qx_quants(16, 4, xr, b, L, 16 * j, weights, 0, S)
+            d_block = make_qx_quants(16, 32, scales, 0, Ls, 0, sw, 0, S)
             _q3k_put_scales(orow, o + 96, Ls)
             _put_f16(orow, o + 108, fp32_to_fp16(d_block))
             _q3k_finish(xr, xo, L, orow, o)
@@ -388,7 +387,7 @@ def _q45k_scales_ref(scales, mins, Ls, Lm, out, o):
 
 
 @inline
-def _q45k_ref_block(xr, xo, nmax, rmin, rdelta, nstep, L, Laux, weights, scales, mins, Ls, Lm, out, o):
+def _q45k_ref_block(xr, xo, nmax, rmin, rdelta, nstep, L, Laux, S, weights, scales, mins, Ls, Lm, out, o):
     for j in range(8):
         b = xo + 32 * j
         sum_x2 = F32(0.0)
@@ -397,16 +396,14 @@ def _q45k_ref_block(xr, xo, nmax, rmin, rdelta, nstep, L, Laux, weights, scales,
         av_x = np.sqrt(sum_x2 / F32(32.0))
         for l in range(32):
             weights[l] = av_x + abs(xr[b + l])
-        s, m = make_qkx_quants(32, nmax, xr[b:b + 32], weights, L[32 * j:32 * j + 32], Laux,
-                               rmin, rdelta, nstep, False)
-        scales[j] = s
-        mins[j] = m
+        scales[j], mins[j] = make_qkx_quants_fast(32, nmax, xr, b, weights, 0, L, 32 * j, Laux,
+                                                  rmin, rdelta, nstep, False, S)
     _q45k_scales_ref(scales, mins, Ls, Lm, out, o)
     _q45k_finish(xr, xo, L, out, o, nmax)
 
 
 @inline
-def _q45k_impl_block(xr, xo, qw, nmax, clamp63, L, Laux, weights, scales, mins, sw, Ls, Lm, out, o):
+def _q45k_impl_block(xr, xo, qw, nmax, clamp63, L, Laux, S, weights, scales, mins, sw, Ls, Lm, out, o):
     sigma2 = _sigma2_block(xr, xo, F32(2.0))
     for j in range(8):
         b = xo + 32 * j
@@ -416,10 +413,8 @@ def _q45k_impl_block(xr, xo, qw, nmax, clamp63, L, Laux, weights, scales, mins, 
             weights[l] = w
             s += w
         sw[j] = s
-        sc, m = make_qkx_quants(32, nmax, xr[b:b + 32], weights, L[32 * j:32 * j + 32], Laux,
-                                F32(-0.9), F32(0.05), 36, False)
-        scales[j] = sc
-        mins[j] = m
+        scales[j], mins[j] = make_qkx_quants_fast(32, nmax, xr, b, weights, 0, L, 32 * j, Laux,
+                                                  F32(-0.9), F32(0.05), 36, False, S)
     d_block = make_qp_quants(8, 63, scales, Ls, sw)
     m_block = make_qp_quants(8, 63, mins, Lm, sw)
     if clamp63:  # quantize_row_q5_K_impl clamps, q4_K_impl does not
@@ -432,78 +427,53 @@ def _q45k_impl_block(xr, xo, qw, nmax, clamp63, L, Laux, weights, scales, mins, 
     _q45k_finish(xr, xo, L, out, o, nmax)
 
 
-@jit
-def quantize_q4_k(x, out):
+@inline
+def _q45k_kernel(x, qw, out, nbits):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
     Laux = np.empty(32, np.int32)
+    S = np.empty((8 + 32) * NQ, np.float32)
     weights = np.empty(32, np.float32)
     scales = np.empty(8, np.float32)
     mins = np.empty(8, np.float32)
+    sw = np.empty(8, np.float32)
     Ls = np.empty(8, np.int32)
     Lm = np.empty(8, np.int32)
+    bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
     for r in range(n):
         xr = x[r]
         orow = out[r]
         for ib in range(k // QK_K):
-            _q45k_ref_block(xr, ib * QK_K, 15, F32(-1.0), F32(0.1), 20, L, Laux, weights, scales, mins, Ls, Lm,
-                            orow, ib * Q4_K_BYTES)
+            if qw is None:
+                if nbits == 4:
+                    _q45k_ref_block(xr, ib * QK_K, 15, F32(-1.0), F32(0.1), 20, L, Laux, S, weights, scales, mins,
+                                    Ls, Lm, orow, ib * bsize)
+                else:
+                    _q45k_ref_block(xr, ib * QK_K, 31, F32(-0.5), F32(0.1), 15, L, Laux, S, weights, scales, mins,
+                                    Ls, Lm, orow, ib * bsize)
+            else:
+                _q45k_impl_block(xr, ib * QK_K, qw, 15 if nbits == 4 else 31, nbits == 5, L, Laux, S, weights,
+                                 scales, mins, sw, Ls, Lm, orow, ib * bsize)
+
+
+@jit
+def quantize_q4_k(x, out):
+    _q45k_kernel(x, None, out, 4)
 
 
 @jit
 def quantize_q5_k(x, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(32, np.int32)
-    weights = np.empty(32, np.float32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            _q45k_ref_block(xr, ib * QK_K, 31, F32(-0.5), F32(0.1), 15, L, Laux, weights, scales, mins, Ls, Lm,
-                            orow, ib * Q5_K_BYTES)
+    _q45k_kernel(x, None, out, 5)
 
 
 @jit
 def quantize_q4_k_imatrix(x, qw, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(32, np.int32)
-    weights = np.empty(32, np.float32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    sw = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            _q45k_impl_block(xr, ib * QK_K, qw, 15, False, L, Laux, weights, scales, mins, sw, Ls, Lm,
-                             orow, ib * Q4_K_BYTES)
+    _q45k_kernel(x, qw, out, 4)
 
 
 @jit
 def quantize_q5_k_imatrix(x, qw, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(32, np.int32)
-    weights = np.empty(32, np.float32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    sw = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            _q45k_impl_block(xr, ib * QK_K, qw, 31, True, L, Laux, weights, scales, mins, sw, Ls, Lm,
-                             orow, ib * Q5_K_BYTES)
+    _q45k_kernel(x, qw, out, 5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -512,7 +482,7 @@ def quantize_q5_k_imatrix(x, qw, out):
 
 @inline
 def _q6k_finish(x, xo, L, out, o):
-    """From stored d and int8 scales: requantize, then pack ql/qh.  An all-zero block stays all zero bytes."""
+    """From stored d and int8 scales: requantize, then pack ql/qh."""
     d_all = _get_f16(out, o + 208)
     for j in range(16):
         sc = np.int32(out[o + 192 + j])
@@ -558,11 +528,12 @@ def _q6k_scales(scales, out, o):
     return True
 
 
-@jit
-def quantize_q6_k(x, out):
+@inline
+def _q6k_kernel(x, qw, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
     w = np.empty(16, np.float32)
+    S = np.empty(3 * NQ, np.float32)
     scales = np.empty(16, np.float32)
     for r in range(n):
         xr = x[r]
@@ -572,29 +543,119 @@ def quantize_q6_k(x, out):
             o = ib * Q6_K_BYTES
             for j in range(16):
                 b = xo + 16 * j
-                for l in range(16):
-                    w[l] = xr[b + l] * xr[b + l]
-                scales[j] = make_qx_quants(16, 32, xr[b:b + 16], L[16 * j:16 * j + 16], w)
+                if qw is None:
+                    for l in range(16):
+                        w[l] = xr[b + l] * xr[b + l]
+                    scales[j] = make_qx_quants(16, 32, xr, b, L, 16 * j, w, 0, S)
+                else:
+                    scales[j] = make_qx_quants(16, 32, xr, b, L, 16 * j, qw, b, S)
             if _q6k_scales(scales, orow, o):
                 _q6k_finish(xr, xo, L, orow, o)
+
+
+@jit
+def quantize_q6_k(x, out):
+    _q6k_kernel(x, None, out)
 
 
 @jit
 def quantize_q6_k_imatrix(x, qw, out):
+    _q6k_kernel(x, qw, out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# packing of generic solutions: sub-block scales (and offsets) -> the type's scale quantization -> requantize
+
+
+@inline
+def _solution_L(q, r, base, qmin, qmax, L):
+    for i in range(QK_K):
+        L[i] = max(qmin, min(qmax, q[r, base + i])) - qmin
+
+
+@inline
+def _asym_scale_min(d, m, qmax):
+    """x ≈ d·q + m over q in [0, qmax] as the K-quant form x ≈ s·q − mn with s, mn >= 0, covering the same range."""
+    lo = m
+    hi = m + d * F32(qmax)
+    if hi < lo:
+        lo, hi = hi, lo
+    if lo > F32(0.0):
+        lo = F32(0.0)
+    return (hi - lo) / F32(qmax), -lo
+
+
+@jit
+def pack_q2_k(x, d, m, q, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    scales = np.empty(16, np.float32)
+    mins = np.empty(16, np.float32)
+    for r in range(n):
+        for ib in range(k // QK_K):
+            for j in range(16):
+                scales[j], mins[j] = _asym_scale_min(d[r, 16 * ib + j], m[r, 16 * ib + j], 3)
+            _solution_L(q, r, ib * QK_K, 0, 3, L)
+            _q2k_scales_ref(scales, mins, out[r], ib * Q2_K_BYTES)
+            _q2k_finish(x[r], ib * QK_K, L, out[r], ib * Q2_K_BYTES)
+
+
+@jit
+def pack_q3_k(x, d, q, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Ls = np.empty(16, np.int32)
+    scales = np.empty(16, np.float32)
+    for r in range(n):
+        for ib in range(k // QK_K):
+            for j in range(16):
+                scales[j] = d[r, 16 * ib + j]
+            _solution_L(q, r, ib * QK_K, -4, 3, L)
+            _q3k_scales_ref(scales, Ls, out[r], ib * Q3_K_BYTES)
+            _q3k_finish(x[r], ib * QK_K, L, out[r], ib * Q3_K_BYTES)
+
+
+@inline
+def _pack_q45_k(x, d, m, q, out, nbits):
+    n, k = x.shape
+    qmax = 15 if nbits == 4 else 31
+    bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
+    L = np.empty(QK_K, np.int32)
+    scales = np.empty(8, np.float32)
+    mins = np.empty(8, np.float32)
+    Ls = np.empty(8, np.int32)
+    Lm = np.empty(8, np.int32)
+    for r in range(n):
+        for ib in range(k // QK_K):
+            for j in range(8):
+                scales[j], mins[j] = _asym_scale_min(d[r, 8 * ib + j], m[r, 8 * ib + j], qmax)
+            _solution_L(q, r, ib * QK_K, 0, qmax, L)
+            _q45k_scales_ref(scales, mins, Ls, Lm, out[r], ib * bsize)
+            _q45k_finish(x[r], ib * QK_K, L, out[r], ib * bsize, qmax)
+
+
+@jit
+def pack_q4_k(x, d, m, q, out):
+    _pack_q45_k(x, d, m, q, out, 4)
+
+
+@jit
+def pack_q5_k(x, d, m, q, out):
+    _pack_q45_k(x, d, m, q, out, 5)
+
+
+@jit
+def pack_q6_k(x, d, q, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
     scales = np.empty(16, np.float32)
     for r in range(n):
-        xr = x[r]
-        orow = out[r]
         for ib in range(k // QK_K):
-            xo = ib * QK_K
-            o = ib * Q6_K_BYTES
             for j in range(16):
-                b = xo + 16 * j
-                scales[j] = make_qx_quants(16, 32, xr[b:b + 16], L[16 * j:16 * j + 16], qw[b:b + 16])
-            if _q6k_scales(scales, orow, o):
-                _q6k_finish(xr, xo, L, orow, o)
+                scales[j] = d[r, 16 * ib + j]
+            _solution_L(q, r, ib * QK_K, -32, 31, L)
+            if _q6k_scales(scales, out[r], ib * Q6_K_BYTES):
+                _q6k_finish(x[r], ib * QK_K, L, out[r], ib * Q6_K_BYTES)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
