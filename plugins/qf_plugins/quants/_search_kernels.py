@@ -4,11 +4,14 @@ make_qkx3_quants), byte-exact with ggml.
 All helpers are ``@inline`` and work on one group of ``n`` values ``x[xo:xo+n]`` (offsets rather than slices: a
 slice costs reference counting in the hot loop).  ``L[lo:lo+n]`` receives the chosen quants as ggml stores them.
 
-Speed: ggml tries its candidate scales one after the other, each a chain of dependent float additions.  The
-``*_fast`` searches evaluate all candidates side by side, one SIMD lane per candidate, while each candidate's sums
-are still accumulated in element order — so every float operation, and the result, is the same as ggml's.  Their
-float scratch is one flat array ``S`` (rows of ``NQ`` lanes at constant offsets, so the compiler can see the rows do
-not overlap and vectorize).
+Speed: ggml searches one group at a time, each candidate scale a chain of dependent float additions.  The
+``*_lanes`` searches run the same algorithm on up to ``NLM`` independent groups at once, one SIMD lane per group:
+the data is transposed (element ``i`` of lane ``l`` at ``[i*NLM + l]``), every branch becomes a per-lane select,
+and each lane performs exactly ggml's float operations in ggml's order, so the result is bit-identical.  Per-lane
+state lives in rows of one flat array at constant offsets (so the compiler can see that they do not overlap).
+Where ggml's ``nearest_int`` could differ from float rounding (|v| >= 2**22, only on degenerate input) a lane is
+flagged ``bad`` and the caller redoes that group with the scalar search.  The lane searches are separate ``@jit``
+functions (not inlined): compiled once and shared by every kernel, which keeps compile times bearable.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def rint_clamp(v, lo, hi):
 # make_qx_quants: symmetric, x ≈ d·l, l in [-nmax, nmax)
 
 
-@inline
+@jit
 def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
     """make_qx_quants(n, nmax, x, L, rmse_type=1, qw): RTN from the max, then 18 more inverse scales
     ``-(nmax + 0.1·is)/max``; the fit maximizing (Σwxl)²/Σwl² wins (strictly, first wins ties).
@@ -162,7 +165,7 @@ def make_q3_quants(n, nmax, x, xo, L, lo):
 # make_qp_quants: non-negative values (sub-block scales or mins) to [0, nmax]
 
 
-@inline
+@jit
 def make_qp_quants(n, nmax, x, L, qw):
     """make_qp_quants: 9 inverse scales by weighted MSE, then up to 5 rounds of coordinate descent.
 
@@ -330,87 +333,284 @@ def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nste
                       sum_x, scale, best_error)
 
 
-@inline
-def make_qkx_quants_fast(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad, S):
-    """:func:`make_qkx_quants` with the candidates in SIMD lanes; bit-identical.
+# ---------------------------------------------------------------------------------------------------------------------
+# lane-parallel searches (one group per SIMD lane; see the module docstring)
 
-    An accepted fit moves ``min``, so the candidates after it are evaluated again from there.  Falls back to the
-    scalar steps when ``iscale·(x - min)`` could leave the range where float rounding equals ``nearest_int``
-    (ranges that overflow or are subnormal).  ``S``: float32 scratch of ``(8 + n)·NQ``.
+NLM = 64  # lanes per batch: the row stride of the transposed data and of the state rows
+
+
+@inline
+def _row(k):
+    return k * NLM
+
+
+# state rows of qkx_lanes
+_MN, _MX, _SW, _SX, _XMIN, _SCALE, _BEST, _ISC, _SL, _SL2, _SXL, _D, _TS, _TM, _ERR, _AISC, _AMN, _BAD = range(18)
+QKX_ROWS = 18
+
+
+@inline
+def _qkx_bound(V, l, isc):
+    """Flag lane l when iscale·(x - min) may leave the exact range of float rounding."""
+    mn = V[_row(_MN) + l]
+    span = max(abs(V[_row(_MX) + l] - mn), abs(V[_row(_XMIN) + l] - mn))
+    ok = abs(isc) * span < BOUND
+    V[_row(_BAD) + l] = V[_row(_BAD) + l] if ok else F32(1.0)
+
+
+@jit
+def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
+    """make_qkx2/3_quants on ``nl`` groups of ``n`` at once (lanes of ``XT``/``WT``, weights given).
+
+    Results per lane: scale in row ``_SCALE``, the min (<= 0) in row ``_MN`` of ``V`` (float32, ``QKX_ROWS·NLM``),
+    quants in ``LT`` (float32, transposed like ``XT``).  Lanes with row ``_BAD`` != 0 (degenerate ranges) must be
+    redone with :func:`make_qkx_quants`.
     """
-    mn, mx, sum_w, sum_x, xmin = _qkx_prologue(n, x, xo, weights, wo)
-    if mx <= mn:
-        for i in range(n):
-            L[lo + i] = 0
-        return F32(0.0), -mn
-    scale, best_error = _qkx_first(n, nmax, x, xo, weights, wo, L, lo, mn, mx, use_mad)
-    fnmax = F32(nmax)
     zero = F32(0.0)
-    nc = nstep + 1
-    # S rows: 0 inverse scales, 1 Σwl, 2 Σwl², 3 Σwlx, 4 D, 5 scale, 6 min, 7 error, 8.. the quants (n rows)
-    start = 0
-    while start < nc:
-        rng = mx - mn
-        c0 = start - start % 8
-        isc_max = F32(0.0)
-        for c in range(c0, NQ):
-            v = (rmin + rdelta * F32(c) + fnmax) / rng if c < nc else zero
-            S[c] = v
-            isc_max = max(isc_max, abs(v))
-            S[NQ + c] = zero
-            S[2 * NQ + c] = zero
-            S[3 * NQ + c] = zero
-            S[7 * NQ + c] = zero
-        if not (isc_max * max(abs(rng), abs(xmin - mn)) < BOUND):
-            return _qkx_steps(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad, start, mn, mx,
-                              sum_w, sum_x, scale, best_error)
+    one = F32(1.0)
+    fnmax = F32(nmax)
+    for l in range(nl):
+        x0 = XT[l]
+        w0 = WT[l]
+        V[_row(_MN) + l] = x0
+        V[_row(_MX) + l] = x0
+        V[_row(_SW) + l] = w0
+        V[_row(_SX) + l] = w0 * x0
+    for i in range(1, n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            w = WT[i * NLM + l]
+            mn = V[_row(_MN) + l]
+            mx = V[_row(_MX) + l]
+            V[_row(_MN) + l] = xi if xi < mn else mn
+            V[_row(_MX) + l] = xi if xi > mx else mx
+            V[_row(_SW) + l] += w
+            V[_row(_SX) + l] += w * xi
+    for l in range(nl):
+        mn = V[_row(_MN) + l]
+        V[_row(_XMIN) + l] = mn
+        mn = zero if mn > zero else mn
+        V[_row(_MN) + l] = mn
+        mx = V[_row(_MX) + l]
+        iscale = fnmax / (mx - mn)
+        V[_row(_ISC) + l] = iscale
+        V[_row(_SCALE) + l] = one / iscale
+        V[_row(_BEST) + l] = zero
+        V[_row(_AISC) + l] = iscale
+        V[_row(_AMN) + l] = mn
+        V[_row(_BAD) + l] = zero if mx > mn else one
+        _qkx_bound(V, l, iscale)
+    # the plain fit from [min, max]
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            mn = V[_row(_MN) + l]
+            fl = rint_clamp(V[_row(_ISC) + l] * (xi - mn), zero, fnmax)
+            diff = V[_row(_SCALE) + l] * fl + mn - xi
+            diff = abs(diff) if use_mad else diff * diff
+            V[_row(_BEST) + l] += WT[i * NLM + l] * diff
+    for is_ in range(nstep + 1):
+        step = rmin + rdelta * F32(is_) + fnmax
+        for l in range(nl):
+            iscale = step / (V[_row(_MX) + l] - V[_row(_MN) + l])
+            V[_row(_ISC) + l] = iscale
+            _qkx_bound(V, l, iscale)
+            V[_row(_SL) + l] = zero
+            V[_row(_SL2) + l] = zero
+            V[_row(_SXL) + l] = zero
+            V[_row(_ERR) + l] = zero
         for i in range(n):
-            xi = x[xo + i]
-            xm = xi - mn
-            w = weights[wo + i]
-            row = (8 + i) * NQ
-            for c in range(c0, NQ):
-                fl = rint_clamp(S[c] * xm, zero, fnmax)
-                S[row + c] = fl
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                w = WT[i * NLM + l]
+                fl = rint_clamp(V[_row(_ISC) + l] * (xi - V[_row(_MN) + l]), zero, fnmax)
                 wl = w * fl
-                S[NQ + c] += wl
-                S[2 * NQ + c] += wl * fl
-                S[3 * NQ + c] += wl * xi
-        for c in range(c0, NQ):
-            sl = S[NQ + c]
-            sl2 = S[2 * NQ + c]
-            sxl = S[3 * NQ + c]
+                V[_row(_SL) + l] += wl
+                V[_row(_SL2) + l] += wl * fl
+                V[_row(_SXL) + l] += wl * xi
+        for l in range(nl):
+            sum_w = V[_row(_SW) + l]
+            sum_x = V[_row(_SX) + l]
+            sl = V[_row(_SL) + l]
+            sl2 = V[_row(_SL2) + l]
+            sxl = V[_row(_SXL) + l]
             d = sum_w * sl2 - sl * sl
             this_scale = (sum_w * sxl - sum_x * sl) / d
             this_min = (sl2 * sum_x - sl * sxl) / d
-            if this_min > zero:
-                this_min = zero
-                this_scale = sxl / sl2
-            S[4 * NQ + c] = d
-            S[5 * NQ + c] = this_scale
-            S[6 * NQ + c] = this_min
+            pos = this_min > zero
+            V[_row(_D) + l] = d
+            V[_row(_TS) + l] = sxl / sl2 if pos else this_scale
+            V[_row(_TM) + l] = zero if pos else this_min
         for i in range(n):
-            xi = x[xo + i]
-            w = weights[wo + i]
-            row = (8 + i) * NQ
-            for c in range(c0, NQ):
-                diff = S[5 * NQ + c] * S[row + c] + S[6 * NQ + c] - xi
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                fl = rint_clamp(V[_row(_ISC) + l] * (xi - V[_row(_MN) + l]), zero, fnmax)
+                diff = V[_row(_TS) + l] * fl + V[_row(_TM) + l] - xi
                 diff = abs(diff) if use_mad else diff * diff
-                S[7 * NQ + c] += w * diff
-        moved = False
-        c = start
-        while c < nc:
-            if S[4 * NQ + c] > zero and S[7 * NQ + c] < best_error:
-                best_error = S[7 * NQ + c]
-                scale = S[5 * NQ + c]
-                for i in range(n):
-                    L[lo + i] = np.int32(S[(8 + i) * NQ + c])
-                if f32_bits(S[6 * NQ + c]) != f32_bits(mn):
-                    mn = S[6 * NQ + c]
-                    moved = True
-                    break
-            c += 1
-        if not moved:
+                V[_row(_ERR) + l] += WT[i * NLM + l] * diff
+        for l in range(nl):
+            err = V[_row(_ERR) + l]
+            best = V[_row(_BEST) + l]
+            take = V[_row(_D) + l] > zero and err < best
+            mn = V[_row(_MN) + l]
+            V[_row(_BEST) + l] = err if take else best
+            V[_row(_SCALE) + l] = V[_row(_TS) + l] if take else V[_row(_SCALE) + l]
+            V[_row(_AISC) + l] = V[_row(_ISC) + l] if take else V[_row(_AISC) + l]
+            V[_row(_AMN) + l] = mn if take else V[_row(_AMN) + l]
+            V[_row(_MN) + l] = V[_row(_TM) + l] if take else mn
+    for i in range(n):
+        for l in range(nl):
+            LT[i * NLM + l] = rint_clamp(V[_row(_AISC) + l] * (XT[i * NLM + l] - V[_row(_AMN) + l]), zero, fnmax)
+
+
+# state rows of qx_lanes
+_QMX, _QAMAX, _QISC, _QSLX, _QSL2, _QSCALE, _QBEST, _QAISC = range(8)
+QX_ROWS = 8
+
+
+@jit
+def qx_lanes(nl, n, nmax, XT, WT, V, LT):
+    """make_qx_quants(n, nmax, x, L, 1, w) on ``nl`` groups at once.  Scale per lane in row ``_QSCALE`` of ``V``
+    (float32, ``QX_ROWS·NLM``); ``LT`` gets the quants + nmax.  |iscale·x| <= nmax + 1 here: no lane is ever bad."""
+    zero = F32(0.0)
+    fnmax = F32(nmax)
+    flo = F32(-nmax)
+    fhi = F32(nmax - 1)
+    for l in range(nl):
+        V[_row(_QMX) + l] = zero
+        V[_row(_QAMAX) + l] = zero
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            ax = abs(xi)
+            amax = V[_row(_QAMAX) + l]
+            bigger = ax > amax
+            V[_row(_QAMAX) + l] = ax if bigger else amax
+            V[_row(_QMX) + l] = xi if bigger else V[_row(_QMX) + l]
+    for c in range(19):
+        is_ = 0 if c == 0 else (c - 10 if c < 10 else c - 9)
+        step = fnmax + F32(0.1) * F32(is_)
+        num = -fnmax if c == 0 else -step
+        for l in range(nl):
+            V[_row(_QISC) + l] = num / V[_row(_QMX) + l]
+            V[_row(_QSLX) + l] = zero
+            V[_row(_QSL2) + l] = zero
+        for i in range(n):
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                w = WT[i * NLM + l]
+                fl = rint_clamp(V[_row(_QISC) + l] * xi, flo, fhi)
+                V[_row(_QSLX) + l] += w * xi * fl
+                V[_row(_QSL2) + l] += w * fl * fl
+        if c == 0:
+            for l in range(nl):
+                sumlx = V[_row(_QSLX) + l]
+                suml2 = V[_row(_QSL2) + l]
+                scale = sumlx / suml2 if suml2 != zero else zero
+                V[_row(_QSCALE) + l] = scale
+                V[_row(_QBEST) + l] = scale * sumlx
+                V[_row(_QAISC) + l] = V[_row(_QISC) + l]
+        else:
+            for l in range(nl):
+                sumlx = V[_row(_QSLX) + l]
+                suml2 = V[_row(_QSL2) + l]
+                take = suml2 > zero and sumlx * sumlx > V[_row(_QBEST) + l] * suml2
+                scale = sumlx / suml2
+                V[_row(_QSCALE) + l] = scale if take else V[_row(_QSCALE) + l]
+                V[_row(_QBEST) + l] = scale * sumlx if take else V[_row(_QBEST) + l]
+                V[_row(_QAISC) + l] = V[_row(_QISC) + l] if take else V[_row(_QAISC) + l]
+    for l in range(nl):
+        if not (V[_row(_QAMAX) + l] >= GROUP_MAX_EPS):
+            V[_row(_QSCALE) + l] = zero
+    for i in range(n):
+        for l in range(nl):
+            q = rint_clamp(V[_row(_QAISC) + l] * XT[i * NLM + l], flo, fhi) + fnmax
+            LT[i * NLM + l] = q if V[_row(_QAMAX) + l] >= GROUP_MAX_EPS else zero
+
+
+# state rows of q3_lanes
+_3MX, _3AMAX, _3SLX, _3SL2, _3BAD, _3SCALE = range(6)
+Q3_ROWS = 6
+
+
+@jit
+def q3_lanes(nl, n, nmax, XT, V, LT):
+    """make_q3_quants(n, nmax, x, L, true) on ``nl`` groups at once (weights x²): RTN, then coordinate descent in
+    lock-step (a lane whose pass changed nothing would change nothing in later passes either, as in ggml's early
+    exit).  Scale per lane in row ``_3SCALE``; ``LT`` gets quants + nmax; lanes with row ``_3BAD`` != 0 must be
+    redone with :func:`make_q3_quants`."""
+    zero = F32(0.0)
+    fnmax = F32(nmax)
+    flo = F32(-nmax)
+    fhi = F32(nmax - 1)
+    for l in range(nl):
+        V[_row(_3MX) + l] = zero
+        V[_row(_3AMAX) + l] = zero
+        V[_row(_3SLX) + l] = zero
+        V[_row(_3SL2) + l] = zero
+        V[_row(_3BAD) + l] = zero
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            ax = abs(xi)
+            amax = V[_row(_3AMAX) + l]
+            bigger = ax > amax
+            V[_row(_3AMAX) + l] = ax if bigger else amax
+            V[_row(_3MX) + l] = xi if bigger else V[_row(_3MX) + l]
+    for l in range(nl):
+        V[_row(_3MX) + l] = F32(-nmax) / V[_row(_3MX) + l]  # now the inverse scale
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            fl = rint_clamp(V[_row(_3MX) + l] * xi, flo, fhi)
+            LT[i * NLM + l] = fl
+            w = xi * xi
+            V[_row(_3SLX) + l] += w * xi * fl
+            V[_row(_3SL2) + l] += w * fl * fl
+    for _ in range(5):
+        changed = 0
+        for i in range(n):
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                w = xi * xi
+                li = LT[i * NLM + l]
+                sumlx = V[_row(_3SLX) + l]
+                suml2 = V[_row(_3SL2) + l]
+                slx = sumlx - w * xi * li
+                sl2 = suml2 - w * li * li
+                v = xi * sl2 / slx
+                pos = slx > zero
+                exact = abs(v) < BOUND
+                V[_row(_3BAD) + l] = F32(1.0) if pos and not exact else V[_row(_3BAD) + l]
+                new_l = rint_clamp(v, flo, fhi)
+                slx2 = slx + w * xi * new_l
+                sl2b = sl2 + w * new_l * new_l
+                take = pos and new_l != li and sl2b > zero and slx2 * slx2 * suml2 > sumlx * sumlx * sl2b
+                LT[i * NLM + l] = new_l if take else li
+                V[_row(_3SLX) + l] = slx2 if take else sumlx
+                V[_row(_3SL2) + l] = sl2b if take else suml2
+                changed |= np.int32(take)
+        if changed == 0:
             break
-        start = c + 1
-    return scale, -mn
+    for l in range(nl):
+        live = V[_row(_3AMAX) + l] >= GROUP_MAX_EPS
+        sumlx = V[_row(_3SLX) + l]
+        suml2 = V[_row(_3SL2) + l]
+        V[_row(_3SCALE) + l] = sumlx / suml2 if live and suml2 > zero else zero
+        V[_row(_3BAD) + l] = V[_row(_3BAD) + l] if live else zero
+    for i in range(n):
+        for l in range(nl):
+            LT[i * NLM + l] = LT[i * NLM + l] + fnmax if V[_row(_3AMAX) + l] >= GROUP_MAX_EPS else zero
+
+
+# compiled once, called (rarely) for the lanes flagged bad
+
+
+@jit
+def make_qkx_quants_jit(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad):
+    return make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad)
+
+
+@jit
+def make_q3_quants_jit(n, nmax, x, xo, L, lo):
+    return make_q3_quants(n, nmax, x, xo, L, lo)
