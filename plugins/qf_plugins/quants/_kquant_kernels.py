@@ -12,14 +12,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16
 from qf_plugins.quants._search_kernels import (
+    _3BAD,
+    _3SCALE,
+    _BAD,
+    _MN,
+    _QSCALE,
+    _SCALE,
     GROUP_MAX_EPS,
-    make_q3_quants,
-    make_qkx_quants,
+    NLM,
+    NQ,
+    Q3_ROWS,
+    QKX_ROWS,
+    QX_ROWS,
+    inline,
+    jit,
+    make_q3_quants_jit,
+    make_qkx_quants_jit,
     make_qp_quants,
     make_qx_quants,
     nint,
+    q3_lanes,
+    qkx_lanes,
+    qx_lanes,
 )
 
 QK_K = 256
@@ -34,23 +50,20 @@ Q6_K_BYTES = 210
 # byte helpers
 
 
-@inline
-def _put_f16(out, o, h):
+@jit
+def _put_f16(out, o, value):
+    """Store ``value`` as fp16 (little endian) at ``out[o]``."""
+    h = fp32_to_fp16(value)
     out[o] = h & 0xFF
     out[o + 1] = (h >> 8) & 0xFF
 
 
-@inline
+@jit
 def _get_f16(data, o):
     return fp16_to_fp32(np.uint16(data[o]) | (np.uint16(data[o + 1]) << 8))
 
 
-@inline
-def _get_f16_bits(data, o):
-    return np.uint16(data[o]) | (np.uint16(data[o + 1]) << 8)
-
-
-@inline
+@jit
 def _pack_2bit(out, o, L):
     """qs[64]: four 2-bit quants per byte, element j + 32·s of each 128-half in bits 2s."""
     for j in range(0, QK_K, 128):
@@ -58,7 +71,7 @@ def _pack_2bit(out, o, L):
             out[o + j // 4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6)
 
 
-@inline
+@jit
 def _sigma2_block(x, xo, factor):
     s = F32(0.0)
     for j in range(QK_K):
@@ -69,7 +82,7 @@ def _sigma2_block(x, xo, factor):
 # 6-bit scale/min packing of Q4_K and Q5_K (get_scale_min_k4)
 
 
-@inline
+@jit
 def _put_scale_min_k4(out, o, Ls, Lm):
     """scales[12] from 8 scales and 8 mins (values as C's uint8_t, truncated on store as C does)."""
     for j in range(8):
@@ -84,7 +97,7 @@ def _put_scale_min_k4(out, o, Ls, Lm):
             out[o + j] = (out[o + j] | ((lm >> 4) << 6)) & 0xFF
 
 
-@inline
+@jit
 def _get_scale_min_k4(j, q, o):
     if j < 4:
         return np.int32(q[o + j] & 63), np.int32(q[o + j + 4] & 63)
@@ -93,11 +106,30 @@ def _get_scale_min_k4(j, q, o):
     return np.int32(sc), np.int32(m)
 
 
+# batches: ``NLM`` sub-blocks (lanes) at a time, over the super-blocks of all rows in order (ggml's _ref treats the
+# whole chunk as one row; the _impl paths only need the position in the row for the imatrix)
+
+
+@jit
+def _to_lanes(src, so, n, nsub, lane0, XT):
+    """Sub-block ``j`` of ``src[so:so + n·nsub]`` (``n`` values each) into lane ``lane0 + j`` of ``XT``."""
+    for j in range(nsub):
+        for i in range(n):
+            XT[i * NLM + lane0 + j] = src[so + j * n + i]
+
+
+@jit
+def _from_lanes(LT, n, nsub, lane0, L):
+    for j in range(nsub):
+        for i in range(n):
+            L[j * n + i] = np.int32(LT[i * NLM + lane0 + j])
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Q2_K: scales[16] (lo4 scale, hi4 min), qs[64], d, dmin  — x ≈ d·sc·q − dmin·m, q in [0, 3]
 
 
-@inline
+@jit
 def _q2k_finish(x, xo, L, out, o):
     """Requantize from the stored scales (keeping the search's L where the scale is 0) and pack qs."""
     d_all = _get_f16(out, o + 80)
@@ -113,7 +145,7 @@ def _q2k_finish(x, xo, L, out, o):
     _pack_2bit(out, o + 16, L)
 
 
-@inline
+@jit
 def _q2k_scales_ref(scales, mins, out, o):
     """quantize_row_q2_K_ref's 4-bit scales and mins: the largest maps to 15."""
     max_scale = F32(0.0)
@@ -127,90 +159,112 @@ def _q2k_scales_ref(scales, mins, out, o):
         iscale = F32(15.0) / max_scale
         for j in range(16):
             out[o + j] = nint(iscale * scales[j]) & 0xFF
-        _put_f16(out, o + 80, fp32_to_fp16(max_scale / F32(15.0)))
+        _put_f16(out, o + 80, max_scale / F32(15.0))
     else:
         for j in range(16):
             out[o + j] = 0
-        _put_f16(out, o + 80, fp32_to_fp16(F32(0.0)))
+        _put_f16(out, o + 80, F32(0.0))
     if max_min > F32(0.0):
         iscale = F32(15.0) / max_min
         for j in range(16):
             out[o + j] = (out[o + j] | (nint(iscale * mins[j]) << 4)) & 0xFF
-        _put_f16(out, o + 82, fp32_to_fp16(max_min / F32(15.0)))
+        _put_f16(out, o + 82, max_min / F32(15.0))
     else:
-        _put_f16(out, o + 82, fp32_to_fp16(F32(0.0)))
+        _put_f16(out, o + 82, F32(0.0))
+
+
+@jit
+def _q2k_kernel(x, qw, out):
+    rows, k = x.shape
+    nb = k // QK_K
+    total = rows * nb
+    B = NLM // 16
+    XT = np.empty(16 * NLM, np.float32)
+    WT = np.empty(16 * NLM, np.float32)
+    LT = np.empty(16 * NLM, np.float32)
+    V = np.empty(QKX_ROWS * NLM, np.float32)
+    W = np.empty(B * QK_K, np.float32)
+    SW = np.empty(B * 16, np.float32)
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(16, np.int32)
+    scales = np.empty(16, np.float32)
+    mins = np.empty(16, np.float32)
+    Ls = np.empty(16, np.int32)
+    Lm = np.empty(16, np.int32)
+    for g0 in range(0, total, B):
+        nbb = min(B, total - g0)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            xo = (g0 + bb) % nb * QK_K
+            xr = x[r]
+            if qw is None:
+                for i in range(QK_K):
+                    W[bb * QK_K + i] = abs(xr[xo + i])
+            else:
+                sigma2 = _sigma2_block(xr, xo, F32(1.0))
+                for j in range(16):
+                    s = F32(0.0)
+                    for i in range(16):
+                        xi = xr[xo + 16 * j + i]
+                        w = qw[xo + 16 * j + i] * np.sqrt(sigma2 + xi * xi)
+                        W[bb * QK_K + 16 * j + i] = w
+                        s += w
+                    SW[bb * 16 + j] = s
+            _to_lanes(xr, xo, 16, 16, bb * 16, XT)
+            _to_lanes(W, bb * QK_K, 16, 16, bb * 16, WT)
+        if qw is None:
+            qkx_lanes(nbb * 16, 16, 3, XT, WT, F32(-0.5), F32(0.1), 15, True, V, LT)
+        else:
+            qkx_lanes(nbb * 16, 16, 3, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            ib = (g0 + bb) % nb
+            xo = ib * QK_K
+            xr = x[r]
+            orow = out[r]
+            o = ib * Q2_K_BYTES
+            _from_lanes(LT, 16, 16, bb * 16, L)
+            for j in range(16):
+                lane = bb * 16 + j
+                if V[_BAD * NLM + lane] != F32(0.0):
+                    if qw is None:
+                        s, m = make_qkx_quants_jit(16, 3, xr, xo + 16 * j, W, bb * QK_K + 16 * j, L, 16 * j, Laux,
+                                               F32(-0.5), F32(0.1), 15, True)
+                    else:
+                        s, m = make_qkx_quants_jit(16, 3, xr, xo + 16 * j, W, bb * QK_K + 16 * j, L, 16 * j, Laux,
+                                               F32(-0.9), F32(0.05), 36, False)
+                    scales[j] = s
+                    mins[j] = m
+                else:
+                    scales[j] = V[_SCALE * NLM + lane]
+                    mins[j] = -V[_MN * NLM + lane]
+            if qw is None:
+                _q2k_scales_ref(scales, mins, orow, o)
+            else:
+                dm = make_qp_quants(16, 15, scales, Ls, SW[bb * 16:bb * 16 + 16])
+                mm = make_qp_quants(16, 15, mins, Lm, SW[bb * 16:bb * 16 + 16])
+                _put_f16(orow, o + 80, dm)
+                _put_f16(orow, o + 82, mm)
+                for j in range(16):
+                    orow[o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
+            _q2k_finish(xr, xo, L, orow, o)
 
 
 @jit
 def quantize_q2_k(x, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(16, np.int32)
-    weights = np.empty(16, np.float32)
-    scales = np.empty(16, np.float32)
-    mins = np.empty(16, np.float32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            xo = ib * QK_K
-            o = ib * Q2_K_BYTES
-            for j in range(16):
-                b = xo + 16 * j
-                for l in range(16):
-                    weights[l] = abs(xr[b + l])
-                s, m = make_qkx_quants(16, 3, xr[b:b + 16], weights, L[16 * j:16 * j + 16], Laux,
-                                       F32(-0.5), F32(0.1), 15, True)
-                scales[j] = s
-                mins[j] = m
-            _q2k_scales_ref(scales, mins, orow, o)
-            _q2k_finish(xr, xo, L, orow, o)
+    _q2k_kernel(x, None, out)
 
 
 @jit
 def quantize_q2_k_imatrix(x, qw, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(16, np.int32)
-    weights = np.empty(16, np.float32)
-    scales = np.empty(16, np.float32)
-    mins = np.empty(16, np.float32)
-    sw = np.empty(16, np.float32)
-    Ls = np.empty(16, np.int32)
-    Lm = np.empty(16, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            xo = ib * QK_K
-            o = ib * Q2_K_BYTES
-            sigma2 = _sigma2_block(xr, xo, F32(1.0))
-            for j in range(16):
-                b = xo + 16 * j
-                s = F32(0.0)
-                for l in range(16):
-                    w = qw[b + l] * np.sqrt(sigma2 + xr[b + l] * xr[b + l])
-                    weights[l] = w
-                    s += w
-                sw[j] = s
-                sc, m = make_qkx_quants(16, 3, xr[b:b + 16], weights, L[16 * j:16 * j + 16], Laux,
-                                        F32(-0.9), F32(0.05), 36, False)
-                scales[j] = sc
-                mins[j] = m
-            dm = make_qp_quants(16, 15, scales, Ls, sw)
-            mm = make_qp_quants(16, 15, mins, Lm, sw)
-            _put_f16(orow, o + 80, fp32_to_fp16(dm))
-            _put_f16(orow, o + 82, fp32_to_fp16(mm))
-            for j in range(16):
-                orow[o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
-            _q2k_finish(xr, xo, L, orow, o)
+    _q2k_kernel(x, qw, out)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Q3_K: hmask[32], qs[64], scales[12] (16 × 6-bit, offset 32), d  — x ≈ d·sc·q, q in [-4, 3]
 
 
-@inline
+@jit
 def _q3k_put_scales(out, o, Ls):
     """scales[12] from 16 values in [0, 63] (low nibbles in bytes 0-7, two high bits each in bytes 8-11)."""
     for j in range(12):
@@ -225,13 +279,13 @@ def _q3k_put_scales(out, o, Ls):
         out[o + 8 + j % 4] = (out[o + 8 + j % 4] | (l << (2 * (j // 4)))) & 0xFF
 
 
-@inline
+@jit
 def _q3k_get_scale(q, o, j):
     sc = np.int32(q[o + j] & 0xF) if j < 8 else np.int32(q[o + j - 8] >> 4)
     return (sc | (((np.int32(q[o + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
 
 
-@inline
+@jit
 def _q3k_finish(x, xo, L, out, o):
     d_all = _get_f16(out, o + 108)
     for j in range(16):
@@ -249,7 +303,7 @@ def _q3k_finish(x, xo, L, out, o):
     _pack_2bit(out, o + 32, L)
 
 
-@inline
+@jit
 def _q3k_scales_ref(scales, Ls, out, o):
     """quantize_row_q3_K_ref's 6-bit scales: the largest magnitude maps to -32."""
     max_scale = F32(0.0)
@@ -266,67 +320,91 @@ def _q3k_scales_ref(scales, Ls, out, o):
             l = ((l + 128) & 0xFF) - 128  # int8_t
             Ls[j] = max(-32, min(31, l)) + 32
         _q3k_put_scales(out, o + 96, Ls)
-        _put_f16(out, o + 108, fp32_to_fp16(F32(1.0) / iscale))
+        _put_f16(out, o + 108, F32(1.0) / iscale)
     else:
         for j in range(12):
             out[o + 96 + j] = 0
-        _put_f16(out, o + 108, fp32_to_fp16(F32(0.0)))
+        _put_f16(out, o + 108, F32(0.0))
+
+
+@jit
+def _q3k_kernel(x, qw, out):
+    rows, k = x.shape
+    nb = k // QK_K
+    total = rows * nb
+    B = NLM // 16
+    XT = np.empty(16 * NLM, np.float32)
+    WT = np.empty(16 * NLM, np.float32)
+    LT = np.empty(16 * NLM, np.float32)
+    V = np.empty(max(Q3_ROWS, QX_ROWS) * NLM, np.float32)
+    W = np.empty(B * QK_K, np.float32)
+    SW = np.empty(B * 16, np.float32)
+    S = np.empty(3 * NQ, np.float32)
+    L = np.empty(QK_K, np.int32)
+    Ls = np.empty(16, np.int32)
+    scales = np.empty(16, np.float32)
+    for g0 in range(0, total, B):
+        nbb = min(B, total - g0)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            xo = (g0 + bb) % nb * QK_K
+            xr = x[r]
+            _to_lanes(xr, xo, 16, 16, bb * 16, XT)
+            if qw is not None:
+                sigma2 = _sigma2_block(xr, xo, F32(2.0))
+                for j in range(16):
+                    s = F32(0.0)
+                    for i in range(16):
+                        xi = xr[xo + 16 * j + i]
+                        w = qw[xo + 16 * j + i] * np.sqrt(sigma2 + xi * xi)
+                        W[bb * QK_K + 16 * j + i] = w
+                        s += w
+                    SW[bb * 16 + j] = s
+                _to_lanes(W, bb * QK_K, 16, 16, bb * 16, WT)
+        if qw is None:
+            q3_lanes(nbb * 16, 16, 4, XT, V, LT)
+        else:
+            qx_lanes(nbb * 16, 16, 4, XT, WT, V, LT)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            ib = (g0 + bb) % nb
+            xo = ib * QK_K
+            xr = x[r]
+            orow = out[r]
+            o = ib * Q3_K_BYTES
+            _from_lanes(LT, 16, 16, bb * 16, L)
+            if qw is None:
+                for j in range(16):
+                    lane = bb * 16 + j
+                    if V[_3BAD * NLM + lane] != F32(0.0):
+                        scales[j] = make_q3_quants_jit(16, 4, xr, xo + 16 * j, L, 16 * j)
+                    else:
+                        scales[j] = V[_3SCALE * NLM + lane]
+                _q3k_scales_ref(scales, Ls, orow, o)
+            else:
+                for j in range(16):
+                    scales[j] = V[_QSCALE * NLM + bb * 16 + j]
+                d_block = make_qx_quants(16, 32, scales, 0, Ls, 0, SW, bb * 16, S)
+                _q3k_put_scales(orow, o + 96, Ls)
+                _put_f16(orow, o + 108, d_block)
+            _q3k_finish(xr, xo, L, orow, o)
 
 
 @jit
 def quantize_q3_k(x, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Ls = np.empty(16, np.int32)
-    scales = np.empty(16, np.float32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            xo = ib * QK_K
-            o = ib * Q3_K_BYTES
-            for j in range(16):
-                b = xo + 16 * j
-                scales[j] = make_q3_quants(16, 4, xr[b:b + 16], L[16 * j:16 * j + 16])
-            _q3k_scales_ref(scales, Ls, orow, o)
-            _q3k_finish(xr, xo, L, orow, o)
+    _q3k_kernel(x, None, out)
 
 
 @jit
 def quantize_q3_k_imatrix(x, qw, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Ls = np.empty(16, np.int32)
-    scales = np.empty(16, np.float32)
-    weights = np.empty(16, np.float32)
-    sw = np.empty(16, np.float32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            xo = ib * QK_K
-            o = ib * Q3_K_BYTES
-            sigma2 = _sigma2_block(xr, xo, F32(2.0))
-            for j in range(16):
-                b = xo + 16 * j
-                s = F32(0.0)
-                for l in range(16):
-                    w = qw[b + l] * np.sqrt(sigma2 + xr[b + l] * xr[b + l])
-                    weights[l] = w
-                    s += w
-                sw[j] = s
-                scales[j] = make_qx_quants(16, 4, xr[b:b + 16], L[16 * j:16 * j + 16], weights)
-            d_block = make_qx_quants(16, 32, scales, Ls, sw)
-            _q3k_put_scales(orow, o + 96, Ls)
-            _put_f16(orow, o + 108, fp32_to_fp16(d_block))
-            _q3k_finish(xr, xo, L, orow, o)
+    _q3k_kernel(x, qw, out)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Q4_K / Q5_K: d, dmin, scales[12] (8 scales + 8 mins, 6-bit), (qh[32]), qs[128]  — x ≈ d·sc·q − dmin·m
 
 
-@inline
+@jit
 def _q45k_finish(x, xo, L, out, o, nmax):
     d_all = _get_f16(out, o)
     m_all = _get_f16(out, o + 2)
@@ -367,7 +445,7 @@ def _q45k_finish(x, xo, L, out, o, nmax):
             ql += 32
 
 
-@inline
+@jit
 def _q45k_scales_ref(scales, mins, Ls, Lm, out, o):
     """quantize_row_q4_K_ref / q5_K_ref: 6-bit scales and mins, the largest maps to 63."""
     max_scale = F32(0.0)
@@ -383,136 +461,128 @@ def _q45k_scales_ref(scales, mins, Ls, Lm, out, o):
         Ls[j] = min(63, nint(inv_scale * scales[j]) & 0xFF)
         Lm[j] = min(63, nint(inv_min * mins[j]) & 0xFF)
     _put_scale_min_k4(out, o + 4, Ls, Lm)
-    _put_f16(out, o, fp32_to_fp16(max_scale / F32(63.0)))
-    _put_f16(out, o + 2, fp32_to_fp16(max_min / F32(63.0)))
+    _put_f16(out, o, max_scale / F32(63.0))
+    _put_f16(out, o + 2, max_min / F32(63.0))
 
 
-@inline
-def _q45k_ref_block(xr, xo, nmax, rmin, rdelta, nstep, L, Laux, weights, scales, mins, Ls, Lm, out, o):
-    for j in range(8):
-        b = xo + 32 * j
-        sum_x2 = F32(0.0)
-        for l in range(32):
-            sum_x2 += xr[b + l] * xr[b + l]
-        av_x = np.sqrt(sum_x2 / F32(32.0))
-        for l in range(32):
-            weights[l] = av_x + abs(xr[b + l])
-        s, m = make_qkx_quants(32, nmax, xr[b:b + 32], weights, L[32 * j:32 * j + 32], Laux,
-                               rmin, rdelta, nstep, False)
-        scales[j] = s
-        mins[j] = m
-    _q45k_scales_ref(scales, mins, Ls, Lm, out, o)
-    _q45k_finish(xr, xo, L, out, o, nmax)
-
-
-@inline
-def _q45k_impl_block(xr, xo, qw, nmax, clamp63, L, Laux, weights, scales, mins, sw, Ls, Lm, out, o):
-    sigma2 = _sigma2_block(xr, xo, F32(2.0))
-    for j in range(8):
-        b = xo + 32 * j
-        s = F32(0.0)
-        for l in range(32):
-            w = qw[b + l] * np.sqrt(sigma2 + xr[b + l] * xr[b + l])
-            weights[l] = w
-            s += w
-        sw[j] = s
-        sc, m = make_qkx_quants(32, nmax, xr[b:b + 32], weights, L[32 * j:32 * j + 32], Laux,
-                                F32(-0.9), F32(0.05), 36, False)
-        scales[j] = sc
-        mins[j] = m
-    d_block = make_qp_quants(8, 63, scales, Ls, sw)
-    m_block = make_qp_quants(8, 63, mins, Lm, sw)
-    if clamp63:  # quantize_row_q5_K_impl clamps, q4_K_impl does not
-        for j in range(8):
-            Ls[j] = min(63, Ls[j])
-            Lm[j] = min(63, Lm[j])
-    _put_scale_min_k4(out, o + 4, Ls, Lm)
-    _put_f16(out, o, fp32_to_fp16(d_block))
-    _put_f16(out, o + 2, fp32_to_fp16(m_block))
-    _q45k_finish(xr, xo, L, out, o, nmax)
+@jit
+def _q45k_kernel(x, qw, out, nbits):
+    rows, k = x.shape
+    nb = k // QK_K
+    total = rows * nb
+    B = NLM // 8
+    nmax = 15 if nbits == 4 else 31
+    bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
+    # the ref searches: Q4_K rmin -1, 21 steps; Q5_K rmin -0.5, 16 steps; the imatrix searches: -0.9, 37 steps
+    rmin = F32(-1.0) if nbits == 4 else F32(-0.5)
+    nstep = 20 if nbits == 4 else 15
+    XT = np.empty(32 * NLM, np.float32)
+    WT = np.empty(32 * NLM, np.float32)
+    LT = np.empty(32 * NLM, np.float32)
+    V = np.empty(QKX_ROWS * NLM, np.float32)
+    W = np.empty(B * QK_K, np.float32)
+    SW = np.empty(B * 8, np.float32)
+    L = np.empty(QK_K, np.int32)
+    Laux = np.empty(32, np.int32)
+    scales = np.empty(8, np.float32)
+    mins = np.empty(8, np.float32)
+    Ls = np.empty(8, np.int32)
+    Lm = np.empty(8, np.int32)
+    for g0 in range(0, total, B):
+        nbb = min(B, total - g0)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            xo = (g0 + bb) % nb * QK_K
+            xr = x[r]
+            if qw is None:
+                for j in range(8):
+                    b = xo + 32 * j
+                    sum_x2 = F32(0.0)
+                    for i in range(32):
+                        sum_x2 += xr[b + i] * xr[b + i]
+                    av_x = np.sqrt(sum_x2 / F32(32.0))
+                    for i in range(32):
+                        W[bb * QK_K + 32 * j + i] = av_x + abs(xr[b + i])
+            else:
+                sigma2 = _sigma2_block(xr, xo, F32(2.0))
+                for j in range(8):
+                    s = F32(0.0)
+                    for i in range(32):
+                        xi = xr[xo + 32 * j + i]
+                        w = qw[xo + 32 * j + i] * np.sqrt(sigma2 + xi * xi)
+                        W[bb * QK_K + 32 * j + i] = w
+                        s += w
+                    SW[bb * 8 + j] = s
+            _to_lanes(xr, xo, 32, 8, bb * 8, XT)
+            _to_lanes(W, bb * QK_K, 32, 8, bb * 8, WT)
+        if qw is None:
+            qkx_lanes(nbb * 8, 32, nmax, XT, WT, rmin, F32(0.1), nstep, False, V, LT)
+        else:
+            qkx_lanes(nbb * 8, 32, nmax, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            ib = (g0 + bb) % nb
+            xo = ib * QK_K
+            xr = x[r]
+            orow = out[r]
+            o = ib * bsize
+            _from_lanes(LT, 32, 8, bb * 8, L)
+            for j in range(8):
+                lane = bb * 8 + j
+                if V[_BAD * NLM + lane] != F32(0.0):
+                    if qw is None:
+                        s, m = make_qkx_quants_jit(32, nmax, xr, xo + 32 * j, W, bb * QK_K + 32 * j, L, 32 * j, Laux,
+                                               rmin, F32(0.1), nstep, False)
+                    else:
+                        s, m = make_qkx_quants_jit(32, nmax, xr, xo + 32 * j, W, bb * QK_K + 32 * j, L, 32 * j, Laux,
+                                               F32(-0.9), F32(0.05), 36, False)
+                    scales[j] = s
+                    mins[j] = m
+                else:
+                    scales[j] = V[_SCALE * NLM + lane]
+                    mins[j] = -V[_MN * NLM + lane]
+            if qw is None:
+                _q45k_scales_ref(scales, mins, Ls, Lm, orow, o)
+            else:
+                d_block = make_qp_quants(8, 63, scales, Ls, SW[bb * 8:bb * 8 + 8])
+                m_block = make_qp_quants(8, 63, mins, Lm, SW[bb * 8:bb * 8 + 8])
+                if nbits == 5:  # quantize_row_q5_K_impl clamps to 63, q4_K_impl does not
+                    for j in range(8):
+                        Ls[j] = min(63, Ls[j])
+                        Lm[j] = min(63, Lm[j])
+                _put_scale_min_k4(orow, o + 4, Ls, Lm)
+                _put_f16(orow, o, d_block)
+                _put_f16(orow, o + 2, m_block)
+            _q45k_finish(xr, xo, L, orow, o, nmax)
 
 
 @jit
 def quantize_q4_k(x, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(32, np.int32)
-    weights = np.empty(32, np.float32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            _q45k_ref_block(xr, ib * QK_K, 15, F32(-1.0), F32(0.1), 20, L, Laux, weights, scales, mins, Ls, Lm,
-                            orow, ib * Q4_K_BYTES)
+    _q45k_kernel(x, None, out, 4)
 
 
 @jit
 def quantize_q5_k(x, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(32, np.int32)
-    weights = np.empty(32, np.float32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            _q45k_ref_block(xr, ib * QK_K, 31, F32(-0.5), F32(0.1), 15, L, Laux, weights, scales, mins, Ls, Lm,
-                            orow, ib * Q5_K_BYTES)
+    _q45k_kernel(x, None, out, 5)
 
 
 @jit
 def quantize_q4_k_imatrix(x, qw, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(32, np.int32)
-    weights = np.empty(32, np.float32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    sw = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            _q45k_impl_block(xr, ib * QK_K, qw, 15, False, L, Laux, weights, scales, mins, sw, Ls, Lm,
-                             orow, ib * Q4_K_BYTES)
+    _q45k_kernel(x, qw, out, 4)
 
 
 @jit
 def quantize_q5_k_imatrix(x, qw, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    Laux = np.empty(32, np.int32)
-    weights = np.empty(32, np.float32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    sw = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            _q45k_impl_block(xr, ib * QK_K, qw, 31, True, L, Laux, weights, scales, mins, sw, Ls, Lm,
-                             orow, ib * Q5_K_BYTES)
+    _q45k_kernel(x, qw, out, 5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Q6_K: ql[128], qh[64], scales i8[16], d  — x ≈ d·sc·q, q in [-32, 31]
 
 
-@inline
+@jit
 def _q6k_finish(x, xo, L, out, o):
-    """From stored d and int8 scales: requantize, then pack ql/qh.  An all-zero block stays all zero bytes."""
+    """From stored d and int8 scales: requantize, then pack ql/qh."""
     d_all = _get_f16(out, o + 208)
     for j in range(16):
         sc = np.int32(out[o + 192 + j])
@@ -537,7 +607,7 @@ def _q6k_finish(x, xo, L, out, o):
                            | ((L[j + l + 96] >> 4) << 6))
 
 
-@inline
+@jit
 def _q6k_scales(scales, out, o):
     """int8 scales, the largest magnitude maps to -128; returns False (block all zero) below GROUP_MAX_EPS."""
     max_scale = F32(0.0)
@@ -552,49 +622,154 @@ def _q6k_scales(scales, out, o):
             out[o + j] = 0
         return False
     iscale = F32(-128.0) / max_scale
-    _put_f16(out, o + 208, fp32_to_fp16(F32(1.0) / iscale))
+    _put_f16(out, o + 208, F32(1.0) / iscale)
     for ib in range(16):
         out[o + 192 + ib] = min(127, nint(iscale * scales[ib])) & 0xFF
     return True
 
 
 @jit
-def quantize_q6_k(x, out):
-    n, k = x.shape
+def _q6k_kernel(x, qw, out):
+    rows, k = x.shape
+    nb = k // QK_K
+    total = rows * nb
+    B = NLM // 16
+    XT = np.empty(16 * NLM, np.float32)
+    WT = np.empty(16 * NLM, np.float32)
+    LT = np.empty(16 * NLM, np.float32)
+    V = np.empty(QX_ROWS * NLM, np.float32)
     L = np.empty(QK_K, np.int32)
-    w = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
-    for r in range(n):
-        xr = x[r]
-        orow = out[r]
-        for ib in range(k // QK_K):
-            xo = ib * QK_K
+    for g0 in range(0, total, B):
+        nbb = min(B, total - g0)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            xo = (g0 + bb) % nb * QK_K
+            xr = x[r]
+            _to_lanes(xr, xo, 16, 16, bb * 16, XT)
+            if qw is None:
+                for j in range(16):
+                    for i in range(16):
+                        xi = XT[i * NLM + bb * 16 + j]
+                        WT[i * NLM + bb * 16 + j] = xi * xi
+            else:
+                _to_lanes(qw, xo, 16, 16, bb * 16, WT)
+        qx_lanes(nbb * 16, 16, 32, XT, WT, V, LT)
+        for bb in range(nbb):
+            r = (g0 + bb) // nb
+            ib = (g0 + bb) % nb
+            orow = out[r]
             o = ib * Q6_K_BYTES
+            _from_lanes(LT, 16, 16, bb * 16, L)
             for j in range(16):
-                b = xo + 16 * j
-                for l in range(16):
-                    w[l] = xr[b + l] * xr[b + l]
-                scales[j] = make_qx_quants(16, 32, xr[b:b + 16], L[16 * j:16 * j + 16], w)
+                scales[j] = V[_QSCALE * NLM + bb * 16 + j]
             if _q6k_scales(scales, orow, o):
-                _q6k_finish(xr, xo, L, orow, o)
+                _q6k_finish(x[r], ib * QK_K, L, orow, o)
+
+
+@jit
+def quantize_q6_k(x, out):
+    _q6k_kernel(x, None, out)
 
 
 @jit
 def quantize_q6_k_imatrix(x, qw, out):
+    _q6k_kernel(x, qw, out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# packing of generic solutions: sub-block scales (and offsets) -> the type's scale quantization -> requantize
+
+
+@jit
+def _solution_L(q, r, base, qmin, qmax, L):
+    for i in range(QK_K):
+        L[i] = max(qmin, min(qmax, q[r, base + i])) - qmin
+
+
+@jit
+def _asym_scale_min(d, m, qmax):
+    """x ≈ d·q + m over q in [0, qmax] as the K-quant form x ≈ s·q − mn with s, mn >= 0, covering the same range."""
+    lo = m
+    hi = m + d * F32(qmax)
+    if hi < lo:
+        lo, hi = hi, lo
+    if lo > F32(0.0):
+        lo = F32(0.0)
+    return (hi - lo) / F32(qmax), -lo
+
+
+@jit
+def pack_q2_k(x, d, m, q, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    scales = np.empty(16, np.float32)
+    mins = np.empty(16, np.float32)
+    for r in range(n):
+        for ib in range(k // QK_K):
+            for j in range(16):
+                scales[j], mins[j] = _asym_scale_min(d[r, 16 * ib + j], m[r, 16 * ib + j], 3)
+            _solution_L(q, r, ib * QK_K, 0, 3, L)
+            _q2k_scales_ref(scales, mins, out[r], ib * Q2_K_BYTES)
+            _q2k_finish(x[r], ib * QK_K, L, out[r], ib * Q2_K_BYTES)
+
+
+@jit
+def pack_q3_k(x, d, q, out):
+    n, k = x.shape
+    L = np.empty(QK_K, np.int32)
+    Ls = np.empty(16, np.int32)
+    scales = np.empty(16, np.float32)
+    for r in range(n):
+        for ib in range(k // QK_K):
+            for j in range(16):
+                scales[j] = d[r, 16 * ib + j]
+            _solution_L(q, r, ib * QK_K, -4, 3, L)
+            _q3k_scales_ref(scales, Ls, out[r], ib * Q3_K_BYTES)
+            _q3k_finish(x[r], ib * QK_K, L, out[r], ib * Q3_K_BYTES)
+
+
+@jit
+def _pack_q45_k(x, d, m, q, out, nbits):
+    n, k = x.shape
+    qmax = 15 if nbits == 4 else 31
+    bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
+    L = np.empty(QK_K, np.int32)
+    scales = np.empty(8, np.float32)
+    mins = np.empty(8, np.float32)
+    Ls = np.empty(8, np.int32)
+    Lm = np.empty(8, np.int32)
+    for r in range(n):
+        for ib in range(k // QK_K):
+            for j in range(8):
+                scales[j], mins[j] = _asym_scale_min(d[r, 8 * ib + j], m[r, 8 * ib + j], qmax)
+            _solution_L(q, r, ib * QK_K, 0, qmax, L)
+            _q45k_scales_ref(scales, mins, Ls, Lm, out[r], ib * bsize)
+            _q45k_finish(x[r], ib * QK_K, L, out[r], ib * bsize, qmax)
+
+
+@jit
+def pack_q4_k(x, d, m, q, out):
+    _pack_q45_k(x, d, m, q, out, 4)
+
+
+@jit
+def pack_q5_k(x, d, m, q, out):
+    _pack_q45_k(x, d, m, q, out, 5)
+
+
+@jit
+def pack_q6_k(x, d, q, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
     scales = np.empty(16, np.float32)
     for r in range(n):
-        xr = x[r]
-        orow = out[r]
         for ib in range(k // QK_K):
-            xo = ib * QK_K
-            o = ib * Q6_K_BYTES
             for j in range(16):
-                b = xo + 16 * j
-                scales[j] = make_qx_quants(16, 32, xr[b:b + 16], L[16 * j:16 * j + 16], qw[b:b + 16])
-            if _q6k_scales(scales, orow, o):
-                _q6k_finish(xr, xo, L, orow, o)
+                scales[j] = d[r, 16 * ib + j]
+            _solution_L(q, r, ib * QK_K, -32, 31, L)
+            if _q6k_scales(scales, out[r], ib * Q6_K_BYTES):
+                _q6k_finish(x[r], ib * QK_K, L, out[r], ib * Q6_K_BYTES)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,128 +1,173 @@
-"""Scale searches shared by the legacy and K-quant kernels (ggml-quants.c: make_qx_quants, make_q3_quants,
-make_qp_quants, make_qkx2_quants / make_qkx3_quants), byte-exact with ggml.
+"""Scale searches of ggml-quants.c (make_qx_quants, make_q3_quants, make_qp_quants, make_qkx2_quants /
+make_qkx3_quants), byte-exact with ggml.
 
-All helpers are ``@inline`` and work on one group of ``n`` values.  ``L`` receives the chosen quants as ggml stores
-them (``make_qx_quants`` and ``make_q3_quants`` offset by ``nmax``; ``make_qp_quants`` as the ``uint8_t`` C writes).
+All helpers are ``@inline`` and work on one group of ``n`` values ``x[xo:xo+n]`` (offsets rather than slices: a
+slice costs reference counting in the hot loop).  ``L[lo:lo+n]`` receives the chosen quants as ggml stores them.
+
+Speed: ggml searches one group at a time, each candidate scale a chain of dependent float additions.  The
+``*_lanes`` searches run the same algorithm on up to ``NLM`` independent groups at once, one SIMD lane per group:
+the data is transposed (element ``i`` of lane ``l`` at ``[i*NLM + l]``), every branch becomes a per-lane select,
+and each lane performs exactly ggml's float operations in ggml's order, so the result is bit-identical.  Per-lane
+state lives in rows of one flat array at constant offsets (so the compiler can see that they do not overlap).
+Where ggml's ``nearest_int`` could differ from float rounding (|v| >= 2**22, only on degenerate input) a lane is
+flagged ``bad`` and the caller redoes that group with the scalar search.  The lane searches are separate ``@jit``
+functions (not inlined): compiled once and shared by every kernel, which keeps compile times bearable.
 """
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
-from qf.numerics import F32, f32_bits, inline
+from qf.numerics import F32, f32_bits
 
 GROUP_MAX_EPS = F32(1e-15)
+MAGIC = F32(12582912.0)  # 1.5·2**23: |v| < 2**22 plus MAGIC is v rounded half-to-even, exactly representable
+BOUND = F32(4.0e6)  # below 4194303, where (v + MAGIC) - MAGIC equals ggml's nearest_int(v)
+NQ = 40  # SIMD lanes of the fast searches (>= 37 candidates, whole AVX vectors)
+
+# IEEE float semantics for x/0 (inf/nan, as in C) instead of numba's default ZeroDivisionError: ggml divides by
+# values that can be zero or overflow on degenerate input (e.g. 1/iscale when max - min overflows to inf).
+jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+inline = nb.njit(cache=True, nogil=True, inline="always", error_model="numpy")
 
 
 @inline
 def nint(fval):
     """ggml's ``nearest_int`` as C computes it for every input: the low mantissa bits of ``fval + 12582912.f``."""
-    return np.int32(f32_bits(fval + F32(12582912.0)) & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
+    return np.int32(f32_bits(fval + MAGIC) & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
 
 
 @inline
-def make_qx_quants(n, nmax, x, L, qw):
-    """make_qx_quants(n, nmax, x, L, rmse_type=1, qw): symmetric scale search over 19 inverse scales.
+def rint_clamp(v, lo, hi):
+    """``max(lo, min(hi, nearest_int(v)))`` as a float, for |v| < BOUND (branch-free, vectorizes)."""
+    return min(max((v + MAGIC) - MAGIC, lo), hi)
 
-    Returns the scale; writes ``L[i]`` in ``[0, 2*nmax)`` (quant + nmax).  ggml's ``qw == NULL`` case weighs by
-    ``x*x``: pass those weights explicitly.
+
+# ---------------------------------------------------------------------------------------------------------------------
+# make_qx_quants: symmetric, x ≈ d·l, l in [-nmax, nmax)
+
+
+@jit
+def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
+    """make_qx_quants(n, nmax, x, L, rmse_type=1, qw): RTN from the max, then 18 more inverse scales
+    ``-(nmax + 0.1·is)/max``; the fit maximizing (Σwxl)²/Σwl² wins (strictly, first wins ties).
+
+    Returns the scale and writes ``L[lo+i]`` in ``[0, 2·nmax)`` (quant + nmax).  ggml's ``qw == NULL`` case weighs
+    by ``x*x``: pass those weights explicitly.  Here |iscale·x| <= nmax + 1, so float rounding is always exact.
+    ``S``: float32 scratch of at least ``3·NQ``.
     """
     mx = F32(0.0)
     amax = F32(0.0)
     for i in range(n):
-        ax = abs(x[i])
+        ax = abs(x[xo + i])
         if ax > amax:
             amax = ax
-            mx = x[i]
+            mx = x[xo + i]
     if amax < GROUP_MAX_EPS:
         for i in range(n):
-            L[i] = 0
+            L[lo + i] = 0
         return F32(0.0)
     fnmax = F32(nmax)
-    iscale = -fnmax / mx
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
+    flo = F32(-nmax)
+    fhi = F32(nmax - 1)
+    # S rows: 0 inverse scales (candidate 0 is is=0, then is = -9..-1, 1..9), 1 Σwxl, 2 Σwl²
+    for c in range(NQ):
+        is_ = c - 10 if c < 10 else c - 9
+        S[c] = -(fnmax + F32(0.1) * F32(is_)) / mx if c < 19 else F32(0.0)
+        S[NQ + c] = F32(0.0)
+        S[2 * NQ + c] = F32(0.0)
+    S[0] = -fnmax / mx
     for i in range(n):
-        l = max(-nmax, min(nmax - 1, nint(iscale * x[i])))
-        L[i] = l + nmax
-        fl = F32(l)
-        w = qw[i]
-        sumlx += w * x[i] * fl
-        suml2 += w * fl * fl
+        xi = x[xo + i]
+        w = qw[wo + i]
+        wx = w * xi
+        for c in range(24):
+            fl = rint_clamp(S[c] * xi, flo, fhi)
+            S[NQ + c] += wx * fl
+            S[2 * NQ + c] += w * fl * fl
+    sumlx = S[NQ]
+    suml2 = S[2 * NQ]
     scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
     best = scale * sumlx
-    for is_ in range(-9, 10):
-        if is_ == 0:
-            continue
-        iscale = -(fnmax + F32(0.1) * F32(is_)) / mx
-        sumlx = F32(0.0)
-        suml2 = F32(0.0)
-        for i in range(n):
-            fl = F32(max(-nmax, min(nmax - 1, nint(iscale * x[i]))))
-            w = qw[i]
-            sumlx += w * x[i] * fl
-            suml2 += w * fl * fl
+    best_c = 0
+    for c in range(1, 19):
+        sumlx = S[NQ + c]
+        suml2 = S[2 * NQ + c]
         if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                L[i] = nmax + max(-nmax, min(nmax - 1, nint(iscale * x[i])))
             scale = sumlx / suml2
             best = scale * sumlx
+            best_c = c
+    iscale = S[best_c]
+    for i in range(n):
+        L[lo + i] = nmax + np.int32(rint_clamp(iscale * x[xo + i], flo, fhi))
     return scale
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# make_q3_quants: symmetric with coordinate descent
+
+
 @inline
-def make_q3_quants(n, nmax, x, L):
+def make_q3_quants(n, nmax, x, xo, L, lo):
     """make_q3_quants(n, nmax, x, L, do_rmse=true): RTN from the max, then up to 5 rounds of coordinate descent
-    weighted by ``x*x``.  Returns the scale; writes ``L[i]`` in ``[0, 2*nmax)``."""
+    weighted by ``x*x``.  Returns the scale; writes ``L[lo+i]`` in ``[0, 2·nmax)``."""
     mx = F32(0.0)
     amax = F32(0.0)
     for i in range(n):
-        ax = abs(x[i])
+        ax = abs(x[xo + i])
         if ax > amax:
             amax = ax
-            mx = x[i]
+            mx = x[xo + i]
     if amax < GROUP_MAX_EPS:
         for i in range(n):
-            L[i] = 0
+            L[lo + i] = 0
         return F32(0.0)
     iscale = F32(-nmax) / mx
     sumlx = F32(0.0)
     suml2 = F32(0.0)
     for i in range(n):
-        l = max(-nmax, min(nmax - 1, nint(iscale * x[i])))
-        L[i] = l
-        w = x[i] * x[i]
+        xi = x[xo + i]
+        l = max(-nmax, min(nmax - 1, nint(iscale * xi)))
+        L[lo + i] = l
+        w = xi * xi
         fl = F32(l)
-        sumlx += w * x[i] * fl
+        sumlx += w * xi * fl
         suml2 += w * fl * fl
     for _ in range(5):
         n_changed = 0
         for i in range(n):
-            w = x[i] * x[i]
-            fl = F32(L[i])
-            slx = sumlx - w * x[i] * fl
+            xi = x[xo + i]
+            w = xi * xi
+            li = L[lo + i]
+            fl = F32(li)
+            slx = sumlx - w * xi * fl
             if slx > F32(0.0):
                 sl2 = suml2 - w * fl * fl
-                new_l = max(-nmax, min(nmax - 1, nint(x[i] * sl2 / slx)))
-                if new_l != L[i]:
+                new_l = max(-nmax, min(nmax - 1, nint(xi * sl2 / slx)))
+                if new_l != li:
                     fn = F32(new_l)
-                    slx += w * x[i] * fn
+                    slx += w * xi * fn
                     sl2 += w * fn * fn
                     if sl2 > F32(0.0) and slx * slx * suml2 > sumlx * sumlx * sl2:
-                        L[i] = new_l
+                        L[lo + i] = new_l
                         sumlx = slx
                         suml2 = sl2
                         n_changed += 1
         if n_changed == 0:
             break
     for i in range(n):
-        L[i] += nmax
+        L[lo + i] += nmax
     return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
 
 
-@inline
+# ---------------------------------------------------------------------------------------------------------------------
+# make_qp_quants: non-negative values (sub-block scales or mins) to [0, nmax]
+
+
+@jit
 def make_qp_quants(n, nmax, x, L, qw):
-    """make_qp_quants: quantize non-negative values (sub-block scales or mins) to ``[0, nmax]`` with weights.
+    """make_qp_quants: 9 inverse scales by weighted MSE, then up to 5 rounds of coordinate descent.
 
     Returns the scale; ``L[i]`` holds what C's ``uint8_t L[]`` holds (so negative inputs wrap as they do there).
     """
@@ -186,55 +231,68 @@ def make_qp_quants(n, nmax, x, L, qw):
     return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
 
 
-@inline
-def make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
-    """make_qkx2_quants / make_qkx3_quants with weights (identical then): x ≈ scale·L + min, min ≤ 0.
+# ---------------------------------------------------------------------------------------------------------------------
+# make_qkx2_quants / make_qkx3_quants: asymmetric, x ≈ scale·l + min, l in [0, nmax], min <= 0
 
-    Tries ``nstep + 1`` inverse scales ``(rmin + rdelta·is + nmax) / (max - min)``, each followed by a weighted
-    least-squares fit of scale and min; the error is weighted squared (or, with ``use_mad``, absolute) difference.
-    Returns ``(scale, -min)``; writes ``L[i]`` in ``[0, nmax]``.
-    """
-    mn = x[0]
-    mx = x[0]
-    sum_w = weights[0]
-    sum_x = sum_w * x[0]
+
+@inline
+def _qkx_prologue(n, x, xo, weights, wo):
+    """min (clamped to <= 0), max, Σw, Σw·x and the true minimum of x."""
+    mn = x[xo]
+    mx = x[xo]
+    sum_w = weights[wo]
+    sum_x = sum_w * x[xo]
     for i in range(1, n):
-        if x[i] < mn:
-            mn = x[i]
-        if x[i] > mx:
-            mx = x[i]
-        w = weights[i]
+        xi = x[xo + i]
+        if xi < mn:
+            mn = xi
+        if xi > mx:
+            mx = xi
+        w = weights[wo + i]
         sum_w += w
-        sum_x += w * x[i]
+        sum_x += w * xi
+    xmin = mn
     if mn > F32(0.0):
         mn = F32(0.0)
-    if mx <= mn:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0), -mn
-    fnmax = F32(nmax)
-    iscale = fnmax / (mx - mn)
+    return mn, mx, sum_w, sum_x, xmin
+
+
+@inline
+def _qkx_first(n, nmax, x, xo, weights, wo, L, lo, mn, mx, use_mad):
+    """The plain RTN fit from [min, max]: writes L, returns (scale, weighted error)."""
+    iscale = F32(nmax) / (mx - mn)
     scale = F32(1.0) / iscale
     best_error = F32(0.0)
     for i in range(n):
-        l = max(0, min(nmax, nint(iscale * (x[i] - mn))))
-        L[i] = l
-        diff = scale * F32(l) + mn - x[i]
+        xi = x[xo + i]
+        l = max(0, min(nmax, nint(iscale * (xi - mn))))
+        L[lo + i] = l
+        diff = scale * F32(l) + mn - xi
         diff = abs(diff) if use_mad else diff * diff
-        best_error += weights[i] * diff
-    for is_ in range(nstep + 1):
+        best_error += weights[wo + i] * diff
+    return scale, best_error
+
+
+@inline
+def _qkx_steps(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad, start, mn, mx, sum_w, sum_x,
+               scale, best_error):
+    """Candidates ``start..nstep`` one at a time.  An accepted fit moves ``min``, which the following candidates'
+    inverse scale and offsets then use (as in ggml)."""
+    fnmax = F32(nmax)
+    for is_ in range(start, nstep + 1):
         iscale = (rmin + rdelta * F32(is_) + fnmax) / (mx - mn)
         sum_l = F32(0.0)
         sum_l2 = F32(0.0)
         sum_xl = F32(0.0)
         for i in range(n):
-            l = max(0, min(nmax, nint(iscale * (x[i] - mn))))
+            xi = x[xo + i]
+            l = max(0, min(nmax, nint(iscale * (xi - mn))))
             Laux[i] = l
-            w = weights[i]
+            w = weights[wo + i]
             fl = F32(l)
             sum_l += w * fl
             sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[i]
+            sum_xl += w * fl * xi
         D = sum_w * sum_l2 - sum_l * sum_l
         if D > F32(0.0):
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
@@ -244,13 +302,315 @@ def make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
                 this_scale = sum_xl / sum_l2
             cur_error = F32(0.0)
             for i in range(n):
-                diff = this_scale * F32(Laux[i]) + this_min - x[i]
+                diff = this_scale * F32(Laux[i]) + this_min - x[xo + i]
                 diff = abs(diff) if use_mad else diff * diff
-                cur_error += weights[i] * diff
+                cur_error += weights[wo + i] * diff
             if cur_error < best_error:
                 for i in range(n):
-                    L[i] = Laux[i]
+                    L[lo + i] = Laux[i]
                 best_error = cur_error
                 scale = this_scale
                 mn = this_min
     return scale, -mn
+
+
+@inline
+def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad):
+    """make_qkx2_quants / make_qkx3_quants with weights (the two are identical then), one candidate at a time.
+
+    Tries ``nstep + 1`` inverse scales ``(rmin + rdelta·is + nmax) / (max - min)``, each followed by a weighted
+    least-squares fit of scale and min; the error is the weighted squared (``use_mad``: absolute) difference.
+    Returns ``(scale, -min)``; writes ``L[lo+i]`` in ``[0, nmax]``.  Scalar reference of
+    :func:`make_qkx_quants_fast`.
+    """
+    mn, mx, sum_w, sum_x, xmin = _qkx_prologue(n, x, xo, weights, wo)
+    if mx <= mn:
+        for i in range(n):
+            L[lo + i] = 0
+        return F32(0.0), -mn
+    scale, best_error = _qkx_first(n, nmax, x, xo, weights, wo, L, lo, mn, mx, use_mad)
+    return _qkx_steps(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad, 0, mn, mx, sum_w,
+                      sum_x, scale, best_error)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lane-parallel searches (one group per SIMD lane; see the module docstring)
+
+NLM = 64  # lanes per batch: the row stride of the transposed data and of the state rows
+
+
+@inline
+def _row(k):
+    return k * NLM
+
+
+# state rows of qkx_lanes
+_MN, _MX, _SW, _SX, _XMIN, _SCALE, _BEST, _ISC, _SL, _SL2, _SXL, _D, _TS, _TM, _ERR, _AISC, _AMN, _BAD = range(18)
+QKX_ROWS = 18
+
+
+@inline
+def _qkx_bound(V, l, isc):
+    """Flag lane l when iscale·(x - min) may leave the exact range of float rounding."""
+    mn = V[_row(_MN) + l]
+    span = max(abs(V[_row(_MX) + l] - mn), abs(V[_row(_XMIN) + l] - mn))
+    ok = abs(isc) * span < BOUND
+    V[_row(_BAD) + l] = V[_row(_BAD) + l] if ok else F32(1.0)
+
+
+@jit
+def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
+    """make_qkx2/3_quants on ``nl`` groups of ``n`` at once (lanes of ``XT``/``WT``, weights given).
+
+    Results per lane: scale in row ``_SCALE``, the min (<= 0) in row ``_MN`` of ``V`` (float32, ``QKX_ROWS·NLM``),
+    quants in ``LT`` (float32, transposed like ``XT``).  Lanes with row ``_BAD`` != 0 (degenerate ranges) must be
+    redone with :func:`make_qkx_quants`.
+    """
+    zero = F32(0.0)
+    one = F32(1.0)
+    fnmax = F32(nmax)
+    for l in range(nl):
+        x0 = XT[l]
+        w0 = WT[l]
+        V[_row(_MN) + l] = x0
+        V[_row(_MX) + l] = x0
+        V[_row(_SW) + l] = w0
+        V[_row(_SX) + l] = w0 * x0
+    for i in range(1, n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            w = WT[i * NLM + l]
+            mn = V[_row(_MN) + l]
+            mx = V[_row(_MX) + l]
+            V[_row(_MN) + l] = xi if xi < mn else mn
+            V[_row(_MX) + l] = xi if xi > mx else mx
+            V[_row(_SW) + l] += w
+            V[_row(_SX) + l] += w * xi
+    for l in range(nl):
+        mn = V[_row(_MN) + l]
+        V[_row(_XMIN) + l] = mn
+        mn = zero if mn > zero else mn
+        V[_row(_MN) + l] = mn
+        mx = V[_row(_MX) + l]
+        iscale = fnmax / (mx - mn)
+        V[_row(_ISC) + l] = iscale
+        V[_row(_SCALE) + l] = one / iscale
+        V[_row(_BEST) + l] = zero
+        V[_row(_AISC) + l] = iscale
+        V[_row(_AMN) + l] = mn
+        V[_row(_BAD) + l] = zero if mx > mn else one
+        _qkx_bound(V, l, iscale)
+    # the plain fit from [min, max]
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            mn = V[_row(_MN) + l]
+            fl = rint_clamp(V[_row(_ISC) + l] * (xi - mn), zero, fnmax)
+            diff = V[_row(_SCALE) + l] * fl + mn - xi
+            diff = abs(diff) if use_mad else diff * diff
+            V[_row(_BEST) + l] += WT[i * NLM + l] * diff
+    for is_ in range(nstep + 1):
+        step = rmin + rdelta * F32(is_) + fnmax
+        for l in range(nl):
+            iscale = step / (V[_row(_MX) + l] - V[_row(_MN) + l])
+            V[_row(_ISC) + l] = iscale
+            _qkx_bound(V, l, iscale)
+            V[_row(_SL) + l] = zero
+            V[_row(_SL2) + l] = zero
+            V[_row(_SXL) + l] = zero
+            V[_row(_ERR) + l] = zero
+        for i in range(n):
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                w = WT[i * NLM + l]
+                fl = rint_clamp(V[_row(_ISC) + l] * (xi - V[_row(_MN) + l]), zero, fnmax)
+                wl = w * fl
+                V[_row(_SL) + l] += wl
+                V[_row(_SL2) + l] += wl * fl
+                V[_row(_SXL) + l] += wl * xi
+        for l in range(nl):
+            sum_w = V[_row(_SW) + l]
+            sum_x = V[_row(_SX) + l]
+            sl = V[_row(_SL) + l]
+            sl2 = V[_row(_SL2) + l]
+            sxl = V[_row(_SXL) + l]
+            d = sum_w * sl2 - sl * sl
+            this_scale = (sum_w * sxl - sum_x * sl) / d
+            this_min = (sl2 * sum_x - sl * sxl) / d
+            pos = this_min > zero
+            V[_row(_D) + l] = d
+            V[_row(_TS) + l] = sxl / sl2 if pos else this_scale
+            V[_row(_TM) + l] = zero if pos else this_min
+        for i in range(n):
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                fl = rint_clamp(V[_row(_ISC) + l] * (xi - V[_row(_MN) + l]), zero, fnmax)
+                diff = V[_row(_TS) + l] * fl + V[_row(_TM) + l] - xi
+                diff = abs(diff) if use_mad else diff * diff
+                V[_row(_ERR) + l] += WT[i * NLM + l] * diff
+        for l in range(nl):
+            err = V[_row(_ERR) + l]
+            best = V[_row(_BEST) + l]
+            take = V[_row(_D) + l] > zero and err < best
+            mn = V[_row(_MN) + l]
+            V[_row(_BEST) + l] = err if take else best
+            V[_row(_SCALE) + l] = V[_row(_TS) + l] if take else V[_row(_SCALE) + l]
+            V[_row(_AISC) + l] = V[_row(_ISC) + l] if take else V[_row(_AISC) + l]
+            V[_row(_AMN) + l] = mn if take else V[_row(_AMN) + l]
+            V[_row(_MN) + l] = V[_row(_TM) + l] if take else mn
+    for i in range(n):
+        for l in range(nl):
+            LT[i * NLM + l] = rint_clamp(V[_row(_AISC) + l] * (XT[i * NLM + l] - V[_row(_AMN) + l]), zero, fnmax)
+
+
+# state rows of qx_lanes
+_QMX, _QAMAX, _QISC, _QSLX, _QSL2, _QSCALE, _QBEST, _QAISC = range(8)
+QX_ROWS = 8
+
+
+@jit
+def qx_lanes(nl, n, nmax, XT, WT, V, LT):
+    """make_qx_quants(n, nmax, x, L, 1, w) on ``nl`` groups at once.  Scale per lane in row ``_QSCALE`` of ``V``
+    (float32, ``QX_ROWS·NLM``); ``LT`` gets the quants + nmax.  |iscale·x| <= nmax + 1 here: no lane is ever bad."""
+    zero = F32(0.0)
+    fnmax = F32(nmax)
+    flo = F32(-nmax)
+    fhi = F32(nmax - 1)
+    for l in range(nl):
+        V[_row(_QMX) + l] = zero
+        V[_row(_QAMAX) + l] = zero
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            ax = abs(xi)
+            amax = V[_row(_QAMAX) + l]
+            bigger = ax > amax
+            V[_row(_QAMAX) + l] = ax if bigger else amax
+            V[_row(_QMX) + l] = xi if bigger else V[_row(_QMX) + l]
+    for c in range(19):
+        is_ = 0 if c == 0 else (c - 10 if c < 10 else c - 9)
+        step = fnmax + F32(0.1) * F32(is_)
+        num = -fnmax if c == 0 else -step
+        for l in range(nl):
+            V[_row(_QISC) + l] = num / V[_row(_QMX) + l]
+            V[_row(_QSLX) + l] = zero
+            V[_row(_QSL2) + l] = zero
+        for i in range(n):
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                w = WT[i * NLM + l]
+                fl = rint_clamp(V[_row(_QISC) + l] * xi, flo, fhi)
+                V[_row(_QSLX) + l] += w * xi * fl
+                V[_row(_QSL2) + l] += w * fl * fl
+        if c == 0:
+            for l in range(nl):
+                sumlx = V[_row(_QSLX) + l]
+                suml2 = V[_row(_QSL2) + l]
+                scale = sumlx / suml2 if suml2 != zero else zero
+                V[_row(_QSCALE) + l] = scale
+                V[_row(_QBEST) + l] = scale * sumlx
+                V[_row(_QAISC) + l] = V[_row(_QISC) + l]
+        else:
+            for l in range(nl):
+                sumlx = V[_row(_QSLX) + l]
+                suml2 = V[_row(_QSL2) + l]
+                take = suml2 > zero and sumlx * sumlx > V[_row(_QBEST) + l] * suml2
+                scale = sumlx / suml2
+                V[_row(_QSCALE) + l] = scale if take else V[_row(_QSCALE) + l]
+                V[_row(_QBEST) + l] = scale * sumlx if take else V[_row(_QBEST) + l]
+                V[_row(_QAISC) + l] = V[_row(_QISC) + l] if take else V[_row(_QAISC) + l]
+    for l in range(nl):
+        if not (V[_row(_QAMAX) + l] >= GROUP_MAX_EPS):
+            V[_row(_QSCALE) + l] = zero
+    for i in range(n):
+        for l in range(nl):
+            q = rint_clamp(V[_row(_QAISC) + l] * XT[i * NLM + l], flo, fhi) + fnmax
+            LT[i * NLM + l] = q if V[_row(_QAMAX) + l] >= GROUP_MAX_EPS else zero
+
+
+# state rows of q3_lanes
+_3MX, _3AMAX, _3SLX, _3SL2, _3BAD, _3SCALE = range(6)
+Q3_ROWS = 6
+
+
+@jit
+def q3_lanes(nl, n, nmax, XT, V, LT):
+    """make_q3_quants(n, nmax, x, L, true) on ``nl`` groups at once (weights x²): RTN, then coordinate descent in
+    lock-step (a lane whose pass changed nothing would change nothing in later passes either, as in ggml's early
+    exit).  Scale per lane in row ``_3SCALE``; ``LT`` gets quants + nmax; lanes with row ``_3BAD`` != 0 must be
+    redone with :func:`make_q3_quants`."""
+    zero = F32(0.0)
+    fnmax = F32(nmax)
+    flo = F32(-nmax)
+    fhi = F32(nmax - 1)
+    for l in range(nl):
+        V[_row(_3MX) + l] = zero
+        V[_row(_3AMAX) + l] = zero
+        V[_row(_3SLX) + l] = zero
+        V[_row(_3SL2) + l] = zero
+        V[_row(_3BAD) + l] = zero
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            ax = abs(xi)
+            amax = V[_row(_3AMAX) + l]
+            bigger = ax > amax
+            V[_row(_3AMAX) + l] = ax if bigger else amax
+            V[_row(_3MX) + l] = xi if bigger else V[_row(_3MX) + l]
+    for l in range(nl):
+        V[_row(_3MX) + l] = F32(-nmax) / V[_row(_3MX) + l]  # now the inverse scale
+    for i in range(n):
+        for l in range(nl):
+            xi = XT[i * NLM + l]
+            fl = rint_clamp(V[_row(_3MX) + l] * xi, flo, fhi)
+            LT[i * NLM + l] = fl
+            w = xi * xi
+            V[_row(_3SLX) + l] += w * xi * fl
+            V[_row(_3SL2) + l] += w * fl * fl
+    for _ in range(5):
+        changed = 0
+        for i in range(n):
+            for l in range(nl):
+                xi = XT[i * NLM + l]
+                w = xi * xi
+                li = LT[i * NLM + l]
+                sumlx = V[_row(_3SLX) + l]
+                suml2 = V[_row(_3SL2) + l]
+                slx = sumlx - w * xi * li
+                sl2 = suml2 - w * li * li
+                v = xi * sl2 / slx
+                pos = slx > zero
+                exact = abs(v) < BOUND
+                V[_row(_3BAD) + l] = F32(1.0) if pos and not exact else V[_row(_3BAD) + l]
+                new_l = rint_clamp(v, flo, fhi)
+                slx2 = slx + w * xi * new_l
+                sl2b = sl2 + w * new_l * new_l
+                take = pos and new_l != li and sl2b > zero and slx2 * slx2 * suml2 > sumlx * sumlx * sl2b
+                LT[i * NLM + l] = new_l if take else li
+                V[_row(_3SLX) + l] = slx2 if take else sumlx
+                V[_row(_3SL2) + l] = sl2b if take else suml2
+                changed |= np.int32(take)
+        if changed == 0:
+            break
+    for l in range(nl):
+        live = V[_row(_3AMAX) + l] >= GROUP_MAX_EPS
+        sumlx = V[_row(_3SLX) + l]
+        suml2 = V[_row(_3SL2) + l]
+        V[_row(_3SCALE) + l] = sumlx / suml2 if live and suml2 > zero else zero
+        V[_row(_3BAD) + l] = V[_row(_3BAD) + l] if live else zero
+    for i in range(n):
+        for l in range(nl):
+            LT[i * NLM + l] = LT[i * NLM + l] + fnmax if V[_row(_3AMAX) + l] >= GROUP_MAX_EPS else zero
+
+
+# compiled once, called (rarely) for the lanes flagged bad
+
+
+@jit
+def make_qkx_quants_jit(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad):
+    return make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad)
+
+
+@jit
+def make_q3_quants_jit(n, nmax, x, xo, L, lo):
+    return make_q3_quants(n, nmax, x, xo, L, lo)
