@@ -54,8 +54,21 @@ def _pack_q5(out, r, o, L, off):
 
 
 @inline
-def make_qx_quants_w(n, nmax, x, L, qw):
-    """make_qx_quants(n, nmax, x, L, rmse_type=1, qw) with weights: returns the scale, writes L in [0, 2*nmax)."""
+def _nint_small(fval):
+    """nearest_int for |fval| < 2**22, without the range check (so loops over it vectorize)."""
+    return np.int32(fval + F32(12582912.0)) - np.int32(12582912)
+
+
+N_QX = 19  # make_qx_quants' candidate inverse scales: the plain one, then is = -9..-1, 1..9
+
+
+@inline
+def make_qx_quants_w(n, nmax, x, L, qw, iscales, sumlx, suml2):
+    """make_qx_quants(n, nmax, x, L, rmin_type=1, qw): returns the scale, writes L in [0, 2*nmax).
+
+    The 19 candidate scales are independent, so their sums are accumulated together (each in element order, as C
+    does) and the winner is then picked in C's order; the result is bit-identical and the sums no longer form one
+    long dependency chain.  |iscale * x| <= nmax + 0.9 here, so the +12582912 trick needs no range check."""
     mx = F32(0.0)
     amax = F32(0.0)
     for i in range(n):
@@ -68,38 +81,36 @@ def make_qx_quants_w(n, nmax, x, L, qw):
             L[i] = 0
         return F32(0.0)
     fnmax = F32(nmax)
-    iscale = -fnmax / mx
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
-    for i in range(n):
-        l = nearest_int(iscale * x[i])
-        l = max(-nmax, min(nmax - 1, l))
-        L[i] = l + nmax
-        fl = F32(l)
-        w = qw[i]
-        sumlx += w * x[i] * fl
-        suml2 += w * fl * fl
-    scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
-    best = scale * sumlx
+    iscales[0] = -fnmax / mx
+    c = 1
     for is_ in range(-9, 10):
-        if is_ == 0:
-            continue
-        iscale = -(fnmax + F32(0.1) * F32(is_)) / mx
-        sumlx = F32(0.0)
-        suml2 = F32(0.0)
-        for i in range(n):
-            l = nearest_int(iscale * x[i])
-            l = max(-nmax, min(nmax - 1, l))
+        if is_ != 0:
+            iscales[c] = -(fnmax + F32(0.1) * F32(is_)) / mx
+            c += 1
+    for c in range(N_QX):
+        sumlx[c] = F32(0.0)
+        suml2[c] = F32(0.0)
+    lo = np.int32(-nmax)
+    hi = np.int32(nmax - 1)
+    for i in range(n):
+        xi = x[i]
+        w = qw[i]
+        wx = w * xi
+        for c in range(N_QX):
+            l = min(hi, max(lo, _nint_small(iscales[c] * xi)))
             fl = F32(l)
-            w = qw[i]
-            sumlx += w * x[i] * fl
-            suml2 += w * fl * fl
-        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                l = nearest_int(iscale * x[i])
-                L[i] = nmax + max(-nmax, min(nmax - 1, l))
-            scale = sumlx / suml2
-            best = scale * sumlx
+            sumlx[c] += wx * fl
+            suml2[c] += w * fl * fl
+    scale = sumlx[0] / suml2[0] if suml2[0] != F32(0.0) else F32(0.0)
+    best = scale * sumlx[0]
+    winner = 0
+    for c in range(1, N_QX):
+        if suml2[c] > F32(0.0) and sumlx[c] * sumlx[c] > best * suml2[c]:
+            scale = sumlx[c] / suml2[c]
+            best = scale * sumlx[c]
+            winner = c
+    for i in range(n):
+        L[i] = nmax + min(hi, max(lo, _nint_small(iscales[winner] * x[i])))
     return scale
 
 
@@ -182,6 +193,51 @@ def _legacy_weights(x, r, base, qw, sigma2, weight):
         weight[j] = qw[base + j] * np.sqrt(sigma2 + xv * xv)
 
 
+@inline
+def _signed_absmax(xr, base):
+    """(amax, max) over a 32-block: the value with the largest magnitude, its first occurrence deciding the sign
+    (`if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`; measured faster than split chains here)."""
+    amax = F32(0.0)
+    mx = F32(0.0)
+    for j in range(QK):
+        v = xr[base + j]
+        if amax < abs(v):
+            amax = abs(v)
+            mx = v
+    return amax, mx
+
+
+@inline
+def _minmax(xr, base):
+    """(min, max) over a 32-block as `if (v < min) min = v; if (v > max) max = v;` from ±FLT_MAX scans it.
+
+    Two chains each; the values agree with the single scan except for the sign of a zero extremum (the first zero
+    wins in C), so a zero extremum is recomputed by the plain scan."""
+    mn0 = xr[base]
+    mx0 = mn0
+    mn1 = xr[base + 1]
+    mx1 = mn1
+    for j in range(2, QK, 2):
+        v0 = xr[base + j]
+        v1 = xr[base + j + 1]
+        mn0 = v0 if v0 < mn0 else mn0
+        mx0 = v0 if v0 > mx0 else mx0
+        mn1 = v1 if v1 < mn1 else mn1
+        mx1 = v1 if v1 > mx1 else mx1
+    mn = mn1 if mn1 < mn0 else mn0
+    mx = mx1 if mx1 > mx0 else mx0
+    if mn == F32(0.0) or mx == F32(0.0):
+        mn = F32(3.4028234663852886e38)
+        mx = F32(-3.4028234663852886e38)
+        for j in range(QK):
+            v = xr[base + j]
+            if v < mn:
+                mn = v
+            if v > mx:
+                mx = v
+    return mn, mx
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Q4_0: d f16, qs[16]
 
@@ -190,23 +246,21 @@ def _legacy_weights(x, r, base, qw, sigma2, weight):
 def quantize_q4_0(x, out):
     n, k = x.shape
     for r in range(n):
+        xr = x[r]
+        orow = out[r]
         for ib in range(k // QK):
             base = ib * QK
-            amax = F32(0.0)
-            mx = F32(0.0)
-            for j in range(QK):
-                v = x[r, base + j]
-                if amax < abs(v):
-                    amax = abs(v)
-                    mx = v
+            _, mx = _signed_absmax(xr, base)
             d = mx / F32(-8.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 18
-            _put_f16(out, r, o, d)
-            for j in range(16):
-                q0 = min(15, np.int64(x[r, base + j] * idv + F32(8.5)))
-                q1 = min(15, np.int64(x[r, base + 16 + j] * idv + F32(8.5)))
-                out[r, o + 2 + j] = q0 | (q1 << 4)
+            h = fp32_to_fp16(d)
+            orow[o] = h & 0xFF
+            orow[o + 1] = h >> 8
+            for j in range(16):  # (int8_t)(x*id + 8.5f): values in [0.5, 16.5], so truncation
+                q0 = min(np.int32(15), np.int32(xr[base + j] * idv + F32(8.5)))
+                q1 = min(np.int32(15), np.int32(xr[base + 16 + j] * idv + F32(8.5)))
+                orow[o + 2 + j] = np.uint8(q0 | (q1 << 4))
 
 
 @jit
@@ -214,12 +268,13 @@ def quantize_q4_0_imatrix(x, qw, out):
     n, k = x.shape
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
+    iscales, sumlx, suml2 = np.empty(N_QX, np.float32), np.empty(N_QX, np.float32), np.empty(N_QX, np.float32)
     for r in range(n):
         sigma2 = _row_sigma2(x, r, k)
         for ib in range(k // QK):
             base = ib * QK
             _legacy_weights(x, r, base, qw, sigma2, weight)
-            d = make_qx_quants_w(QK, 8, x[r, base:base + QK], L, weight)
+            d = make_qx_quants_w(QK, 8, x[r, base:base + QK], L, weight, iscales, sumlx, suml2)
             o = ib * 18
             _put_f16(out, r, o, d)
             _pack_nibbles(out, r, o + 2, L, 0)
@@ -233,25 +288,24 @@ def quantize_q4_0_imatrix(x, qw, out):
 def quantize_q4_1(x, out):
     n, k = x.shape
     for r in range(n):
+        xr = x[r]
+        orow = out[r]
         for ib in range(k // QK):
             base = ib * QK
-            mn = F32(3.4028234663852886e38)
-            mx = F32(-3.4028234663852886e38)
-            for j in range(QK):
-                v = x[r, base + j]
-                if v < mn:
-                    mn = v
-                if v > mx:
-                    mx = v
+            mn, mx = _minmax(xr, base)
             d = (mx - mn) / F32(15.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 20
-            _put_f16(out, r, o, d)
-            _put_f16(out, r, o + 2, mn)
+            h = fp32_to_fp16(d)
+            orow[o] = h & 0xFF
+            orow[o + 1] = h >> 8
+            h = fp32_to_fp16(mn)
+            orow[o + 2] = h & 0xFF
+            orow[o + 3] = h >> 8
             for j in range(16):
-                q0 = min(15, np.int64((x[r, base + j] - mn) * idv + F32(0.5)))
-                q1 = min(15, np.int64((x[r, base + 16 + j] - mn) * idv + F32(0.5)))
-                out[r, o + 4 + j] = q0 | (q1 << 4)
+                q0 = min(np.int32(15), np.int32((xr[base + j] - mn) * idv + F32(0.5)))
+                q1 = min(np.int32(15), np.int32((xr[base + 16 + j] - mn) * idv + F32(0.5)))
+                orow[o + 4 + j] = np.uint8(q0 | (q1 << 4))
 
 
 @jit
@@ -281,21 +335,16 @@ def quantize_q5_0(x, out):
     n, k = x.shape
     L = np.empty(QK, np.int64)
     for r in range(n):
+        xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
-            amax = F32(0.0)
-            mx = F32(0.0)
-            for j in range(QK):
-                v = x[r, base + j]
-                if amax < abs(v):
-                    amax = abs(v)
-                    mx = v
+            _, mx = _signed_absmax(xr, base)
             d = mx / F32(-16.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 22
             _put_f16(out, r, o, d)
             for j in range(QK):
-                L[j] = min(31, np.int64(x[r, base + j] * idv + F32(16.5)))
+                L[j] = min(np.int32(31), np.int32(xr[base + j] * idv + F32(16.5)))
             _pack_q5(out, r, o + 2, L, 0)
 
 
@@ -304,12 +353,13 @@ def quantize_q5_0_imatrix(x, qw, out):
     n, k = x.shape
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
+    iscales, sumlx, suml2 = np.empty(N_QX, np.float32), np.empty(N_QX, np.float32), np.empty(N_QX, np.float32)
     for r in range(n):
         sigma2 = _row_sigma2(x, r, k)
         for ib in range(k // QK):
             base = ib * QK
             _legacy_weights(x, r, base, qw, sigma2, weight)
-            d = make_qx_quants_w(QK, 16, x[r, base:base + QK], L, weight)
+            d = make_qx_quants_w(QK, 16, x[r, base:base + QK], L, weight, iscales, sumlx, suml2)
             o = ib * 22
             _put_f16(out, r, o, d)
             _pack_q5(out, r, o + 2, L, 0)
@@ -324,16 +374,10 @@ def quantize_q5_1(x, out):
     n, k = x.shape
     L = np.empty(QK, np.int64)
     for r in range(n):
+        xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
-            mn = F32(3.4028234663852886e38)
-            mx = F32(-3.4028234663852886e38)
-            for j in range(QK):
-                v = x[r, base + j]
-                if v < mn:
-                    mn = v
-                if v > mx:
-                    mx = v
+            mn, mx = _minmax(xr, base)
             d = (mx - mn) / F32(31.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 24
@@ -341,7 +385,7 @@ def quantize_q5_1(x, out):
             _put_f16(out, r, o + 2, mn)
             for j in range(QK):
                 # (uint8_t)(x + 0.5f): values are in [0, 31.5], so truncation
-                L[j] = np.int64((x[r, base + j] - mn) * idv + F32(0.5)) & 0xFF
+                L[j] = np.int32((xr[base + j] - mn) * idv + F32(0.5)) & 0xFF
             _pack_q5(out, r, o + 4, L, 0)
 
 
