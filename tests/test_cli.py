@@ -174,3 +174,13 @@ def test_dry_run_writes_nothing(model, tmp_path):
     names = {t["name"]: t for t in plan["tensors"]}
     assert names["blk.0.attn_norm.weight"]["type"] == "f32" and names["blk.0.attn_q.weight"]["type"] == "q4_0"
     assert not list(tmp_path.glob("ggml-model*"))
+
+
+def test_scale_overflow_is_refused_like_llama_cpp(tmp_path):
+    """Weights beyond the fp16 range make Q4_1's min overflow: llama.cpp's row validation refuses, so does qf."""
+    src = write_model(tmp_path / "big.gguf", poison={"blk.0.ffn_gate.weight": (64 * 3 + 5, -1.0e6)})
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", "--pure", src, out, "Q4_1"), out, "blk.0.ffn_gate.weight", "row 3",
+                  "overflow Q4_1's 16-bit scales")
+    result = qf("quantize", "-q", "--pure", src, out, "Q8_0")  # 1e6/127 fits in fp16: fine
+    assert result.returncode == 0, result.stderr

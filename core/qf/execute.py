@@ -22,6 +22,7 @@ from qf.plugins import get_registry
 
 SLAB_BYTES = int(os.environ.get("QF_SLAB_BYTES", 64 << 20))  # float32 bytes converted per slab
 COPY_BYTES = SLAB_BYTES
+FP16_MAX = 65504.0
 
 
 def default_threads() -> int:
@@ -91,15 +92,27 @@ class Executor:
 
         def work(row0: int, row1: int, imatrix: np.ndarray | None) -> np.ndarray:
             x = to_float32(t.type_id, self.source.rows(t, row0, row1), n_per_row)
-            from qf.numerics import first_nonfinite
+            from qf.numerics import scan_rows
 
-            r, c = first_nonfinite(np.ascontiguousarray(x))
+            x = np.ascontiguousarray(x, np.float32)
+            r, c, amax = scan_rows(x)
             if r >= 0:
-                where = f"row {(row0 + r) % rows_per_mat}"
-                if n_mat > 1:
-                    where += f" of expert {(row0 + r) // rows_per_mat}"
-                raise InvalidWeightsError(f"tensor {t.name!r}: non-finite weight {x[r, c]} at {where}, column {c}")
-            return quantize_checked(entry.dst, strategy, np.ascontiguousarray(x, np.float32), imatrix)
+                raise InvalidWeightsError(f"tensor {t.name!r}: non-finite weight {x[r, c]} at {where(row0 + r)},"
+                                          f" column {c}")
+            out = quantize_checked(entry.dst, strategy, x, imatrix)
+            if amax > FP16_MAX:  # only then can a scale overflow: validate as llama.cpp's ggml_validate_row_data
+                y = entry.dst.load_codec().dequantize(out, n_per_row)
+                bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
+                if bad.size:
+                    raise InvalidWeightsError(
+                        f"tensor {t.name!r}: values up to {amax:g} overflow {entry.dst.name}'s 16-bit scales at"
+                        f" {where(row0 + int(bad[0]))} (llama.cpp refuses this too: quantized data validation failed)"
+                    )
+            return out
+
+        def where(row: int) -> str:
+            text = f"row {row % rows_per_mat}"
+            return text + (f" of expert {row // rows_per_mat}" if n_mat > 1 else "")
 
         for mat in range(n_mat):
             imatrix = None if entry.imatrix is None else np.ascontiguousarray(entry.imatrix[mat], np.float32)

@@ -155,3 +155,20 @@ def first_nonfinite(x):
                 if (f32_bits(x[i, j]) & np.uint32(0x7F800000)) == np.uint32(0x7F800000):
                     return i, j
     return -1, -1
+
+
+@jit
+def scan_rows(x):
+    """(row, column) of the first NaN/Inf in a 2-D float32 array, or (-1, -1); and the largest |x| (when finite)."""
+    n, k = x.shape
+    top = np.uint32(0)
+    for i in range(n):
+        row_top = np.uint32(0)
+        for j in range(k):
+            row_top = max(row_top, f32_bits(x[i, j]) & np.uint32(0x7FFFFFFF))
+        if row_top >= np.uint32(0x7F800000):
+            for j in range(k):
+                if (f32_bits(x[i, j]) & np.uint32(0x7F800000)) == np.uint32(0x7F800000):
+                    return i, j, F32(0.0)
+        top = max(top, row_top)
+    return -1, -1, bits_f32(top)
