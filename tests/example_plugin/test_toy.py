@@ -74,3 +74,16 @@ def test_quantize_writes_and_reads_back(tmp_path, how):
         y = qf.dequantize_rows("TOY8", f.rows(t, 0, t.n_rows), t.n_per_row)
         assert np.abs(x - y).max() <= np.abs(x).max() / 100
     assert get_registry().quant_type("TOY8").plugin == "toy"
+
+
+def test_third_party_arch_rules(tmp_path):
+    result = qf_cli("list-arches", "--json")
+    assert any(a["name"] == "toyarch" and a["plugin"] == "toy" for a in json.loads(result.stdout))
+    from qf.pipeline import make_plan
+
+    src = write_model(tmp_path / "toy.gguf", arch="toyarch")
+    plan, _ = make_plan(src, "Q4_0")
+    types = {e.name: e.dst_label for e in plan.entries}
+    assert types["blk.0.ffn_down.weight"] == "q8_0" and types["blk.0.ffn_up.weight"] == "q4_0"
+    plan, _ = make_plan(write_model(tmp_path / "llama.gguf"), "Q4_0")
+    assert {e.name: e.dst_label for e in plan.entries}["blk.0.ffn_down.weight"] == "q4_0"

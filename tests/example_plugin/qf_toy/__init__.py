@@ -4,13 +4,14 @@
   signed bytes — 18 bytes per block.
 * strategy ``toy-clip``: round to nearest after clipping the scale to 90 % of the block maximum.
 * preset ``TOY8``: every quantizable tensor as TOY8.
+* architecture ``toyarch``: llama.cpp's rules, except that its ffn_down tensors always get Q8_0.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from qf import BlockProblem, BlockSolution, Preset, QuantType, Strategy, hookimpl
+from qf import Arch, BlockProblem, BlockSolution, Preset, QuantType, Strategy, hookimpl
 from qf.codec import Codec
 
 BLOCK = 16
@@ -82,3 +83,15 @@ def qf_register_strategies(registrar):
 @hookimpl
 def qf_register_presets(registrar):
     registrar.add_preset(Preset("TOY8", 200, "TOY8", description="every tensor TOY8 (example plugin)"))
+
+
+TOYARCH = Arch("toyarch", ("toyarch",), rules="""
+[[rule]]
+role = "ffn_down"
+type = "Q8_0"
+""", description="toy architecture from the qf-toy example plugin")
+
+
+@hookimpl
+def qf_register_arches(registrar):
+    registrar.add_arch(TOYARCH)
