@@ -184,3 +184,21 @@ def test_scale_overflow_is_refused_like_llama_cpp(tmp_path):
                   "overflow Q4_1's 16-bit scales")
     result = qf("quantize", "-q", "--pure", src, out, "Q8_0")  # 1e6/127 fits in fp16: fine
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("ftype", ["Q4_K_M", "IQ4_XS"])
+def test_k_and_iq4_shapes_without_fallback(tmp_path, ftype):
+    """Rows of 576 values (SmolLM2's width) do not fit 256-element blocks: with --no-fallback that is an error."""
+    src = write_model(tmp_path / "m.gguf", shapes=llama_tensors(n_embd=576, n_ff=1536, n_kv=192))
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", "--no-fallback", src, out, ftype), out, "row length 576", "block size 256")
+    plan = json.loads(qf("quantize", "--dry-run", "--json", src, ftype).stdout)  # default: llama.cpp's fallback
+    assert plan["n_fallback"] > 0
+    assert {t["fallback_from"] for t in plan["tensors"] if t["fallback_from"]} <= {"Q4_K", "IQ4_XS", "Q5_K", "Q6_K"}
+
+
+@pytest.mark.parametrize("ftype", ["IQ2_XXS", "IQ1_S", "IQ3_XXS", "Q2_K_S"])
+def test_type_needing_imatrix_without_one(tmp_path, ftype):
+    src = write_model(tmp_path / "m.gguf", shapes=llama_tensors(n_embd=256, n_ff=512, n_kv=256, n_vocab=256))
+    out = tmp_path / "out.gguf"
+    check_failure(qfq("quantize", src, out, ftype), out, "no --imatrix given", "blk.0.", "--on-missing-imatrix")
