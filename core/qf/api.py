@@ -10,9 +10,10 @@ from qf.plugins import get_registry
 
 
 def _first_nonfinite(x: np.ndarray) -> tuple[int, int]:
-    from qf.numerics import first_nonfinite
+    from qf.numerics import scan_rows
 
-    return first_nonfinite(x)
+    row, col, _ = scan_rows(x)
+    return row, col
 
 
 def check_rows(qtype: QuantType, x: np.ndarray, what: str = "input") -> np.ndarray:

@@ -140,24 +140,6 @@ def trunc_to_int8(f):
 
 
 @jit
-def first_nonfinite(x):
-    """Index (row, column) of the first NaN/Inf in a 2-D float32 array, or (-1, -1).
-
-    The fast path is one unsigned max over |bits| (an associative reduction, so it vectorizes); only a row that
-    holds a non-finite value is scanned again for its position."""
-    n, k = x.shape
-    for i in range(n):
-        top = np.uint32(0)
-        for j in range(k):
-            top = max(top, f32_bits(x[i, j]) & np.uint32(0x7FFFFFFF))
-        if top >= np.uint32(0x7F800000):
-            for j in range(k):
-                if (f32_bits(x[i, j]) & np.uint32(0x7F800000)) == np.uint32(0x7F800000):
-                    return i, j
-    return -1, -1
-
-
-@jit
 def scan_rows(x):
     """(row, column) of the first NaN/Inf in a 2-D float32 array, or (-1, -1); and the largest |x| (when finite)."""
     n, k = x.shape
