@@ -39,7 +39,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from cggml import CGGML
-
     from qf.plugins import get_registry
 
     c = CGGML.load()
