@@ -48,6 +48,41 @@ def rint_clamp(v, lo, hi):
 # make_qx_quants: symmetric, x ≈ d·l, l in [-nmax, nmax)
 
 
+@inline
+def _qx_scalar(n, nmax, x, xo, L, lo, qw, wo, mx):
+    """make_qx_quants one candidate at a time with ggml's integer nearest_int (any input)."""
+    fnmax = F32(nmax)
+    iscale = -fnmax / mx
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nint(iscale * x[xo + i])))
+        L[lo + i] = l + nmax
+        fl = F32(l)
+        w = qw[wo + i]
+        sumlx += w * x[xo + i] * fl
+        suml2 += w * fl * fl
+    scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(fnmax + F32(0.1) * F32(is_)) / mx
+        sumlx = F32(0.0)
+        suml2 = F32(0.0)
+        for i in range(n):
+            fl = F32(max(-nmax, min(nmax - 1, nint(iscale * x[xo + i]))))
+            w = qw[wo + i]
+            sumlx += w * x[xo + i] * fl
+            suml2 += w * fl * fl
+        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[lo + i] = nmax + max(-nmax, min(nmax - 1, nint(iscale * x[xo + i])))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
 @jit
 def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
     """make_qx_quants(n, nmax, x, L, rmse_type=1, qw): RTN from the max, then 18 more inverse scales
@@ -68,6 +103,8 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
         for i in range(n):
             L[lo + i] = 0
         return F32(0.0)
+    if not (amax <= F32(3.4028234663852886e38)):  # inf (scales of overflowing input): ggml's rounding of nan/inf
+        return _qx_scalar(n, nmax, x, xo, L, lo, qw, wo, mx)
     fnmax = F32(nmax)
     flo = F32(-nmax)
     fhi = F32(nmax - 1)
