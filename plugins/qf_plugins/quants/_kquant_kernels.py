@@ -40,6 +40,9 @@ from qf_plugins.quants._search_kernels import (
 )
 
 QK_K = 256
+# np.int64(c) instead of a literal c in calls of the lane searches: numba would compile one specialization per
+# distinct literal argument, these all share one
+I64 = np.int64
 Q2_K_BYTES = 84
 Q3_K_BYTES = 110
 Q4_K_BYTES = 144
@@ -229,9 +232,9 @@ def _q2k_kernel(x, qw, out):
             _to_lanes(xr, xo, 16, 16, bb * 16, XT)
             _to_lanes(W, bb * QK_K, 16, 16, bb * 16, WT)
         if qw is None:
-            qkx_lanes(nbb * 16, 16, 3, XT, WT, F32(-0.5), F32(0.1), 15, True, V, LT)
+            qkx_lanes(nbb * 16, I64(16), I64(3), XT, WT, F32(-0.5), F32(0.1), I64(15), np.bool_(True), V, LT)
         else:
-            qkx_lanes(nbb * 16, 16, 3, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
+            qkx_lanes(nbb * 16, I64(16), I64(3), XT, WT, F32(-0.9), F32(0.05), I64(36), np.bool_(False), V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb
@@ -380,9 +383,9 @@ def _q3k_kernel(x, qw, out):
                     SW[bb * 16 + j] = s
                 _to_lanes(W, bb * QK_K, 16, 16, bb * 16, WT)
         if qw is None:
-            q3_lanes(nbb * 16, 16, 4, XT, V, LT)
+            q3_lanes(nbb * 16, I64(16), I64(4), XT, V, LT)
         else:
-            qx_lanes(nbb * 16, 16, 4, XT, WT, V, LT)
+            qx_lanes(nbb * 16, I64(16), I64(4), XT, WT, V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb
@@ -528,9 +531,9 @@ def _q45k_kernel(x, qw, out, nbits):
             _to_lanes(xr, xo, 32, 8, bb * 8, XT)
             _to_lanes(W, bb * QK_K, 32, 8, bb * 8, WT)
         if qw is None:
-            qkx_lanes(nbb * 8, 32, nmax, XT, WT, rmin, F32(0.1), nstep, False, V, LT)
+            qkx_lanes(nbb * 8, I64(32), I64(nmax), XT, WT, rmin, F32(0.1), I64(nstep), np.bool_(False), V, LT)
         else:
-            qkx_lanes(nbb * 8, 32, nmax, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
+            qkx_lanes(nbb * 8, I64(32), I64(nmax), XT, WT, F32(-0.9), F32(0.05), I64(36), np.bool_(False), V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb
@@ -669,7 +672,7 @@ def _q6k_kernel(x, qw, out):
                         WT[i * NLM + bb * 16 + j] = xi * xi
             else:
                 _to_lanes(qw, xo, 16, 16, bb * 16, WT)
-        qx_lanes(nbb * 16, 16, 32, XT, WT, V, LT)
+        qx_lanes(nbb * 16, I64(16), I64(32), XT, WT, V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb

@@ -40,8 +40,11 @@ def nint(fval):
 
 @inline
 def rint_clamp(v, lo, hi):
-    """``max(lo, min(hi, nearest_int(v)))`` as a float, for |v| < BOUND (branch-free, vectorizes)."""
-    return min(max((v + MAGIC) - MAGIC, lo), hi)
+    """``max(lo, min(hi, nearest_int(v)))`` as a float, for |v| < BOUND (branch-free, vectorizes).  Always finite:
+    nan gives ``lo`` (callers blend it away or flag the lane; it must not poison arithmetic blends)."""
+    t = (v + MAGIC) - MAGIC
+    t = t if t > lo else lo
+    return t if t < hi else hi
 
 
 # ---------------------------------------------------------------------------------------------------------------------
