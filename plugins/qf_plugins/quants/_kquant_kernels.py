@@ -707,14 +707,12 @@ def _solution_L(q, r, base, qmin, qmax, L):
 
 @jit
 def _asym_scale_min(d, m, qmax):
-    """x ≈ d·q + m over q in [0, qmax] as the K-quant form x ≈ s·q − mn with s, mn >= 0, covering the same range."""
-    lo = m
-    hi = m + d * F32(qmax)
-    if hi < lo:
-        lo, hi = hi, lo
-    if lo > F32(0.0):
-        lo = F32(0.0)
-    return (hi - lo) / F32(qmax), -lo
+    """A solution's x ≈ d·q + m as the K-quant form x ≈ s·q − mn with s, mn >= 0.  K-quants cannot add an offset
+    (mn >= 0): for m > 0 the sub-block gets s covering [0, m + d·qmax] instead."""
+    d = max(d, F32(0.0))
+    if m <= F32(0.0):
+        return d, -m
+    return (m + d * F32(qmax)) / F32(qmax), F32(0.0)
 
 
 @jit

@@ -106,7 +106,10 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
         for i in range(n):
             L[lo + i] = 0
         return F32(0.0)
-    if not (amax <= F32(3.4028234663852886e38)):  # inf (scales of overflowing input): ggml's rounding of nan/inf
+    finite = amax <= F32(3.4028234663852886e38)
+    for i in range(n):
+        finite &= x[xo + i] == x[xo + i]
+    if not finite:  # inf/nan (scales of overflowing input): ggml's integer rounding of nan/inf
         return _qx_scalar(n, nmax, x, xo, L, lo, qw, wo, mx)
     fnmax = F32(nmax)
     flo = F32(-nmax)
