@@ -228,35 +228,54 @@ def _cggml():
     return c
 
 
+def fuzz_rows(kind: int, rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """Assorted distributions and magnitudes: ties, zeros, outliers, overflow-prone and subnormal values."""
+    shape = (rows, n)
+    if kind == 0:
+        return rng.normal(0, 0.02, shape)
+    if kind == 1:
+        return rng.standard_t(2, shape) * 0.01
+    if kind == 2:
+        return rng.uniform(-1, 1, shape) * 10.0 ** rng.integers(-30, 30)
+    if kind == 3:
+        return rng.normal(0, 1, shape) * (rng.random(shape) < 0.3)
+    if kind == 4:
+        return np.round(rng.normal(0, 3, shape))
+    if kind == 5:
+        return np.abs(rng.normal(0.5, 0.1, shape))
+    if kind == 6:
+        return -np.abs(rng.normal(0.5, 0.1, shape))
+    if kind == 7:
+        return rng.integers(-2, 3, shape) * 0.25
+    if kind == 8:
+        return rng.normal(0, 1, shape) * 10.0 ** rng.integers(30, 38)
+    if kind == 9:
+        return rng.normal(0, 1, shape) * 10.0 ** rng.integers(-40, 38, shape).astype(float)
+    if kind == 10:
+        return rng.normal(0, 1, shape) * 1e-40
+    return np.full(shape, rng.normal())
+
+
+def fuzz_imatrix(kind: int, rng: np.random.Generator, n: int) -> np.ndarray | None:
+    if kind == 0:
+        return None
+    if kind == 1:
+        im = rng.lognormal(0, 1, n)
+    elif kind == 2:
+        im = rng.lognormal(0, 2, n) * (rng.random(n) < 0.7)  # zeros
+    else:
+        im = np.where(rng.random(n) < 0.01, 1e6, rng.lognormal(0, 1, n))  # spikes
+    return im.astype(np.float32)
+
+
 def fuzz_inputs(seed: int):
-    """Rows of assorted distributions and magnitudes (ties, zeros, outliers, overflow-prone and subnormal values)."""
     rng = np.random.default_rng(seed)
     for kind in range(12):
         rows, n = int(rng.integers(1, 4)), QK_K * int(rng.integers(1, 4))
         with np.errstate(all="ignore"):
-            x = {
-                0: lambda: rng.normal(0, 0.02, (rows, n)),
-                1: lambda: rng.standard_t(2, (rows, n)) * 0.01,
-                2: lambda: rng.uniform(-1, 1, (rows, n)) * 10.0 ** rng.integers(-30, 30),
-                3: lambda: rng.normal(0, 1, (rows, n)) * (rng.random((rows, n)) < 0.3),
-                4: lambda: np.round(rng.normal(0, 3, (rows, n))),
-                5: lambda: np.abs(rng.normal(0.5, 0.1, (rows, n))),
-                6: lambda: -np.abs(rng.normal(0.5, 0.1, (rows, n))),
-                7: lambda: rng.integers(-2, 3, (rows, n)) * 0.25,
-                8: lambda: rng.normal(0, 1, (rows, n)) * 10.0 ** rng.integers(30, 38),
-                9: lambda: rng.normal(0, 1, (rows, n)) * 10.0 ** rng.integers(-40, 38, (rows, n)).astype(float),
-                10: lambda: rng.normal(0, 1, (rows, n)) * 1e-40,
-                11: lambda: np.full((rows, n), rng.normal()),
-            }[kind]()
-            x = np.nan_to_num(x.astype(np.float32), posinf=3e38, neginf=-3e38)
+            x = np.nan_to_num(fuzz_rows(kind, rng, rows, n).astype(np.float32), posinf=3e38, neginf=-3e38)
         for im_kind in range(4):
-            imatrix = {
-                0: None,
-                1: rng.lognormal(0, 1, n),
-                2: rng.lognormal(0, 2, n) * (rng.random(n) < 0.7),
-                3: np.where(rng.random(n) < 0.01, 1e6, rng.lognormal(0, 1, n)),
-            }[im_kind]
-            yield kind, im_kind, x, None if imatrix is None else imatrix.astype(np.float32)
+            yield kind, im_kind, x, fuzz_imatrix(im_kind, rng, n)
 
 
 @pytest.mark.parametrize("type_name", KQUANTS)

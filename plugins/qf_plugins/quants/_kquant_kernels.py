@@ -26,7 +26,6 @@ from qf_plugins.quants._search_kernels import (
     Q3_ROWS,
     QKX_ROWS,
     QX_ROWS,
-    inline,
     jit,
     make_q3_quants_jit,
     make_qkx_quants_jit,
