@@ -157,7 +157,7 @@ def _q2k_finish(x, xo, L, out, o, T, Q):
         for i in range(16):
             T[16 * j + i] = d
             T[QK_K + 16 * j + i] = dm
-    _requant(x, xo, L, T, 0, 3, 0, Q)
+    _requant(x, xo, L, T, I64(0), I64(3), I64(0), Q)
     _pack_2bit(out, o + 16, Q)
 
 
@@ -246,11 +246,11 @@ def _q2k_kernel(x, qw, out):
                 lane = bb * 16 + j
                 if V[_BAD * NLM + lane] != F32(0.0):
                     if qw is None:
-                        s, m = make_qkx_quants_jit(16, 3, xr, xo + 16 * j, W, bb * QK_K + 16 * j, L, 16 * j, Laux,
-                                               F32(-0.5), F32(0.1), 15, True)
+                        s, m = make_qkx_quants_jit(I64(16), I64(3), xr, xo + 16 * j, W, bb * QK_K + 16 * j, L,
+                                                   16 * j, Laux, F32(-0.5), F32(0.1), I64(15), np.bool_(True))
                     else:
-                        s, m = make_qkx_quants_jit(16, 3, xr, xo + 16 * j, W, bb * QK_K + 16 * j, L, 16 * j, Laux,
-                                               F32(-0.9), F32(0.05), 36, False)
+                        s, m = make_qkx_quants_jit(I64(16), I64(3), xr, xo + 16 * j, W, bb * QK_K + 16 * j, L,
+                                                   16 * j, Laux, F32(-0.9), F32(0.05), I64(36), np.bool_(False))
                     scales[j] = s
                     mins[j] = m
                 else:
@@ -259,8 +259,8 @@ def _q2k_kernel(x, qw, out):
             if qw is None:
                 _q2k_scales_ref(scales, mins, orow, o)
             else:
-                dm = make_qp_quants(16, 15, scales, Ls, SW[bb * 16:bb * 16 + 16])
-                mm = make_qp_quants(16, 15, mins, Lm, SW[bb * 16:bb * 16 + 16])
+                dm = make_qp_quants(I64(16), I64(15), scales, Ls, SW[bb * 16:bb * 16 + 16])
+                mm = make_qp_quants(I64(16), I64(15), mins, Lm, SW[bb * 16:bb * 16 + 16])
                 _put_f16(orow, o + 80, dm)
                 _put_f16(orow, o + 82, mm)
                 for j in range(16):
@@ -311,7 +311,7 @@ def _q3k_finish(x, xo, L, out, o, T, Q):
         for i in range(16):
             T[16 * j + i] = d
             T[QK_K + 16 * j + i] = F32(0.0)
-    _requant(x, xo, L, T, -4, 3, 4, Q)
+    _requant(x, xo, L, T, I64(-4), I64(3), I64(4), Q)
     # hmask: bit b of byte m is the high bit (4) of quant 32·b + m; qs gets the low two bits
     for m in range(32):
         h = 0
@@ -397,14 +397,14 @@ def _q3k_kernel(x, qw, out):
                 for j in range(16):
                     lane = bb * 16 + j
                     if V[_3BAD * NLM + lane] != F32(0.0):
-                        scales[j] = make_q3_quants_jit(16, 4, xr, xo + 16 * j, L, 16 * j)
+                        scales[j] = make_q3_quants_jit(I64(16), I64(4), xr, xo + 16 * j, L, 16 * j)
                     else:
                         scales[j] = V[_3SCALE * NLM + lane]
                 _q3k_scales_ref(scales, Ls, orow, o)
             else:
                 for j in range(16):
                     scales[j] = V[_QSCALE * NLM + bb * 16 + j]
-                d_block = make_qx_quants(16, 32, scales, 0, Ls, 0, SW, bb * 16, S)
+                d_block = make_qx_quants(I64(16), I64(32), scales, I64(0), Ls, I64(0), SW, bb * 16, S)
                 _q3k_put_scales(orow, o + 96, Ls)
                 _put_f16(orow, o + 108, d_block)
             _q3k_finish(xr, xo, L, orow, o, T, Q)
@@ -435,7 +435,7 @@ def _q45k_finish(x, xo, L, out, o, nmax, T, Q):
         for i in range(32):
             T[32 * j + i] = d
             T[QK_K + 32 * j + i] = dm
-    _requant(x, xo, L, T, 0, nmax, 0, Q)
+    _requant(x, xo, L, T, I64(0), I64(nmax), I64(0), Q)
     L = Q
     if nmax == 15:
         q = o + 16
@@ -545,11 +545,11 @@ def _q45k_kernel(x, qw, out, nbits):
                 lane = bb * 8 + j
                 if V[_BAD * NLM + lane] != F32(0.0):
                     if qw is None:
-                        s, m = make_qkx_quants_jit(32, nmax, xr, xo + 32 * j, W, bb * QK_K + 32 * j, L, 32 * j, Laux,
-                                               rmin, F32(0.1), nstep, False)
+                        s, m = make_qkx_quants_jit(I64(32), I64(nmax), xr, xo + 32 * j, W, bb * QK_K + 32 * j, L,
+                                                   32 * j, Laux, rmin, F32(0.1), I64(nstep), np.bool_(False))
                     else:
-                        s, m = make_qkx_quants_jit(32, nmax, xr, xo + 32 * j, W, bb * QK_K + 32 * j, L, 32 * j, Laux,
-                                               F32(-0.9), F32(0.05), 36, False)
+                        s, m = make_qkx_quants_jit(I64(32), I64(nmax), xr, xo + 32 * j, W, bb * QK_K + 32 * j, L,
+                                                   32 * j, Laux, F32(-0.9), F32(0.05), I64(36), np.bool_(False))
                     scales[j] = s
                     mins[j] = m
                 else:
@@ -558,8 +558,8 @@ def _q45k_kernel(x, qw, out, nbits):
             if qw is None:
                 _q45k_scales_ref(scales, mins, Ls, Lm, orow, o)
             else:
-                d_block = make_qp_quants(8, 63, scales, Ls, SW[bb * 8:bb * 8 + 8])
-                m_block = make_qp_quants(8, 63, mins, Lm, SW[bb * 8:bb * 8 + 8])
+                d_block = make_qp_quants(I64(8), I64(63), scales, Ls, SW[bb * 8:bb * 8 + 8])
+                m_block = make_qp_quants(I64(8), I64(63), mins, Lm, SW[bb * 8:bb * 8 + 8])
                 if nbits == 5:  # quantize_row_q5_K_impl clamps to 63, q4_K_impl does not
                     for j in range(8):
                         Ls[j] = min(63, Ls[j])
@@ -606,7 +606,7 @@ def _q6k_finish(x, xo, L, out, o, T, Q):
         for i in range(16):
             T[16 * j + i] = d
             T[QK_K + 16 * j + i] = F32(0.0)
-    _requant(x, xo, L, T, -32, 31, 32, Q)
+    _requant(x, xo, L, T, I64(-32), I64(31), I64(32), Q)
     L = Q
     for j in range(0, QK_K, 128):
         ql = o + j // 2
