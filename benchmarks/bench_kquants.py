@@ -3,7 +3,8 @@
     QF_LIBGGML_BASE=.../libggml-base.so python benchmarks/bench_kquants.py [--rows 256] [--cols 4096] [--repeat 5]
 
 Input: a rows×cols float32 matrix of normal·0.02 values; the imatrix is lognormal.  MB/s counts float32 input
-bytes.  Each timing is the best of ``--repeat`` runs after a warm-up call (which also compiles the numba kernels).
+bytes.  After a warm-up call of each (which also compiles the numba kernels), qf and C are timed alternately
+``--repeat`` times and the best of each is kept, so that load from other processes hits both alike.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 TYPES = {"Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
 
 
-def best_time(fn, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def best_times(fns, repeat: int) -> list[float]:
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - t0)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
     return best
 
 
@@ -34,7 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--cols", type=int, default=4096)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--types", default=",".join(TYPES))
     args = ap.parse_args()
 
@@ -51,14 +54,20 @@ def main() -> None:
     for name in args.types.split(","):
         codec = registry.quant_type(name).load_codec()
         for im in (None, imatrix):
-            t_qf = best_time(lambda: codec.quantize_native(x, im), args.repeat)
-            ours = codec.quantize_native(x, im)
+            def run_qf(im=im, codec=codec):
+                return codec.quantize_native(x, im)
+
+            def run_c(im=im, name=name):
+                return c.quantize(TYPES[name], x, im)
+
+            ours = run_qf()
             if c is not None:
-                t_c = best_time(lambda: c.quantize(TYPES[name], x, im), args.repeat)
-                same = np.array_equal(ours, c.quantize(TYPES[name], x, im))
+                t_qf, t_c = best_times([run_qf, run_c], args.repeat)
+                same = np.array_equal(ours, run_c())
                 c_mbs = f"{mb / t_c:9.1f}"
                 ratio = f"{t_c / t_qf:7.2f}"
             else:
+                (t_qf,) = best_times([run_qf], args.repeat)
                 c_mbs, ratio, same = f"{'-':>9}", f"{'-':>7}", "-"
             print(f"{name:6} {'yes' if im is not None else 'no':7} {mb / t_qf:9.1f} {c_mbs} {ratio}  {same}")
 

@@ -35,9 +35,13 @@ from qf_plugins.quants._search_kernels import (
     q3_lanes,
     qkx_lanes,
     qx_lanes,
+    sel,
 )
 
 QK_K = 256
+# np.int64(c) instead of a literal c in calls of the lane searches: numba would compile one specialization per
+# distinct literal argument, these all share one
+I64 = np.int64
 Q2_K_BYTES = 84
 Q3_K_BYTES = 110
 Q4_K_BYTES = 144
@@ -64,10 +68,23 @@ def _get_f16(data, o):
 
 @jit
 def _pack_2bit(out, o, L):
-    """qs[64]: four 2-bit quants per byte, element j + 32·s of each 128-half in bits 2s."""
+    """qs[64]: four 2-bit quants (their low two bits) per byte, element j + 32·s of each 128-half in bits 2s."""
     for j in range(0, QK_K, 128):
         for l in range(32):
-            out[o + j // 4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6)
+            out[o + j // 4 + l] = ((L[j + l] & 3) | ((L[j + l + 32] & 3) << 2) | ((L[j + l + 64] & 3) << 4)
+                                   | ((L[j + l + 96] & 3) << 6))
+
+
+@jit
+def _requant(x, xo, L, T, lo, hi, off, Q):
+    """The final quants of a super-block from its stored scales: ``Q[i] = clamp(nearest_int((x[xo+i] + T[256+i]) /
+    T[i]), lo, hi) + off`` (``T`` holds each element's sub-block scale and min; min 0 for ``x / d``: x + 0 is x, and
+    ±0 rounds to 0 either way); where the scale is 0 ggml keeps the search's quant ``L[i]``.  One vectorizable
+    loop with ggml's integer nearest_int (exact for every input)."""
+    for i in range(QK_K):
+        d = T[i]
+        q = max(lo, min(hi, nint((x[xo + i] + T[QK_K + i]) / d))) + off
+        Q[i] = sel(d == F32(0.0), L[i], q)
 
 
 @jit
@@ -129,19 +146,19 @@ def _from_lanes(LT, n, nsub, lane0, L):
 
 
 @jit
-def _q2k_finish(x, xo, L, out, o):
+def _q2k_finish(x, xo, L, out, o, T, Q):
     """Requantize from the stored scales (keeping the search's L where the scale is 0) and pack qs."""
     d_all = _get_f16(out, o + 80)
     m_all = _get_f16(out, o + 82)
     for j in range(16):
         sc = np.int32(out[o + j])
         d = d_all * F32(sc & 0xF)
-        if d == F32(0.0):
-            continue
         dm = m_all * F32(sc >> 4)
-        for ii in range(16):
-            L[16 * j + ii] = max(0, min(3, nint((x[xo + 16 * j + ii] + dm) / d)))
-    _pack_2bit(out, o + 16, L)
+        for i in range(16):
+            T[16 * j + i] = d
+            T[QK_K + 16 * j + i] = dm
+    _requant(x, xo, L, T, I64(0), I64(3), I64(0), Q)
+    _pack_2bit(out, o + 16, Q)
 
 
 @jit
@@ -185,6 +202,8 @@ def _q2k_kernel(x, qw, out):
     W = np.empty(B * QK_K, np.float32)
     SW = np.empty(B * 16, np.float32)
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     Laux = np.empty(16, np.int32)
     scales = np.empty(16, np.float32)
     mins = np.empty(16, np.float32)
@@ -212,9 +231,9 @@ def _q2k_kernel(x, qw, out):
             _to_lanes(xr, xo, 16, 16, bb * 16, XT)
             _to_lanes(W, bb * QK_K, 16, 16, bb * 16, WT)
         if qw is None:
-            qkx_lanes(nbb * 16, 16, 3, XT, WT, F32(-0.5), F32(0.1), 15, True, V, LT)
+            qkx_lanes(nbb * 16, I64(16), I64(3), XT, WT, F32(-0.5), F32(0.1), I64(15), np.bool_(True), V, LT)
         else:
-            qkx_lanes(nbb * 16, 16, 3, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
+            qkx_lanes(nbb * 16, I64(16), I64(3), XT, WT, F32(-0.9), F32(0.05), I64(36), np.bool_(False), V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb
@@ -227,11 +246,11 @@ def _q2k_kernel(x, qw, out):
                 lane = bb * 16 + j
                 if V[_BAD * NLM + lane] != F32(0.0):
                     if qw is None:
-                        s, m = make_qkx_quants_jit(16, 3, xr, xo + 16 * j, W, bb * QK_K + 16 * j, L, 16 * j, Laux,
-                                               F32(-0.5), F32(0.1), 15, True)
+                        s, m = make_qkx_quants_jit(I64(16), I64(3), xr, xo + 16 * j, W, bb * QK_K + 16 * j, L,
+                                                   16 * j, Laux, F32(-0.5), F32(0.1), I64(15), np.bool_(True))
                     else:
-                        s, m = make_qkx_quants_jit(16, 3, xr, xo + 16 * j, W, bb * QK_K + 16 * j, L, 16 * j, Laux,
-                                               F32(-0.9), F32(0.05), 36, False)
+                        s, m = make_qkx_quants_jit(I64(16), I64(3), xr, xo + 16 * j, W, bb * QK_K + 16 * j, L,
+                                                   16 * j, Laux, F32(-0.9), F32(0.05), I64(36), np.bool_(False))
                     scales[j] = s
                     mins[j] = m
                 else:
@@ -240,13 +259,13 @@ def _q2k_kernel(x, qw, out):
             if qw is None:
                 _q2k_scales_ref(scales, mins, orow, o)
             else:
-                dm = make_qp_quants(16, 15, scales, Ls, SW[bb * 16:bb * 16 + 16])
-                mm = make_qp_quants(16, 15, mins, Lm, SW[bb * 16:bb * 16 + 16])
+                dm = make_qp_quants(I64(16), I64(15), scales, Ls, SW[bb * 16:bb * 16 + 16])
+                mm = make_qp_quants(I64(16), I64(15), mins, Lm, SW[bb * 16:bb * 16 + 16])
                 _put_f16(orow, o + 80, dm)
                 _put_f16(orow, o + 82, mm)
                 for j in range(16):
                     orow[o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
-            _q2k_finish(xr, xo, L, orow, o)
+            _q2k_finish(xr, xo, L, orow, o, T, Q)
 
 
 @jit
@@ -285,21 +304,21 @@ def _q3k_get_scale(q, o, j):
 
 
 @jit
-def _q3k_finish(x, xo, L, out, o):
+def _q3k_finish(x, xo, L, out, o, T, Q):
     d_all = _get_f16(out, o + 108)
     for j in range(16):
         d = d_all * F32(_q3k_get_scale(out, o + 96, j))
-        if d == F32(0.0):
-            continue
-        for ii in range(16):
-            L[16 * j + ii] = max(-4, min(3, nint(x[xo + 16 * j + ii] / d))) + 4
-    for j in range(32):
-        out[o + j] = 0
-    for j in range(QK_K):
-        if L[j] > 3:
-            out[o + j % 32] |= 1 << (j // 32)
-            L[j] -= 4
-    _pack_2bit(out, o + 32, L)
+        for i in range(16):
+            T[16 * j + i] = d
+            T[QK_K + 16 * j + i] = F32(0.0)
+    _requant(x, xo, L, T, I64(-4), I64(3), I64(4), Q)
+    # hmask: bit b of byte m is the high bit (4) of quant 32·b + m; qs gets the low two bits
+    for m in range(32):
+        h = 0
+        for b in range(8):
+            h |= ((Q[32 * b + m] >> 2) & 1) << b
+        out[o + m] = h
+    _pack_2bit(out, o + 32, Q)
 
 
 @jit
@@ -340,6 +359,8 @@ def _q3k_kernel(x, qw, out):
     SW = np.empty(B * 16, np.float32)
     S = np.empty(3 * NQ, np.float32)
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     Ls = np.empty(16, np.int32)
     scales = np.empty(16, np.float32)
     for g0 in range(0, total, B):
@@ -361,9 +382,9 @@ def _q3k_kernel(x, qw, out):
                     SW[bb * 16 + j] = s
                 _to_lanes(W, bb * QK_K, 16, 16, bb * 16, WT)
         if qw is None:
-            q3_lanes(nbb * 16, 16, 4, XT, V, LT)
+            q3_lanes(nbb * 16, I64(16), I64(4), XT, V, LT)
         else:
-            qx_lanes(nbb * 16, 16, 4, XT, WT, V, LT)
+            qx_lanes(nbb * 16, I64(16), I64(4), XT, WT, V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb
@@ -376,17 +397,17 @@ def _q3k_kernel(x, qw, out):
                 for j in range(16):
                     lane = bb * 16 + j
                     if V[_3BAD * NLM + lane] != F32(0.0):
-                        scales[j] = make_q3_quants_jit(16, 4, xr, xo + 16 * j, L, 16 * j)
+                        scales[j] = make_q3_quants_jit(I64(16), I64(4), xr, xo + 16 * j, L, 16 * j)
                     else:
                         scales[j] = V[_3SCALE * NLM + lane]
                 _q3k_scales_ref(scales, Ls, orow, o)
             else:
                 for j in range(16):
                     scales[j] = V[_QSCALE * NLM + bb * 16 + j]
-                d_block = make_qx_quants(16, 32, scales, 0, Ls, 0, SW, bb * 16, S)
+                d_block = make_qx_quants(I64(16), I64(32), scales, I64(0), Ls, I64(0), SW, bb * 16, S)
                 _q3k_put_scales(orow, o + 96, Ls)
                 _put_f16(orow, o + 108, d_block)
-            _q3k_finish(xr, xo, L, orow, o)
+            _q3k_finish(xr, xo, L, orow, o, T, Q)
 
 
 @jit
@@ -404,17 +425,18 @@ def quantize_q3_k_imatrix(x, qw, out):
 
 
 @jit
-def _q45k_finish(x, xo, L, out, o, nmax):
+def _q45k_finish(x, xo, L, out, o, nmax, T, Q):
     d_all = _get_f16(out, o)
     m_all = _get_f16(out, o + 2)
     for j in range(8):
         sc, m = _get_scale_min_k4(j, out, o + 4)
         d = d_all * F32(sc)
-        if d == F32(0.0):
-            continue
         dm = m_all * F32(m)
-        for ii in range(32):
-            L[32 * j + ii] = max(0, min(nmax, nint((x[xo + 32 * j + ii] + dm) / d)))
+        for i in range(32):
+            T[32 * j + i] = d
+            T[QK_K + 32 * j + i] = dm
+    _requant(x, xo, L, T, I64(0), I64(nmax), I64(0), Q)
+    L = Q
     if nmax == 15:
         q = o + 16
         for j in range(0, QK_K, 64):
@@ -422,26 +444,17 @@ def _q45k_finish(x, xo, L, out, o, nmax):
                 out[q + l] = L[j + l] | (L[j + l + 32] << 4)
             q += 32
     else:
+        # qh: bit 2s (2s+1) of byte j is the high bit of quant 64·s + j (64·s + 32 + j); qs as for Q4_K
         qh = o + 16
         ql = o + 48
         for j in range(32):
             out[qh + j] = 0
-        m1 = 1
-        m2 = 2
-        for nn in range(0, QK_K, 64):
+        for s in range(4):
             for j in range(32):
-                l1 = L[nn + j]
-                if l1 > 15:
-                    l1 -= 16
-                    out[qh + j] |= m1
-                l2 = L[nn + j + 32]
-                if l2 > 15:
-                    l2 -= 16
-                    out[qh + j] |= m2
-                out[ql + j] = l1 | (l2 << 4)
-            m1 <<= 2
-            m2 <<= 2
-            ql += 32
+                l1 = L[64 * s + j]
+                l2 = L[64 * s + j + 32]
+                out[ql + 32 * s + j] = (l1 & 15) | ((l2 & 15) << 4)
+                out[qh + j] |= ((l1 >> 4) << (2 * s)) | ((l2 >> 4) << (2 * s + 1))
 
 
 @jit
@@ -482,6 +495,8 @@ def _q45k_kernel(x, qw, out, nbits):
     W = np.empty(B * QK_K, np.float32)
     SW = np.empty(B * 8, np.float32)
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     Laux = np.empty(32, np.int32)
     scales = np.empty(8, np.float32)
     mins = np.empty(8, np.float32)
@@ -515,9 +530,9 @@ def _q45k_kernel(x, qw, out, nbits):
             _to_lanes(xr, xo, 32, 8, bb * 8, XT)
             _to_lanes(W, bb * QK_K, 32, 8, bb * 8, WT)
         if qw is None:
-            qkx_lanes(nbb * 8, 32, nmax, XT, WT, rmin, F32(0.1), nstep, False, V, LT)
+            qkx_lanes(nbb * 8, I64(32), I64(nmax), XT, WT, rmin, F32(0.1), I64(nstep), np.bool_(False), V, LT)
         else:
-            qkx_lanes(nbb * 8, 32, nmax, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
+            qkx_lanes(nbb * 8, I64(32), I64(nmax), XT, WT, F32(-0.9), F32(0.05), I64(36), np.bool_(False), V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb
@@ -530,11 +545,11 @@ def _q45k_kernel(x, qw, out, nbits):
                 lane = bb * 8 + j
                 if V[_BAD * NLM + lane] != F32(0.0):
                     if qw is None:
-                        s, m = make_qkx_quants_jit(32, nmax, xr, xo + 32 * j, W, bb * QK_K + 32 * j, L, 32 * j, Laux,
-                                               rmin, F32(0.1), nstep, False)
+                        s, m = make_qkx_quants_jit(I64(32), I64(nmax), xr, xo + 32 * j, W, bb * QK_K + 32 * j, L,
+                                                   32 * j, Laux, rmin, F32(0.1), I64(nstep), np.bool_(False))
                     else:
-                        s, m = make_qkx_quants_jit(32, nmax, xr, xo + 32 * j, W, bb * QK_K + 32 * j, L, 32 * j, Laux,
-                                               F32(-0.9), F32(0.05), 36, False)
+                        s, m = make_qkx_quants_jit(I64(32), I64(nmax), xr, xo + 32 * j, W, bb * QK_K + 32 * j, L,
+                                                   32 * j, Laux, F32(-0.9), F32(0.05), I64(36), np.bool_(False))
                     scales[j] = s
                     mins[j] = m
                 else:
@@ -543,8 +558,8 @@ def _q45k_kernel(x, qw, out, nbits):
             if qw is None:
                 _q45k_scales_ref(scales, mins, Ls, Lm, orow, o)
             else:
-                d_block = make_qp_quants(8, 63, scales, Ls, SW[bb * 8:bb * 8 + 8])
-                m_block = make_qp_quants(8, 63, mins, Lm, SW[bb * 8:bb * 8 + 8])
+                d_block = make_qp_quants(I64(8), I64(63), scales, Ls, SW[bb * 8:bb * 8 + 8])
+                m_block = make_qp_quants(I64(8), I64(63), mins, Lm, SW[bb * 8:bb * 8 + 8])
                 if nbits == 5:  # quantize_row_q5_K_impl clamps to 63, q4_K_impl does not
                     for j in range(8):
                         Ls[j] = min(63, Ls[j])
@@ -552,7 +567,7 @@ def _q45k_kernel(x, qw, out, nbits):
                 _put_scale_min_k4(orow, o + 4, Ls, Lm)
                 _put_f16(orow, o, d_block)
                 _put_f16(orow, o + 2, m_block)
-            _q45k_finish(xr, xo, L, orow, o, nmax)
+            _q45k_finish(xr, xo, L, orow, o, nmax, T, Q)
 
 
 @jit
@@ -580,7 +595,7 @@ def quantize_q5_k_imatrix(x, qw, out):
 
 
 @jit
-def _q6k_finish(x, xo, L, out, o):
+def _q6k_finish(x, xo, L, out, o, T, Q):
     """From stored d and int8 scales: requantize, then pack ql/qh."""
     d_all = _get_f16(out, o + 208)
     for j in range(16):
@@ -588,10 +603,11 @@ def _q6k_finish(x, xo, L, out, o):
         if sc >= 128:
             sc -= 256
         d = d_all * F32(sc)
-        if d == F32(0.0):
-            continue
-        for ii in range(16):
-            L[16 * j + ii] = max(-32, min(31, nint(x[xo + 16 * j + ii] / d))) + 32
+        for i in range(16):
+            T[16 * j + i] = d
+            T[QK_K + 16 * j + i] = F32(0.0)
+    _requant(x, xo, L, T, I64(-32), I64(31), I64(32), Q)
+    L = Q
     for j in range(0, QK_K, 128):
         ql = o + j // 2
         qh = o + 128 + j // 4
@@ -638,6 +654,8 @@ def _q6k_kernel(x, qw, out):
     LT = np.empty(16 * NLM, np.float32)
     V = np.empty(QX_ROWS * NLM, np.float32)
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     scales = np.empty(16, np.float32)
     for g0 in range(0, total, B):
         nbb = min(B, total - g0)
@@ -653,7 +671,7 @@ def _q6k_kernel(x, qw, out):
                         WT[i * NLM + bb * 16 + j] = xi * xi
             else:
                 _to_lanes(qw, xo, 16, 16, bb * 16, WT)
-        qx_lanes(nbb * 16, 16, 32, XT, WT, V, LT)
+        qx_lanes(nbb * 16, I64(16), I64(32), XT, WT, V, LT)
         for bb in range(nbb):
             r = (g0 + bb) // nb
             ib = (g0 + bb) % nb
@@ -663,7 +681,7 @@ def _q6k_kernel(x, qw, out):
             for j in range(16):
                 scales[j] = V[_QSCALE * NLM + bb * 16 + j]
             if _q6k_scales(scales, orow, o):
-                _q6k_finish(x[r], ib * QK_K, L, orow, o)
+                _q6k_finish(x[r], ib * QK_K, L, orow, o, T, Q)
 
 
 @jit
@@ -688,20 +706,20 @@ def _solution_L(q, r, base, qmin, qmax, L):
 
 @jit
 def _asym_scale_min(d, m, qmax):
-    """x ≈ d·q + m over q in [0, qmax] as the K-quant form x ≈ s·q − mn with s, mn >= 0, covering the same range."""
-    lo = m
-    hi = m + d * F32(qmax)
-    if hi < lo:
-        lo, hi = hi, lo
-    if lo > F32(0.0):
-        lo = F32(0.0)
-    return (hi - lo) / F32(qmax), -lo
+    """A solution's x ≈ d·q + m as the K-quant form x ≈ s·q − mn with s, mn >= 0.  K-quants cannot add an offset
+    (mn >= 0): for m > 0 the sub-block gets s covering [0, m + d·qmax] instead."""
+    d = max(d, F32(0.0))
+    if m <= F32(0.0):
+        return d, -m
+    return (m + d * F32(qmax)) / F32(qmax), F32(0.0)
 
 
 @jit
 def pack_q2_k(x, d, m, q, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     scales = np.empty(16, np.float32)
     mins = np.empty(16, np.float32)
     for r in range(n):
@@ -710,13 +728,15 @@ def pack_q2_k(x, d, m, q, out):
                 scales[j], mins[j] = _asym_scale_min(d[r, 16 * ib + j], m[r, 16 * ib + j], 3)
             _solution_L(q, r, ib * QK_K, 0, 3, L)
             _q2k_scales_ref(scales, mins, out[r], ib * Q2_K_BYTES)
-            _q2k_finish(x[r], ib * QK_K, L, out[r], ib * Q2_K_BYTES)
+            _q2k_finish(x[r], ib * QK_K, L, out[r], ib * Q2_K_BYTES, T, Q)
 
 
 @jit
 def pack_q3_k(x, d, q, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     Ls = np.empty(16, np.int32)
     scales = np.empty(16, np.float32)
     for r in range(n):
@@ -725,7 +745,7 @@ def pack_q3_k(x, d, q, out):
                 scales[j] = d[r, 16 * ib + j]
             _solution_L(q, r, ib * QK_K, -4, 3, L)
             _q3k_scales_ref(scales, Ls, out[r], ib * Q3_K_BYTES)
-            _q3k_finish(x[r], ib * QK_K, L, out[r], ib * Q3_K_BYTES)
+            _q3k_finish(x[r], ib * QK_K, L, out[r], ib * Q3_K_BYTES, T, Q)
 
 
 @jit
@@ -734,6 +754,8 @@ def _pack_q45_k(x, d, m, q, out, nbits):
     qmax = 15 if nbits == 4 else 31
     bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     scales = np.empty(8, np.float32)
     mins = np.empty(8, np.float32)
     Ls = np.empty(8, np.int32)
@@ -744,7 +766,7 @@ def _pack_q45_k(x, d, m, q, out, nbits):
                 scales[j], mins[j] = _asym_scale_min(d[r, 8 * ib + j], m[r, 8 * ib + j], qmax)
             _solution_L(q, r, ib * QK_K, 0, qmax, L)
             _q45k_scales_ref(scales, mins, Ls, Lm, out[r], ib * bsize)
-            _q45k_finish(x[r], ib * QK_K, L, out[r], ib * bsize, qmax)
+            _q45k_finish(x[r], ib * QK_K, L, out[r], ib * bsize, qmax, T, Q)
 
 
 @jit
@@ -761,6 +783,8 @@ def pack_q5_k(x, d, m, q, out):
 def pack_q6_k(x, d, q, out):
     n, k = x.shape
     L = np.empty(QK_K, np.int32)
+    T = np.empty(2 * QK_K, np.float32)
+    Q = np.empty(QK_K, np.int32)
     scales = np.empty(16, np.float32)
     for r in range(n):
         for ib in range(k // QK_K):
@@ -768,7 +792,7 @@ def pack_q6_k(x, d, q, out):
                 scales[j] = d[r, 16 * ib + j]
             _solution_L(q, r, ib * QK_K, -32, 31, L)
             if _q6k_scales(scales, out[r], ib * Q6_K_BYTES):
-                _q6k_finish(x[r], ib * QK_K, L, out[r], ib * Q6_K_BYTES)
+                _q6k_finish(x[r], ib * QK_K, L, out[r], ib * Q6_K_BYTES, T, Q)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

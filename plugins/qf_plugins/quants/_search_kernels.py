@@ -40,12 +40,50 @@ def nint(fval):
 
 @inline
 def rint_clamp(v, lo, hi):
-    """``max(lo, min(hi, nearest_int(v)))`` as a float, for |v| < BOUND (branch-free, vectorizes)."""
-    return min(max((v + MAGIC) - MAGIC, lo), hi)
+    """``max(lo, min(hi, nearest_int(v)))`` as a float, for |v| < BOUND (branch-free, vectorizes).  Always finite:
+    nan gives ``lo`` (callers blend it away or flag the lane; it must not poison arithmetic blends)."""
+    t = (v + MAGIC) - MAGIC
+    t = t if t > lo else lo
+    return t if t < hi else hi
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # make_qx_quants: symmetric, x ≈ d·l, l in [-nmax, nmax)
+
+
+@inline
+def _qx_scalar(n, nmax, x, xo, L, lo, qw, wo, mx):
+    """make_qx_quants one candidate at a time with ggml's integer nearest_int (any input)."""
+    fnmax = F32(nmax)
+    iscale = -fnmax / mx
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nint(iscale * x[xo + i])))
+        L[lo + i] = l + nmax
+        fl = F32(l)
+        w = qw[wo + i]
+        sumlx += w * x[xo + i] * fl
+        suml2 += w * fl * fl
+    scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(fnmax + F32(0.1) * F32(is_)) / mx
+        sumlx = F32(0.0)
+        suml2 = F32(0.0)
+        for i in range(n):
+            fl = F32(max(-nmax, min(nmax - 1, nint(iscale * x[xo + i]))))
+            w = qw[wo + i]
+            sumlx += w * x[xo + i] * fl
+            suml2 += w * fl * fl
+        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[lo + i] = nmax + max(-nmax, min(nmax - 1, nint(iscale * x[xo + i])))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
 
 
 @jit
@@ -68,6 +106,11 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
         for i in range(n):
             L[lo + i] = 0
         return F32(0.0)
+    finite = amax <= F32(3.4028234663852886e38)
+    for i in range(n):
+        finite &= x[xo + i] == x[xo + i]
+    if not finite:  # inf/nan (scales of overflowing input): ggml's integer rounding of nan/inf
+        return _qx_scalar(n, nmax, x, xo, L, lo, qw, wo, mx)
     fnmax = F32(nmax)
     flo = F32(-nmax)
     fhi = F32(nmax - 1)
@@ -340,6 +383,21 @@ NLM = 64  # lanes per batch: the row stride of the transposed data and of the st
 
 
 @inline
+def sel(c, a, b):
+    """``a if c else b`` with both already evaluated (so that the compiler makes a branch-free select: a load
+    inside a conditional branch would keep a loop from vectorizing)."""
+    return a if c else b
+
+
+@inline
+def blend(t, a, b):
+    """``a`` where ``t`` is 1, ``b`` where it is 0, as arithmetic: exact for finite values apart from the sign of a
+    zero result (callers make sure that does not matter).  Unlike a select of a value loaded from the same place,
+    LLVM cannot turn it into a masked store (very slow on AMD)."""
+    return a * t + b * (F32(1.0) - t)
+
+
+@inline
 def _row(k):
     return k * NLM
 
@@ -355,7 +413,7 @@ def _qkx_bound(V, l, isc):
     mn = V[_row(_MN) + l]
     span = max(abs(V[_row(_MX) + l] - mn), abs(V[_row(_XMIN) + l] - mn))
     ok = abs(isc) * span < BOUND
-    V[_row(_BAD) + l] = V[_row(_BAD) + l] if ok else F32(1.0)
+    V[_row(_BAD) + l] += F32(ok ^ True)
 
 
 @jit
@@ -369,14 +427,15 @@ def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
     zero = F32(0.0)
     one = F32(1.0)
     fnmax = F32(nmax)
+    # ggml starts the sums at element 0; -0.0 + v is v for every v, so start from -0.0 and add element 0 too
+    # (a loop from 1 would index through numba's negative-index wraparound and not vectorize)
     for l in range(nl):
         x0 = XT[l]
-        w0 = WT[l]
         V[_row(_MN) + l] = x0
         V[_row(_MX) + l] = x0
-        V[_row(_SW) + l] = w0
-        V[_row(_SX) + l] = w0 * x0
-    for i in range(1, n):
+        V[_row(_SW) + l] = F32(-0.0)
+        V[_row(_SX) + l] = F32(-0.0)
+    for i in range(n):
         for l in range(nl):
             xi = XT[i * NLM + l]
             w = WT[i * NLM + l]
@@ -451,13 +510,13 @@ def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
         for l in range(nl):
             err = V[_row(_ERR) + l]
             best = V[_row(_BEST) + l]
-            take = V[_row(_D) + l] > zero and err < best
+            take = (V[_row(_D) + l] > zero) & (err < best)
             mn = V[_row(_MN) + l]
             V[_row(_BEST) + l] = err if take else best
-            V[_row(_SCALE) + l] = V[_row(_TS) + l] if take else V[_row(_SCALE) + l]
-            V[_row(_AISC) + l] = V[_row(_ISC) + l] if take else V[_row(_AISC) + l]
-            V[_row(_AMN) + l] = mn if take else V[_row(_AMN) + l]
-            V[_row(_MN) + l] = V[_row(_TM) + l] if take else mn
+            V[_row(_SCALE) + l] = sel(take, V[_row(_TS) + l], V[_row(_SCALE) + l])
+            V[_row(_AISC) + l] = sel(take, V[_row(_ISC) + l], V[_row(_AISC) + l])
+            V[_row(_AMN) + l] = sel(take, mn, V[_row(_AMN) + l])
+            V[_row(_MN) + l] = sel(take, V[_row(_TM) + l], mn)
     for i in range(n):
         for l in range(nl):
             LT[i * NLM + l] = rint_clamp(V[_row(_AISC) + l] * (XT[i * NLM + l] - V[_row(_AMN) + l]), zero, fnmax)
@@ -484,9 +543,9 @@ def qx_lanes(nl, n, nmax, XT, WT, V, LT):
             xi = XT[i * NLM + l]
             ax = abs(xi)
             amax = V[_row(_QAMAX) + l]
-            bigger = ax > amax
-            V[_row(_QAMAX) + l] = ax if bigger else amax
-            V[_row(_QMX) + l] = xi if bigger else V[_row(_QMX) + l]
+            t = F32(ax > amax)
+            V[_row(_QAMAX) + l] = ax * t + amax * (F32(1.0) - t)  # blend(): exact here, and no masked store
+            V[_row(_QMX) + l] = blend(t, xi, V[_row(_QMX) + l])
     for c in range(19):
         is_ = 0 if c == 0 else (c - 10 if c < 10 else c - 9)
         step = fnmax + F32(0.1) * F32(is_)
@@ -514,23 +573,23 @@ def qx_lanes(nl, n, nmax, XT, WT, V, LT):
             for l in range(nl):
                 sumlx = V[_row(_QSLX) + l]
                 suml2 = V[_row(_QSL2) + l]
-                take = suml2 > zero and sumlx * sumlx > V[_row(_QBEST) + l] * suml2
+                take = (suml2 > zero) & (sumlx * sumlx > V[_row(_QBEST) + l] * suml2)
                 scale = sumlx / suml2
-                V[_row(_QSCALE) + l] = scale if take else V[_row(_QSCALE) + l]
-                V[_row(_QBEST) + l] = scale * sumlx if take else V[_row(_QBEST) + l]
-                V[_row(_QAISC) + l] = V[_row(_QISC) + l] if take else V[_row(_QAISC) + l]
+                V[_row(_QSCALE) + l] = sel(take, scale, V[_row(_QSCALE) + l])
+                V[_row(_QBEST) + l] = sel(take, scale * sumlx, V[_row(_QBEST) + l])
+                V[_row(_QAISC) + l] = sel(take, V[_row(_QISC) + l], V[_row(_QAISC) + l])
     for l in range(nl):
         if not (V[_row(_QAMAX) + l] >= GROUP_MAX_EPS):
             V[_row(_QSCALE) + l] = zero
     for i in range(n):
         for l in range(nl):
             q = rint_clamp(V[_row(_QAISC) + l] * XT[i * NLM + l], flo, fhi) + fnmax
-            LT[i * NLM + l] = q if V[_row(_QAMAX) + l] >= GROUP_MAX_EPS else zero
+            LT[i * NLM + l] = q * F32(V[_row(_QAMAX) + l] >= GROUP_MAX_EPS)
 
 
 # state rows of q3_lanes
-_3MX, _3AMAX, _3SLX, _3SL2, _3BAD, _3SCALE = range(6)
-Q3_ROWS = 6
+_3MX, _3AMAX, _3SLX, _3SL2, _3BAD, _3SCALE, _3CH = range(7)
+Q3_ROWS = 7
 
 
 @jit
@@ -554,9 +613,9 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
             xi = XT[i * NLM + l]
             ax = abs(xi)
             amax = V[_row(_3AMAX) + l]
-            bigger = ax > amax
-            V[_row(_3AMAX) + l] = ax if bigger else amax
-            V[_row(_3MX) + l] = xi if bigger else V[_row(_3MX) + l]
+            t = F32(ax > amax)
+            V[_row(_3AMAX) + l] = ax * t + amax * (F32(1.0) - t)  # blend(): exact here, and no masked store
+            V[_row(_3MX) + l] = blend(t, xi, V[_row(_3MX) + l])
     for l in range(nl):
         V[_row(_3MX) + l] = F32(-nmax) / V[_row(_3MX) + l]  # now the inverse scale
     for i in range(n):
@@ -568,7 +627,8 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
             V[_row(_3SLX) + l] += w * xi * fl
             V[_row(_3SL2) + l] += w * fl * fl
     for _ in range(5):
-        changed = 0
+        for l in range(nl):
+            V[_row(_3CH) + l] = zero
         for i in range(n):
             for l in range(nl):
                 xi = XT[i * NLM + l]
@@ -580,27 +640,32 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
                 sl2 = suml2 - w * li * li
                 v = xi * sl2 / slx
                 pos = slx > zero
-                exact = abs(v) < BOUND
-                V[_row(_3BAD) + l] = F32(1.0) if pos and not exact else V[_row(_3BAD) + l]
+                inexact = (abs(v) < BOUND) ^ True  # also nan
+                # flags via max, not a select of the old value (which LLVM may turn into a masked store: slow)
+                V[_row(_3BAD) + l] += F32(pos & inexact)
                 new_l = rint_clamp(v, flo, fhi)
                 slx2 = slx + w * xi * new_l
                 sl2b = sl2 + w * new_l * new_l
-                take = pos and new_l != li and sl2b > zero and slx2 * slx2 * suml2 > sumlx * sumlx * sl2b
-                LT[i * NLM + l] = new_l if take else li
-                V[_row(_3SLX) + l] = slx2 if take else sumlx
-                V[_row(_3SL2) + l] = sl2b if take else suml2
-                changed |= np.int32(take)
-        if changed == 0:
+                # bitwise & (no short-circuit branches) so that the loop vectorizes
+                take = pos & (new_l != li) & (sl2b > zero) & (slx2 * slx2 * suml2 > sumlx * sumlx * sl2b)
+                LT[i * NLM + l] = li + (new_l - li) * F32(take)  # small integers: exact
+                V[_row(_3SLX) + l] = sel(take, slx2, sumlx)
+                V[_row(_3SL2) + l] = sel(take, sl2b, suml2)
+                V[_row(_3CH) + l] += F32(take)
+        changed = False  # (a reduction inside the loop above would keep it from vectorizing)
+        for l in range(nl):
+            changed |= V[_row(_3CH) + l] != zero
+        if not changed:
             break
     for l in range(nl):
         live = V[_row(_3AMAX) + l] >= GROUP_MAX_EPS
         sumlx = V[_row(_3SLX) + l]
         suml2 = V[_row(_3SL2) + l]
-        V[_row(_3SCALE) + l] = sumlx / suml2 if live and suml2 > zero else zero
-        V[_row(_3BAD) + l] = V[_row(_3BAD) + l] if live else zero
+        V[_row(_3SCALE) + l] = sumlx / suml2 if live & (suml2 > zero) else zero
+        V[_row(_3BAD) + l] *= F32(live)
     for i in range(n):
         for l in range(nl):
-            LT[i * NLM + l] = LT[i * NLM + l] + fnmax if V[_row(_3AMAX) + l] >= GROUP_MAX_EPS else zero
+            LT[i * NLM + l] = (LT[i * NLM + l] + fnmax) * F32(V[_row(_3AMAX) + l] >= GROUP_MAX_EPS)
 
 
 # compiled once, called (rarely) for the lanes flagged bad
