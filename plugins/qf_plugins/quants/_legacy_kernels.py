@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int, roundf
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, roundf
+from qf_plugins.quants._search_kernels import (
+    _BAD,
+    _MN,
+    _SCALE,
+    NLM,
+    NQ,
+    QKX_ROWS,
+    make_qkx_quants_jit,
+    make_qx_quants,
+    qkx_lanes,
+)
 
 QK = 32
-GROUP_MAX_EPS = F32(1e-15)
 
 
 @inline
@@ -50,132 +60,7 @@ def _pack_q5(out, r, o, L, off):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# search helpers (ggml-quants.c: make_qx_quants, make_qkx3_quants)
-
-
-@inline
-def _nint_small(fval):
-    """nearest_int for |fval| < 2**22, without the range check (so loops over it vectorize)."""
-    return np.int32(fval + F32(12582912.0)) - np.int32(12582912)
-
-
-N_QX = 19  # make_qx_quants' candidate inverse scales: the plain one, then is = -9..-1, 1..9
-
-
-@inline
-def make_qx_quants_w(n, nmax, x, L, qw, iscales, sumlx, suml2):
-    """make_qx_quants(n, nmax, x, L, rmin_type=1, qw): returns the scale, writes L in [0, 2*nmax).
-
-    The 19 candidate scales are independent, so their sums are accumulated together (each in element order, as C
-    does) and the winner is then picked in C's order; the result is bit-identical and the sums no longer form one
-    long dependency chain.  |iscale * x| <= nmax + 0.9 here, so the +12582912 trick needs no range check."""
-    mx = F32(0.0)
-    amax = F32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            mx = x[i]
-    if amax < GROUP_MAX_EPS:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0)
-    fnmax = F32(nmax)
-    iscales[0] = -fnmax / mx
-    c = 1
-    for is_ in range(-9, 10):
-        if is_ != 0:
-            iscales[c] = -(fnmax + F32(0.1) * F32(is_)) / mx
-            c += 1
-    for c in range(N_QX):
-        sumlx[c] = F32(0.0)
-        suml2[c] = F32(0.0)
-    lo = np.int32(-nmax)
-    hi = np.int32(nmax - 1)
-    for i in range(n):
-        xi = x[i]
-        w = qw[i]
-        wx = w * xi
-        for c in range(N_QX):
-            l = min(hi, max(lo, _nint_small(iscales[c] * xi)))
-            fl = F32(l)
-            sumlx[c] += wx * fl
-            suml2[c] += w * fl * fl
-    scale = sumlx[0] / suml2[0] if suml2[0] != F32(0.0) else F32(0.0)
-    best = scale * sumlx[0]
-    winner = 0
-    for c in range(1, N_QX):
-        if suml2[c] > F32(0.0) and sumlx[c] * sumlx[c] > best * suml2[c]:
-            scale = sumlx[c] / suml2[c]
-            best = scale * sumlx[c]
-            winner = c
-    for i in range(n):
-        L[i] = nmax + min(hi, max(lo, _nint_small(iscales[winner] * x[i])))
-    return scale
-
-
-@inline
-def make_qkx3_quants_w(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep):
-    """make_qkx3_quants with weights and use_mad=false: returns (scale, the_min) and writes L in [0, nmax]."""
-    mn = x[0]
-    mx = x[0]
-    sum_w = weights[0]
-    sum_x = sum_w * x[0]
-    for i in range(1, n):
-        if x[i] < mn:
-            mn = x[i]
-        if x[i] > mx:
-            mx = x[i]
-        w = weights[i]
-        sum_w += w
-        sum_x += w * x[i]
-    if mn > F32(0.0):
-        mn = F32(0.0)
-    if mx <= mn:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0), -mn
-    fnmax = F32(nmax)
-    iscale = fnmax / (mx - mn)
-    scale = F32(1.0) / iscale
-    best_mad = F32(0.0)
-    for i in range(n):
-        l = nearest_int(iscale * (x[i] - mn))
-        L[i] = max(0, min(nmax, l))
-        diff = scale * F32(L[i]) + mn - x[i]
-        best_mad += weights[i] * (diff * diff)
-    for is_ in range(nstep + 1):
-        iscale = (rmin + rdelta * F32(is_) + fnmax) / (mx - mn)
-        sum_l = F32(0.0)
-        sum_l2 = F32(0.0)
-        sum_xl = F32(0.0)
-        for i in range(n):
-            l = nearest_int(iscale * (x[i] - mn))
-            l = max(0, min(nmax, l))
-            Laux[i] = l
-            w = weights[i]
-            fl = F32(l)
-            sum_l += w * fl
-            sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > F32(0.0):
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            if this_min > F32(0.0):
-                this_min = F32(0.0)
-                this_scale = sum_xl / sum_l2
-            mad = F32(0.0)
-            for i in range(n):
-                diff = this_scale * F32(Laux[i]) + this_min - x[i]
-                mad += weights[i] * (diff * diff)
-            if mad < best_mad:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_mad = mad
-                scale = this_scale
-                mn = this_min
-    return scale, -mn
+# imatrix weights and block scans (the scale searches themselves are shared: _search_kernels)
 
 
 @inline
@@ -268,13 +153,14 @@ def quantize_q4_0_imatrix(x, qw, out):
     n, k = x.shape
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
-    iscales, sumlx, suml2 = np.empty(N_QX, np.float32), np.empty(N_QX, np.float32), np.empty(N_QX, np.float32)
+    S = np.empty(3 * NQ, np.float32)
     for r in range(n):
         sigma2 = _row_sigma2(x, r, k)
+        xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
             _legacy_weights(x, r, base, qw, sigma2, weight)
-            d = make_qx_quants_w(QK, 8, x[r, base:base + QK], L, weight, iscales, sumlx, suml2)
+            d = make_qx_quants(QK, 8, xr, base, L, 0, weight, 0, S)
             o = ib * 18
             _put_f16(out, r, o, d)
             _pack_nibbles(out, r, o + 2, L, 0)
@@ -309,21 +195,61 @@ def quantize_q4_1(x, out):
 
 
 @jit
-def quantize_q4_1_imatrix(x, qw, out):
+def _quantize_type1_imatrix(x, qw, out, nbits):
+    """Q4_1 / Q5_1 with an imatrix: make_qkx3_quants(32, 2**nbits - 1, x, qw·sqrt(σ²+x²), ..., -0.9, 0.05, 36) per
+    block, run on NLM blocks at once by the lane search (bit-identical; degenerate lanes redone by the scalar one)."""
     n, k = x.shape
+    nb = k // QK
+    nmax = (1 << nbits) - 1
+    bsize = 4 + QK // 2 + (4 if nbits == 5 else 0)
+    sigma2 = np.empty(n, np.float32)
+    for r in range(n):
+        sigma2[r] = _row_sigma2(x, r, k)
+    XT = np.empty(QK * NLM, np.float32)
+    WT = np.empty(QK * NLM, np.float32)
+    LT = np.empty(QK * NLM, np.float32)
+    V = np.zeros(QKX_ROWS * NLM, np.float32)
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
     Laux = np.empty(QK, np.int64)
-    for r in range(n):
-        sigma2 = _row_sigma2(x, r, k)
-        for ib in range(k // QK):
+    total = n * nb
+    for b0 in range(0, total, NLM):
+        nl = min(NLM, total - b0)
+        for l in range(nl):
+            r = (b0 + l) // nb
+            base = (b0 + l) % nb * QK
+            s2 = sigma2[r]
+            for i in range(QK):
+                xv = x[r, base + i]
+                XT[i * NLM + l] = xv
+                WT[i * NLM + l] = qw[base + i] * np.sqrt(s2 + xv * xv)
+        qkx_lanes(nl, QK, nmax, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
+        for l in range(nl):
+            r = (b0 + l) // nb
+            ib = (b0 + l) % nb
             base = ib * QK
-            _legacy_weights(x, r, base, qw, sigma2, weight)
-            d, mn = make_qkx3_quants_w(QK, 15, x[r, base:base + QK], weight, L, Laux, F32(-0.9), F32(0.05), 36)
-            o = ib * 20
+            if V[_BAD * NLM + l] != F32(0.0):
+                _legacy_weights(x, r, base, qw, sigma2[r], weight)
+                d, the_min = make_qkx_quants_jit(QK, nmax, x[r], base, weight, 0, L, 0, Laux, F32(-0.9), F32(0.05),
+                                                 36, False)
+                m = -the_min
+            else:
+                d = V[_SCALE * NLM + l]
+                m = V[_MN * NLM + l]
+                for i in range(QK):
+                    L[i] = np.int64(LT[i * NLM + l])
+            o = ib * bsize
             _put_f16(out, r, o, d)
-            _put_f16(out, r, o + 2, -mn)
-            _pack_nibbles(out, r, o + 4, L, 0)
+            _put_f16(out, r, o + 2, m)
+            if nbits == 4:
+                _pack_nibbles(out, r, o + 4, L, 0)
+            else:
+                _pack_q5(out, r, o + 4, L, 0)
+
+
+@jit
+def quantize_q4_1_imatrix(x, qw, out):
+    _quantize_type1_imatrix(x, qw, out, 4)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -353,13 +279,14 @@ def quantize_q5_0_imatrix(x, qw, out):
     n, k = x.shape
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
-    iscales, sumlx, suml2 = np.empty(N_QX, np.float32), np.empty(N_QX, np.float32), np.empty(N_QX, np.float32)
+    S = np.empty(3 * NQ, np.float32)
     for r in range(n):
         sigma2 = _row_sigma2(x, r, k)
+        xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
             _legacy_weights(x, r, base, qw, sigma2, weight)
-            d = make_qx_quants_w(QK, 16, x[r, base:base + QK], L, weight, iscales, sumlx, suml2)
+            d = make_qx_quants(QK, 16, xr, base, L, 0, weight, 0, S)
             o = ib * 22
             _put_f16(out, r, o, d)
             _pack_q5(out, r, o + 2, L, 0)
@@ -391,20 +318,7 @@ def quantize_q5_1(x, out):
 
 @jit
 def quantize_q5_1_imatrix(x, qw, out):
-    n, k = x.shape
-    weight = np.empty(QK, np.float32)
-    L = np.empty(QK, np.int64)
-    Laux = np.empty(QK, np.int64)
-    for r in range(n):
-        sigma2 = _row_sigma2(x, r, k)
-        for ib in range(k // QK):
-            base = ib * QK
-            _legacy_weights(x, r, base, qw, sigma2, weight)
-            d, mn = make_qkx3_quants_w(QK, 31, x[r, base:base + QK], weight, L, Laux, F32(-0.9), F32(0.05), 36)
-            o = ib * 24
-            _put_f16(out, r, o, d)
-            _put_f16(out, r, o + 2, -mn)
-            _pack_q5(out, r, o + 4, L, 0)
+    _quantize_type1_imatrix(x, qw, out, 5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
