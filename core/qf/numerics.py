@@ -10,6 +10,11 @@ Rules every kernel follows to reproduce ggml's float32 arithmetic exactly:
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
 import numba as nb
 import numpy as np
 from llvmlite import ir
@@ -17,8 +22,41 @@ from numba import types
 from numba.extending import intrinsic
 
 F32 = np.float32
-jit = nb.njit(cache=True, nogil=True)
-inline = nb.njit(cache=True, nogil=True, inline="always")
+# error_model="numpy": x/0 gives inf/nan as in C (the "python" model raises, and checks every division)
+jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+inline = nb.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+
+
+def _kernel_sources() -> list[Path]:
+    files = [Path(__file__)]
+    spec = importlib.util.find_spec("qf_plugins")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        files += sorted(p for p in Path(root).rglob("_*.py") if p.name != "__init__.py")
+    return files
+
+
+def _use_versioned_cache() -> None:
+    """Keep numba's on-disk cache in a folder named after a hash of qf's kernel sources.
+
+    numba decides whether a cached kernel is stale from its own module's file only, so a change to a shared helper
+    (this module, a search module) could otherwise leave stale machine code in use.  NUMBA_CACHE_DIR overrides."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    digest = hashlib.sha256()
+    for path in _kernel_sources():
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            return
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qf" / f"numba-{digest.hexdigest()[:16]}"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    nb.config.CACHE_DIR = str(base)
+
+
+_use_versioned_cache()
 
 
 @intrinsic
