@@ -125,6 +125,16 @@ def _build_backend(tokens: list[str], merges: list[str], token_types, pre: PreTo
     return tok
 
 
+def chunk_bos(metadata: Mapping[str, Any]) -> int | None:
+    """The BOS id llama-imatrix puts first in every chunk, or None when the vocabulary adds no BOS."""
+    model = metadata.get("tokenizer.ggml.model")
+    default = model in ("llama", "bert") or (
+        model == "gpt2" and _PRE_TOKENIZERS.get(metadata.get("tokenizer.ggml.pre") or "default", _DEFAULT).add_bos)
+    add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", default))
+    bos = metadata.get("tokenizer.ggml.bos_token_id")
+    return int(bos) if add_bos and bos is not None else None
+
+
 def tokenize_text(metadata: Mapping[str, Any], text: str) -> np.ndarray:
     """Token ids of ``text`` as llama-imatrix gets them (int32)."""
     return GGUFTokenizer.from_metadata(metadata).encode(text)
