@@ -405,10 +405,10 @@ class Perplexity:
 
     def add(self, logits: np.ndarray, targets: np.ndarray) -> None:
         """``logits`` (n, n_vocab) predicting ``targets`` (n,)."""
-        x = logits.astype(np.float64)
+        x = np.asarray(logits, dtype=np.float32)
         m = x.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
-        v = lse - x[np.arange(x.shape[0]), targets]
+        sum_exp = np.exp(x - m).sum(axis=1, dtype=np.float64)  # llama.cpp: expf, summed in double
+        v = np.log(sum_exp) + m[:, 0].astype(np.float64) - x[np.arange(x.shape[0]), targets].astype(np.float64)
         self.nll += float(v.sum())
         self.nll2 += float((v * v).sum())
         self.count += int(v.size)

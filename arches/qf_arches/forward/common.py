@@ -36,6 +36,16 @@ def silu(x: np.ndarray) -> np.ndarray:
         return x / (F32(1) + np.exp(-x))
 
 
+def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up."""
+    from qf_arches.forward import _kernels
+
+    gate = np.ascontiguousarray(gate, F32).reshape(-1, gate.shape[-1])
+    out = np.empty_like(gate)
+    _kernels.swiglu(gate, np.ascontiguousarray(up, F32).reshape(gate.shape), out)
+    return out
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         return F32(1) / (F32(1) + np.exp(-x))
@@ -162,6 +172,17 @@ class Rope:
 
 # -- attention -------------------------------------------------------------------------------------------------------
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """Causal attention per sequence (see :func:`attention_reference`; a numba kernel does the work)."""
+    from qf_arches.forward import _kernels
+
+    n_seqs, n_tokens, n_head, _ = q.shape
+    out = np.empty((n_seqs, n_tokens, n_head, v.shape[3]), F32)
+    _kernels.causal_attention(np.ascontiguousarray(q, F32), to_f16(np.ascontiguousarray(k)),
+                              to_f16(np.ascontiguousarray(v)), F32(scale), out)
+    return out
+
+
+def attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
     """Causal attention per sequence.  ``q`` ``(n_seqs, n_tokens, n_head, dk)``, ``k`` ``(.., n_head_kv, dk)``, ``v``
     ``(.., n_head_kv, dv)`` (grouped heads: query head h reads KV head ``h // (n_head / n_head_kv)``).  K and V are
     rounded to float16 as llama.cpp's KV cache stores them; returns ``(n_seqs, n_tokens, n_head, dv)``."""
@@ -178,13 +199,16 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.n
             qg = np.ascontiguousarray(q[s, :, g * group:(g + 1) * group, :].transpose(1, 0, 2))  # (group, T, dk)
             for start in range(0, n_tokens, QUERY_BLOCK):
                 stop = min(n_tokens, start + QUERY_BLOCK)
-                scores = (qg[:, start:stop] @ kg[:stop].T) * scale  # (group, rows, keys)
-                rows = np.arange(start, stop)[:, None]
-                scores[:, np.arange(stop)[None, :] > rows] = -np.inf
+                rows = stop - start
+                # 2-D products: numpy hands those to BLAS (stacked 3-D ones with a transposed operand it does not)
+                scores = (qg[:, start:stop].reshape(group * rows, -1) @ kg[:stop].T).reshape(group, rows, stop)
+                scores *= scale
+                future = np.arange(stop)[None, :] > np.arange(start, stop)[:, None]
+                scores[:, future] = -np.inf
                 scores -= scores.max(axis=-1, keepdims=True)
                 np.exp(scores, out=scores)
                 total = scores.sum(axis=-1, keepdims=True)
-                o = (scores @ vg[:stop]) / total  # (group, rows, dv)
+                o = (scores.reshape(group * rows, stop) @ vg[:stop]).reshape(group, rows, -1) / total
                 out[s, start:stop, g * group:(g + 1) * group, :] = o.transpose(1, 0, 2)
     return out
 
@@ -194,7 +218,7 @@ def swiglu_ffn(model: ModelWeights, rec: Recorder, prefix: str, x: np.ndarray, s
     """``down(silu(gate(x)) * up(x))`` with ``<prefix>.ffn_{up,gate,down}<suffix>.weight``."""
     up = linear(model, rec, f"{prefix}.ffn_up{suffix}.weight", x, f"{prefix}.ffn_up{suffix}.bias")
     gate = linear(model, rec, f"{prefix}.ffn_gate{suffix}.weight", x, f"{prefix}.ffn_gate{suffix}.bias")
-    act = silu(gate) * up
+    act = swiglu(gate, up)
     return linear(model, rec, f"{prefix}.ffn_down{suffix}.weight", act, f"{prefix}.ffn_down{suffix}.bias")
 
 
@@ -269,7 +293,7 @@ def moe_ffn(model: ModelWeights, rec: Recorder, prefix: str, x: np.ndarray, spec
         xe = x[rows]
         gate = xe @ model.matrix(gate_name, int(e)).T
         up = xe @ model.matrix(up_name, int(e)).T
-        act[rows, slots] = silu(gate) * up
+        act[rows, slots] = swiglu(gate, up)
     rec.experts(down_name, act, selected, spec.n_expert)
     out = np.zeros((n, k, x.shape[1]), F32)
     for e in np.unique(selected):

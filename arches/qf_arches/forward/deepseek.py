@@ -64,7 +64,7 @@ class DeepSeek2(Decoder):
             per_head = np.ascontiguousarray(q_nope.reshape(n, H, self.nope).transpose(1, 0, 2))  # (H, n, nope)
             rec.per_matrix(f"{p}.attn_k_b.weight", per_head)
             k_b = m.get(f"{p}.attn_k_b.weight")  # (H, kv_lora_rank, nope)
-            absorbed = np.matmul(per_head, k_b.transpose(0, 2, 1))  # (H, n, kv_lora_rank)
+            absorbed = np.stack([per_head[i] @ k_b[i].T for i in range(H)])  # (H, n, kv_lora_rank)
             absorbed = absorbed.transpose(1, 0, 2).reshape(n_seqs, n_tokens, H, self.kv_lora_rank)
             q_all = np.concatenate([absorbed, q_pe], axis=-1)
             latent = kv_cmpr.reshape(n_seqs, n_tokens, 1, self.kv_lora_rank)
@@ -73,7 +73,7 @@ class DeepSeek2(Decoder):
             per_head = np.ascontiguousarray(o.reshape(n, H, self.kv_lora_rank).transpose(1, 0, 2))
             rec.per_matrix(f"{p}.attn_v_b.weight", per_head)
             v_b = m.get(f"{p}.attn_v_b.weight")  # (H, head_v, kv_lora_rank)
-            out = np.matmul(per_head, v_b.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(n, H * self.head_v)
+            out = np.stack([per_head[i] @ v_b[i].T for i in range(H)]).transpose(1, 0, 2).reshape(n, H * self.head_v)
         else:
             kv = linear(m, rec, f"{p}.attn_kv_b.weight", kv_cmpr).reshape(n_seqs, n_tokens, H, self.nope + self.head_v)
             k_nope, v = kv[..., :self.nope], kv[..., self.nope:]
