@@ -378,15 +378,15 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
                           n_ubatch=n_ubatch, mtp=mtp, process_output=process_output, compute_ppl=not no_ppl,
                           bos_id=chunk_bos(weights.metadata), skip_chunks=skip_chunks)
     bar = None
-    if not quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="chunk", desc="imatrix", file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int, ppl) -> None:
-        if bar is None:
+        nonlocal bar
+        if quiet:
             return
-        bar.total = total
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="chunk", desc="imatrix", file=sys.stderr, dynamic_ncols=True)
         bar.update(done - bar.n)
         if not no_ppl:
             bar.set_postfix_str(f"ppl {ppl.value:.4f}")
