@@ -8,6 +8,7 @@ from __future__ import annotations
 from qf import Arch, hookimpl
 
 DEEPSEEK2 = Arch("deepseek2", ("deepseek2",), facts="qf_arches._facts:generic",
+                 forward="qf_arches.forward.deepseek:build",
                  description="DeepSeek V2/V3: MLA + mixture of experts")
 
 

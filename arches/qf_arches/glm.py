@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from qf import Arch, hookimpl
 
-GLM4MOE = Arch("glm4moe", ("glm4moe",), facts="qf_arches._facts:generic",
+GLM4MOE = Arch("glm4moe", ("glm4moe",), facts="qf_arches._facts:generic", forward="qf_arches.forward.glm:build",
                description="GLM-4.5 mixture of experts with an MTP/NextN layer")
 
 GLM5_NEXT_RULES = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qf import Arch, hookimpl
 
-LLAMA = Arch("llama", ("llama",), facts="qf_arches._facts:llama",
+LLAMA = Arch("llama", ("llama",), facts="qf_arches._facts:llama", forward="qf_arches.forward.llama:build",
              description="dense llama-style transformer (70B rule: more bits for attn_v)")
 
 

@@ -1,7 +1,12 @@
-"""Importance matrices: loading llama.cpp's GGUF and legacy ``.dat`` formats, and per-tensor lookup.
+"""Importance matrices: llama.cpp's GGUF and legacy ``.dat`` formats (loading and saving), and per-tensor lookup.
 
 Values are what llama-quantize hands to ggml: GGUF ``in_sum2 / count`` per matrix (1.0 where the count is 0), legacy
 ``stored / ncall``.  Entries of 3-D (expert) tensors hold one ``ne0``-slice per expert.
+
+Saving writes what llama-imatrix writes: GGUF with ``general.type = "imatrix"``, ``imatrix.datasets``,
+``imatrix.chunk_count``, ``imatrix.chunk_size`` and, per entry in name order, ``<name>.in_sum2`` F32 ``[ne0, n_mat]``
+and ``<name>.counts`` F32 ``[1, n_mat]`` (trailing dimensions of 1 dropped, as ggml does); legacy ``.dat`` with
+``(sum / count) · ncall`` per value, ``ncall = ceil(max count / chunk_size)``, entries without any data skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import numpy as np
 
 from qf.errors import GGUFFormatError, ImatrixError
 
+#: llama-imatrix's default chunk size; converts legacy ncall counts into token counts when no other is known
+DEFAULT_CHUNK_SIZE = 512
+
 
 @attrs.define(eq=False)
 class Imatrix:
@@ -27,6 +35,22 @@ class Imatrix:
     #: in_sum2 and counts as stored (GGUF) — kept for conversion and statistics
     raw_sums: dict[str, np.ndarray] = attrs.field(factory=dict, repr=False)
     raw_counts: dict[str, np.ndarray] = attrs.field(factory=dict, repr=False)
+
+    @classmethod
+    def from_sums(cls, sums: dict[str, np.ndarray], counts: dict[str, np.ndarray], datasets: list[str] = (),
+                  chunk_count: int = 0, chunk_size: int = 0, path: str | os.PathLike[str] | None = None) -> Imatrix:
+        """An imatrix from raw sums ``(n_mat, ne0)`` and counts ``(n_mat,)`` per entry (what llama-imatrix keeps)."""
+        raw_sums, raw_counts, entries = {}, {}, {}
+        for name in sorted(sums):
+            s = np.asarray(sums[name], np.float32)
+            c = np.asarray(counts[name], np.float32).reshape(-1)
+            s = s.reshape(c.size, -1)
+            values = np.ones_like(s)
+            nz = c > 0
+            values[nz] = s[nz] / c[nz, None]
+            raw_sums[name], raw_counts[name], entries[name] = s, c, values.reshape(-1)
+        return cls(None if path is None else Path(path), entries, list(datasets), int(chunk_count), int(chunk_size),
+                   False, raw_sums, raw_counts)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Imatrix:
@@ -166,3 +190,79 @@ class Imatrix:
                 f" needs {ne0 * n_mat} ({ne0} columns x {n_mat} matrices)"
             )
         return values.reshape(n_mat, ne0)
+
+    # -- raw data and saving ---------------------------------------------------------------------------------------
+    def sums_and_counts(self, chunk_size: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per entry: sums float32 ``(n_mat, ne0)`` and counts int64 ``(n_mat,)``.
+
+        A legacy file stores ``value · ncall`` and ``ncall`` chunks; like llama-imatrix, ``chunk_size`` tokens per call
+        turn them back into sums and token counts.
+        """
+        out = {}
+        for name, values in self.entries.items():
+            if name in self.raw_sums:
+                out[name] = (self.raw_sums[name].astype(np.float32, copy=True),
+                             np.rint(self.raw_counts[name]).astype(np.int64).reshape(-1))
+                continue
+            size = chunk_size or self.chunk_size or DEFAULT_CHUNK_SIZE
+            ncall = int(self.raw_counts.get(name, np.ones(1))[0])
+            stored = (values * np.float32(ncall)).astype(np.float32)
+            out[name] = ((stored * np.float32(size)).reshape(1, -1), np.array([ncall * size], np.int64))
+        return out
+
+    def save(self, path: str | os.PathLike[str], output_format: str = "gguf") -> Path:
+        """Write the imatrix as llama-imatrix would (``gguf`` or legacy ``dat``), atomically."""
+        if output_format == "gguf":
+            return self.save_gguf(path)
+        if output_format == "dat":
+            return self.save_dat(path)
+        raise ImatrixError(f"unknown imatrix output format {output_format!r} (gguf or dat)")
+
+    def save_gguf(self, path: str | os.PathLike[str]) -> Path:
+        from gguf.constants import GGUFValueType as T
+
+        from qf.gguf_io import GGUFStreamWriter, OutTensor, atomic_output, make_kv
+
+        kvs = [make_kv("general.type", T.STRING, "imatrix"),
+               make_kv("imatrix.datasets", T.ARRAY, list(self.datasets), T.STRING),
+               make_kv("imatrix.chunk_count", T.UINT32, int(self.chunk_count)),
+               make_kv("imatrix.chunk_size", T.UINT32, int(self.chunk_size))]
+        tensors, blobs = [], []
+        for name, (sums, counts) in sorted(self.sums_and_counts().items()):
+            n_mat, ne0 = sums.shape
+            data = np.ascontiguousarray(sums, np.float32)
+            cnt = counts.astype(np.float32)
+            tensors += [OutTensor(f"{name}.in_sum2", (ne0, n_mat) if n_mat > 1 else (ne0,), 0, data.nbytes),
+                        OutTensor(f"{name}.counts", (1, n_mat) if n_mat > 1 else (1,), 0, cnt.nbytes)]
+            blobs += [data, cnt]
+        path = Path(path)
+        with atomic_output(path) as fh:
+            writer = GGUFStreamWriter(fh, kvs, tensors)
+            for t, blob in zip(tensors, blobs):
+                writer.begin(t.name)
+                writer.write(blob)
+            writer.close()
+        return path
+
+    def save_dat(self, path: str | os.PathLike[str]) -> Path:
+        from qf.gguf_io import atomic_output
+
+        chunk_size = self.chunk_size or DEFAULT_CHUNK_SIZE
+        parts = []
+        for name, (sums, counts) in sorted(self.sums_and_counts().items()):
+            if not counts.any():  # llama-imatrix skips entries without any data
+                continue
+            ncall = (int(counts.max()) + chunk_size - 1) // chunk_size
+            cnt = counts.astype(np.float32)[:, None]
+            values = np.where(cnt == 0, np.float32(1), sums)
+            cnt = np.where(cnt == 0, np.float32(1), cnt)
+            stored = ((values / cnt) * np.float32(ncall)).astype(np.float32).reshape(-1)
+            raw = name.encode()
+            parts.append(struct.pack("<i", len(raw)) + raw + struct.pack("<ii", ncall, stored.size) + stored.tobytes())
+        dataset = (self.datasets[-1] if self.datasets else "").encode()
+        blob = (struct.pack("<i", len(parts)) + b"".join(parts)
+                + struct.pack("<ii", int(self.chunk_count), len(dataset)) + dataset)
+        path = Path(path)
+        with atomic_output(path) as fh:
+            fh.write(blob)
+        return path
