@@ -19,6 +19,9 @@ from numba.extending import intrinsic
 F32 = np.float32
 jit = nb.njit(cache=True, nogil=True)
 inline = nb.njit(cache=True, nogil=True, inline="always")
+#: ``jit`` with C's float semantics for division by zero (±inf/NaN, where numba's default raises
+#: ZeroDivisionError) and no zero test before each division; ``inline`` helpers take the caller's model
+jit_ieee = nb.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @intrinsic
@@ -49,6 +52,24 @@ def bits_f32(typingctx, u):
         return builder.bitcast(value, ir.FloatType())
 
     return types.float32(u), codegen
+
+
+@intrinsic
+def opaque(typingctx, n):
+    """``n`` unchanged, but hidden from the optimizer (an empty inline-asm move).
+
+    For a loop bound that is a small constant (a block size): LLVM fully unrolls such loops, and numba does not
+    SLP-vectorize straight-line code, so the unrolled loop runs scalar; a bound the optimizer cannot see keeps the
+    loop a loop, which the loop vectorizer handles."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        fnty = ir.FunctionType(value.type, [value.type])
+        return builder.asm(fnty, "", "=r,0", [value], side_effect=False)
+
+    return n(n), codegen
 
 
 @inline

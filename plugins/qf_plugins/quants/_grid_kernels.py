@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
+from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit_ieee, nearest_int
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
@@ -369,7 +369,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
 # IQ2_XXS: d f16; 8 × (u32 four grid indices, u32 four 7-bit signs | scale << 28)
 
 
-@jit
+@jit_ieee
 def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
@@ -440,7 +440,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
 # IQ2_XS: d f16; 32 × u16 (grid index | 7-bit signs << 9); scales u8[8] (two 4-bit scales per 32)
 
 
-@jit
+@jit_ieee
 def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
@@ -501,7 +501,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
 # IQ2_S: d f16; qs u8[32] (grid index low bits); signs u8[32]; qh u8[8] (2 high bits per index); scales u8[8]
 
 
-@jit
+@jit_ieee
 def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
@@ -561,7 +561,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
 # IQ3_XXS: d f16; qs u8[64] (grid indices); 8 × u32 (four 7-bit signs | scale << 28)
 
 
-@jit
+@jit_ieee
 def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
@@ -622,7 +622,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
 # IQ3_S: d f16; qs u8[64]; qh u8[8] (9th index bit); signs u8[32]; scales u8[4] (two 4-bit scales per 64)
 
 
-@jit
+@jit_ieee
 def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
@@ -703,7 +703,7 @@ def _signed(v, sbits, j):
     return -v if (sbits >> j) & 1 else v
 
 
-@jit
+@jit_ieee
 def dequantize_iq2_xxs(data, digits, values, out):
     n = data.shape[0]
     for r in range(n):
@@ -722,7 +722,7 @@ def dequantize_iq2_xxs(data, digits, values, out):
                         out[r, y + j] = _signed(db * values[digits[gi, j]], s, j)
 
 
-@jit
+@jit_ieee
 def dequantize_iq2_xs(data, digits, values, out):
     n = data.shape[0]
     for r in range(n):
@@ -743,7 +743,7 @@ def dequantize_iq2_xs(data, digits, values, out):
                         out[r, y + j] = _signed(db * values[digits[gi, j]], s, j)
 
 
-@jit
+@jit_ieee
 def dequantize_iq2_s(data, digits, values, out):
     n = data.shape[0]
     for r in range(n):
@@ -764,7 +764,7 @@ def dequantize_iq2_s(data, digits, values, out):
                         out[r, y + j] = _signed(db * values[digits[gi, j]], s, j)
 
 
-@jit
+@jit_ieee
 def dequantize_iq3_xxs(data, digits, values, out):
     n = data.shape[0]
     for r in range(n):
@@ -784,7 +784,7 @@ def dequantize_iq3_xxs(data, digits, values, out):
                         out[r, y + j + 4] = _signed(db * values[digits[g2, j]], s, j + 4)
 
 
-@jit
+@jit_ieee
 def dequantize_iq3_s(data, digits, values, out):
     n = data.shape[0]
     for r in range(n):

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit_ieee, nearest_int, opaque
 
 QK_K = 256
 GROUP_MAX_EPS_IQ1_S = F32(1e-12)
 GROUP_MAX_EPS_IQ1_M = F32(1e-7)
 FLT_MAX = F32(3.4028234663852886e38)
 DELTA = F32(0.125)
+NEG_INF = F32(-np.inf)
 
 
 @inline
@@ -57,7 +58,7 @@ def stable_argsort(x, r, xo, n, idx, keys):
         idx[i] = j
 
 
-@jit
+@jit_ieee
 def argsort_rows(x, block, out):
     """The kernels' sort, exposed for tests: ``out[r, b*block:(b+1)*block]`` = stable argsort of each block."""
     idx = np.empty(block, np.int64)
@@ -90,8 +91,17 @@ def _absmax(x, r, xo, n):
 
 
 @inline
-def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L, lo):
-    """iq1_find_best_neighbour2: the neighbour with the least weighted squared error at ``scale`` (levels ``xx``)."""
+def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
+    """iq1_find_best_neighbour2: the neighbour with the least weighted squared error at ``scale`` (levels ``xx``).
+
+    Each coordinate's term w·(scale·q − x)·(scale·q − x) takes only three values (q is one of the levels): they are
+    computed once into ``terms``, and a neighbour's error is then their sum, in coordinate order as in ggml."""
+    for i in range(8):
+        w = weight[wo + i]
+        xv = x[r, xo + i]
+        for l in range(3):
+            diff = scale * xx[l] - xv
+            terms[3 * i + l] = w * diff * diff
     nn = np.int64(neighbours[off])
     best = FLT_MAX
     gi = -1
@@ -99,10 +109,7 @@ def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L
         g = np.int64(neighbours[off + j])
         d2 = F32(0.0)
         for i in range(8):
-            q = xx[digits[g, i]]
-            w = weight[wo + i]
-            diff = scale * q - x[r, xo + i]
-            d2 += w * diff * diff
+            d2 += terms[3 * i + digits[g, i]]
         if d2 < best:
             best = d2
             gi = g
@@ -112,7 +119,7 @@ def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L
 
 
 @inline
-def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo):
+def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
     """Grid index of the 8 levels L[lo:lo+8], snapping to the best neighbour if off the grid; (index, on_grid)."""
     u = 0
     for j in range(8):
@@ -120,14 +127,55 @@ def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo
     gi = np.int64(kmap[u])
     if gi >= 0:
         return gi, True
-    return _best_neighbour2(neighbours, -gi - 1, digits, x, r, xo, weight, wo, scale, xx, L, lo), False
+    return _best_neighbour2(neighbours, -gi - 1, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms), False
+
+
+@inline
+def _key(qx, q2):
+    """The acceptance test ``q2 > 0 && qx*qx > best*q2`` is ``_key(qx, q2) > best*q2``."""
+    return qx * qx if q2 > F32(0.0) else NEG_INF
+
+
+@inline
+def _splits_s(sumx, sumw, i1, x_p, x_m, qxp, q2p, kp, qxm, q2m, km, width):
+    """Σwxq, Σwq² and the acceptance key of the splits (i1, i2) with levels x_p and x_m (IQ1_S), summed as ggml
+    sums them, for every i2 < width (those below i1 are not used).  ``width`` is opaque to the optimizer, so that
+    the loop is vectorized rather than unrolled."""
+    n = sumx.shape[0] - 1
+    p0, p1, p2 = x_p[0], x_p[1], x_p[2]
+    m0, m1, m2 = x_m[0], x_m[1], x_m[2]
+    s1 = sumx[i1]
+    w1 = sumw[i1]
+    tx = sumx[n]
+    tw = sumw[n]
+    a = s1 - sumx[0]
+    aw = w1 - sumw[0]
+    ap = a * p0
+    am = a * m0
+    awp = aw * p0 * p0
+    awm = aw * m0 * m0
+    for i2 in range(width):
+        b = sumx[i2] - s1
+        c = tx - sumx[i2]
+        bw = sumw[i2] - w1
+        cw = tw - sumw[i2]
+        sp = ap + b * p1 + c * p2
+        sm = am + b * m1 + c * m2
+        s2p = awp + bw * p1 * p1 + cw * p2 * p2
+        s2m = awm + bw * m1 * m1 + cw * m2 * m2
+        qxp[i2] = sp
+        qxm[i2] = sm
+        q2p[i2] = s2p
+        q2m[i2] = s2m
+        kp[i2] = _key(sp, s2p)
+        km[i2] = _key(sm, s2m)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # IQ1_S: d f16; qs u8[32] (grid index low bits); qh u16[8] (3 high bits per index ×4, 3-bit scale << 12, δ sign << 15)
 
 
-@jit
+@jit_ieee
 def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
@@ -141,6 +189,14 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
     keys = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     index = np.zeros(4, np.int64)
+    terms = np.zeros(24, np.float32)
+    width = opaque(33)
+    qxp = np.zeros(33, np.float32)
+    q2p = np.zeros(33, np.float32)
+    kp = np.zeros(33, np.float32)
+    qxm = np.zeros(33, np.float32)
+    q2m = np.zeros(33, np.float32)
+    km = np.zeros(33, np.float32)
     for r in range(n):
         for ibl in range(k // QK_K):
             base = ibl * QK_K
@@ -173,29 +229,19 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 besti1 = -1
                 besti2 = -1
                 best_shift = 0
-                p0, p1, p2 = x_p[0], x_p[1], x_p[2]
-                m0, m1, m2 = x_m[0], x_m[1], x_m[2]
                 for i1 in range(33):
-                    a = sumx[i1] - sumx[0]
-                    aw = sumw[i1] - sumw[0]
+                    # score the splits (i1, i2 >= i1) together, then run ggml's acceptance tests on the results
+                    _splits_s(sumx, sumw, i1, x_p, x_m, qxp, q2p, kp, qxm, q2m, km, width)
                     for i2 in range(i1, 33):
-                        b = sumx[i2] - sumx[i1]
-                        c = sumx[32] - sumx[i2]
-                        bw = sumw[i2] - sumw[i1]
-                        cw = sumw[32] - sumw[i2]
-                        sumqx = a * p0 + b * p1 + c * p2
-                        sumq2 = aw * p0 * p0 + bw * p1 * p1 + cw * p2 * p2
-                        if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
-                            scale = sumqx / sumq2
-                            best_score = scale * sumqx
+                        if kp[i2] > best_score * q2p[i2]:
+                            scale = qxp[i2] / q2p[i2]
+                            best_score = scale * qxp[i2]
                             besti1 = i1
                             besti2 = i2
                             best_shift = 1
-                        sumqx = a * m0 + b * m1 + c * m2
-                        sumq2 = aw * m0 * m0 + bw * m1 * m1 + cw * m2 * m2
-                        if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
-                            scale = sumqx / sumq2
-                            best_score = scale * sumqx
+                        if km[i2] > best_score * q2m[i2]:
+                            scale = qxm[i2] / q2m[i2]
+                            best_score = scale * qxm[i2]
                             besti1 = i1
                             besti2 = i2
                             best_shift = -1
@@ -214,7 +260,7 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 all_on_grid = True
                 for g in range(4):
                     gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
-                                         8 * g)
+                                         8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
                 if not all_on_grid:
@@ -255,7 +301,7 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
 # sub-block scales, the fp16 super-block scale spread over the top nibbles)
 
 
-@jit
+@jit_ieee
 def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
@@ -270,6 +316,7 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
     pw = np.empty((2, 17), np.float32)
     L = np.zeros(16, np.int64)
     index = np.zeros(2, np.int64)
+    terms = np.zeros(24, np.float32)
     sc = np.zeros(4, np.int64)
     sumqx = np.empty(4, np.float32)
     sumq2 = np.empty(4, np.float32)
@@ -363,7 +410,7 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
                 for g in range(2):
                     xx = (x_p if best_k < 2 else x_m) if g == 0 else (x_p if best_k % 2 == 0 else x_m)
                     gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
-                                         8 * g)
+                                         8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
                 if not all_on_grid:
@@ -424,7 +471,7 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
 # dequantization (ggml's dequantize_row_iq1_s / _m)
 
 
-@jit
+@jit_ieee
 def dequantize_iq1_s(data, digits, values, out):
     for r in range(data.shape[0]):
         for ibl in range(out.shape[1] // QK_K):
@@ -441,7 +488,7 @@ def dequantize_iq1_s(data, digits, values, out):
                         out[r, y + j] = dl * (values[digits[gi, j]] + delta)
 
 
-@jit
+@jit_ieee
 def dequantize_iq1_m(data, digits, values, out):
     for r in range(data.shape[0]):
         for ibl in range(out.shape[1] // QK_K):
