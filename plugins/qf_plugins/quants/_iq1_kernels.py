@@ -296,6 +296,54 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 out[r, o + 35 + 2 * ib] |= l << 4
 
 
+@inline
+def _splits_m(px, pw, i1, p2, m2, cp1, cp2, cm1, cm2, sqx, sq2, skey, width):
+    """IQ1_M's scores of the splits (i1, i2), every i2 < width, for the four sign choices k (δ sign of the first
+    half: + for k < 2; of the second: + for even k), summed as ggml sums them (from per-half prefix sums, since the
+    levels step by 1: a split's Σwxq is T·v₂ − S[i1] − S[i2] per half); with the acceptance keys."""
+    tx0 = px[0, px.shape[1] - 1]
+    tx1 = px[1, px.shape[1] - 1]
+    tw0 = pw[0, pw.shape[1] - 1]
+    tw1 = pw[1, pw.shape[1] - 1]
+    a0 = px[0, i1]
+    a1 = px[1, i1]
+    c0p = tw0 * p2 * p2 + pw[0, i1] * cp1
+    c0m = tw0 * m2 * m2 + pw[0, i1] * cm1
+    c1p = tw1 * p2 * p2 + pw[1, i1] * cp1
+    c1m = tw1 * m2 * m2 + pw[1, i1] * cm1
+    for i2 in range(width):
+        sx0 = a0 + px[0, i2]
+        sx1 = a1 + px[1, i2]
+        qx_p0 = tx0 * p2 - sx0
+        qx_m0 = tx0 * m2 - sx0
+        qx_p1 = tx1 * p2 - sx1
+        qx_m1 = tx1 * m2 - sx1
+        q2_p0 = c0p + pw[0, i2] * cp2
+        q2_m0 = c0m + pw[0, i2] * cm2
+        q2_p1 = c1p + pw[1, i2] * cp2
+        q2_m1 = c1m + pw[1, i2] * cm2
+        v = qx_p0 + qx_p1
+        v2 = q2_p0 + q2_p1
+        sqx[0, i2] = v
+        sq2[0, i2] = v2
+        skey[0, i2] = _key(v, v2)
+        v = qx_p0 + qx_m1
+        v2 = q2_p0 + q2_m1
+        sqx[1, i2] = v
+        sq2[1, i2] = v2
+        skey[1, i2] = _key(v, v2)
+        v = qx_m0 + qx_p1
+        v2 = q2_m0 + q2_p1
+        sqx[2, i2] = v
+        sq2[2, i2] = v2
+        skey[2, i2] = _key(v, v2)
+        v = qx_m0 + qx_m1
+        v2 = q2_m0 + q2_m1
+        sqx[3, i2] = v
+        sq2[3, i2] = v2
+        skey[3, i2] = _key(v, v2)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # IQ1_M: qs u8[32]; qh u8[16] (3 high index bits + δ sign bit, per group of 8); scales u8[8] = u16[4] (3-bit
 # sub-block scales, the fp16 super-block scale spread over the top nibbles)
@@ -318,8 +366,10 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
     index = np.zeros(2, np.int64)
     terms = np.zeros(24, np.float32)
     sc = np.zeros(4, np.int64)
-    sumqx = np.empty(4, np.float32)
-    sumq2 = np.empty(4, np.float32)
+    width = opaque(17)
+    splx = np.zeros((4, 17), np.float32)
+    spl2 = np.zeros((4, 17), np.float32)
+    splk = np.zeros((4, 17), np.float32)
     p2 = x_p[2]
     m2 = x_m[2]
     cp1 = x_p[0] * x_p[0] - x_p[1] * x_p[1]
@@ -364,34 +414,14 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
                     px[1 - h, j + 1] = px[1 - h, j]
                     pw[h, j + 1] = pw[h, j] + weight[i]
                     pw[1 - h, j + 1] = pw[1 - h, j]
-                tx0 = px[0, 16]
-                tx1 = px[1, 16]
-                tw0 = pw[0, 16]
-                tw1 = pw[1, 16]
                 for i1 in range(17):
+                    # score the splits (i1, i2 >= i1) together, then run ggml's acceptance tests on the results
+                    _splits_m(px, pw, i1, p2, m2, cp1, cp2, cm1, cm2, splx, spl2, splk, width)
                     for i2 in range(i1, 17):
-                        sx0 = px[0, i1] + px[0, i2]
-                        sx1 = px[1, i1] + px[1, i2]
-                        qx_p0 = tx0 * p2 - sx0
-                        qx_m0 = tx0 * m2 - sx0
-                        qx_p1 = tx1 * p2 - sx1
-                        qx_m1 = tx1 * m2 - sx1
-                        q2_p0 = tw0 * p2 * p2 + pw[0, i1] * cp1 + pw[0, i2] * cp2
-                        q2_m0 = tw0 * m2 * m2 + pw[0, i1] * cm1 + pw[0, i2] * cm2
-                        q2_p1 = tw1 * p2 * p2 + pw[1, i1] * cp1 + pw[1, i2] * cp2
-                        q2_m1 = tw1 * m2 * m2 + pw[1, i1] * cm1 + pw[1, i2] * cm2
-                        sumqx[0] = qx_p0 + qx_p1
-                        sumqx[1] = qx_p0 + qx_m1
-                        sumqx[2] = qx_m0 + qx_p1
-                        sumqx[3] = qx_m0 + qx_m1
-                        sumq2[0] = q2_p0 + q2_p1
-                        sumq2[1] = q2_p0 + q2_m1
-                        sumq2[2] = q2_m0 + q2_p1
-                        sumq2[3] = q2_m0 + q2_m1
                         for kk in range(4):
-                            if sumq2[kk] > F32(0.0) and sumqx[kk] * sumqx[kk] > best_score * sumq2[kk]:
-                                scale = sumqx[kk] / sumq2[kk]
-                                best_score = scale * sumqx[kk]
+                            if splk[kk, i2] > best_score * spl2[kk, i2]:
+                                scale = splx[kk, i2] / spl2[kk, i2]
+                                best_score = scale * splx[kk, i2]
                                 besti1 = i1
                                 besti2 = i2
                                 best_k = kk
