@@ -4,7 +4,8 @@ process.
     QF_LIBGGML_BASE=.../libggml-base.so python benchmarks/bench_grid.py [--rows 256] [--cols 4096] [--repeat 3]
 
 Input: a rows×cols float32 matrix of normal·0.02 values; the imatrix is lognormal.  MB/s counts float32 input
-bytes.  Each timing is the best of ``--repeat`` runs (qf and C interleaved) after a warm-up call (which also compiles the numba kernels and
+bytes.  Each timing is the best of ``--repeat`` runs (qf and C interleaved; thread CPU time, so that other processes on the
+machine distort it less) after a warm-up call (which also compiles the numba kernels and
 builds the grids, on both sides).  Types that need an imatrix are timed with one only.
 """
 
@@ -29,9 +30,9 @@ def best_times(fns, repeat: int) -> list[float]:
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best[i] = min(best[i], time.thread_time() - t0)
     return best
 
 

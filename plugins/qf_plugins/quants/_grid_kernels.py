@@ -10,7 +10,8 @@ to a digit vector; a vector that is not a grid point is replaced by the best of 
 one fp16 super-block scale.
 
 Grid arguments come from :func:`qf_plugins.quants._grids.tables`: ``kmap`` int32, ``neighbours`` uint16,
-``qpoints`` float32 ``(G, dim)`` (coordinates ``2l+1``), ``digits`` int8 ``(G, dim)`` (``l``).  ``qw`` is the
+``grid`` (GridTables.toff for the IQ2 kernels, GridTables.qpoints for IQ3: see :func:`_best_neighbour`),
+``digits`` int8 ``(G, dim)`` (``l``).  ``qw`` is the
 imatrix (float32 ``(n_per_row,)``) or None; numba compiles one specialisation for each.
 """
 
@@ -126,21 +127,44 @@ def _signs8(x, r, xo, weight, wo, xval, even, signs, k):
 
 
 @inline
-def _best_neighbour(neighbours, off, qpoints, xval, xo, waux, scale):
-    """The grid index of the neighbour (list at ``off``) closest to xval/scale in waux-weighted distance."""
-    dim = qpoints.shape[1]
+def _best_neighbour(neighbours, off, grid, terms, xval, xo, waux, scale):
+    """The grid index of the neighbour (list at ``off``) closest to xval/scale in waux-weighted distance.
+
+    With ``terms`` (IQ2, long lists): a coordinate's term waux·(scale·q − x)·(scale·q − x) depends only on the
+    coordinate's level q = 2l+1, so the terms of every coordinate and level are computed once into ``terms``, and a
+    neighbour's distance is the sum of its coordinates' terms, found through ``grid`` = GridTables.toff.  With an
+    empty ``terms`` (IQ3, short lists) ``grid`` is GridTables.qpoints, and every term is computed.  Either way the
+    sum runs in coordinate order, as in ggml."""
+    dim = grid.shape[1]
     nn = np.int64(neighbours[off])
     best_d2 = FLT_MAX
     gi = -1
-    for j in range(1, nn + 1):
-        g = np.int64(neighbours[off + j])
-        d2 = F32(0.0)
+    if terms.shape[0] > 0:
+        nl = terms.shape[0] // dim
         for i in range(dim):
-            diff = scale * qpoints[g, i] - xval[xo + i]
-            d2 += waux[xo + i] * diff * diff
-        if d2 < best_d2:
-            best_d2 = d2
-            gi = g
+            xv = xval[xo + i]
+            w = waux[xo + i]
+            for l in range(nl):
+                diff = scale * F32(2 * l + 1) - xv
+                terms[i * nl + l] = w * diff * diff
+        for j in range(1, nn + 1):
+            g = neighbours[off + j]
+            d2 = F32(0.0)
+            for i in range(dim):
+                d2 += terms[np.int64(grid[g, i])]
+            if d2 < best_d2:
+                best_d2 = d2
+                gi = np.int64(g)
+    else:
+        for j in range(1, nn + 1):
+            g = neighbours[off + j]
+            d2 = F32(0.0)
+            for i in range(dim):
+                diff = scale * F32(grid[g, i]) - xval[xo + i]
+                d2 += waux[xo + i] * diff * diff
+            if d2 < best_d2:
+                best_d2 = d2
+                gi = np.int64(g)
     return gi
 
 
@@ -179,7 +203,7 @@ def _code(L, lo, dim, bits):
 
 @inline
 def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, waux, L, on_grid,
-          ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits):
+          ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits):
     """ggml's scan of candidate inverse scales id = (2·kmax − 1 + is·step)/denom, is in [is_lo, is_hi]: at each,
     round the values to digits, snap groups that are off the grid to their best neighbour at scale 1/id, and keep
     the candidate with the best fit (Σwxq)²/Σwq², strictly better than the previous best (starting from 0).
@@ -207,7 +231,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
             gi = np.int64(kmap[u])
             ogc[k, c] = gi >= 0
             if gi < 0:
-                gi = _best_neighbour(neighbours, -gi - 1, qpoints, xval, dim * k, waux, this_scale)
+                gi = _best_neighbour(neighbours, -gi - 1, grid, terms, xval, dim * k, waux, this_scale)
                 for i in range(dim):
                     Lc[dim * k + i, c] = digits[gi, i]
     for c in range(lanes):
@@ -237,7 +261,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
 
 @inline
 def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recompute_all,
-                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits):
+                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits):
     """The search shared by IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S; returns the scale and leaves the digits in L.
 
     The scan (:func:`_scan`) from scale max/(2·kmax − 1); then the groups that were off the grid at the chosen
@@ -246,7 +270,7 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
     for k in range(ngroups):
         on_grid[k] = init_on_grid
     scale = _scan(n, dim, bits, kmax, mx, is_lo, is_hi, step, mx / F32(2 * kmax - 1), xval, weight, waux, L,
-                  on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                  on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
     n_not_on_grid = 0
     for k in range(ngroups):
         if not on_grid[k]:
@@ -256,7 +280,7 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
         for k in range(ngroups):
             if on_grid[k] and not recompute_all:
                 continue
-            _snap(id_, scale, xval, dim * k, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, digits)
+            _snap(id_, scale, xval, dim * k, dim, bits, kmax, L, waux, kmap, neighbours, grid, terms, digits)
         sumqx, sumq2 = _fit(n, weight, xval, L)
         if sumq2 > F32(0.0):
             scale = sumqx / sumq2
@@ -264,12 +288,12 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
 
 
 @inline
-def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, digits):
+def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, grid, terms, digits):
     """Round one group at inverse scale id_ into L; if off the grid, replace it by its best neighbour at ``scale``."""
     u = _round_group(id_, xval, xo, dim, bits, kmax, L)
     gi = np.int64(kmap[u])
     if gi < 0:
-        gi = _best_neighbour(neighbours, -gi - 1, qpoints, xval, xo, waux, scale)
+        gi = _best_neighbour(neighbours, -gi - 1, grid, terms, xval, xo, waux, scale)
         for i in range(dim):
             L[xo + i] = digits[gi, i]
 
@@ -278,10 +302,10 @@ LANES = 32  # candidate scales scored together (every scan has at most 31)
 
 
 @inline
-def _workspace(n, ngroups):
-    """Scratch for :func:`_scan`: ids, Lc, ogc, sqx, sq2."""
+def _workspace(n, ngroups, nterms):
+    """Scratch for :func:`_scan` and :func:`_best_neighbour`: ids, Lc, ogc, sqx, sq2, terms."""
     return (np.zeros(LANES, np.float32), np.zeros((n, LANES), np.int32), np.zeros((ngroups, LANES), np.bool_),
-            np.zeros(LANES, np.float32), np.zeros(LANES, np.float32))
+            np.zeros(LANES, np.float32), np.zeros(LANES, np.float32), np.zeros(nterms, np.float32))
 
 
 @inline
@@ -370,7 +394,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
 
 
 @jit_ieee
-def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq2_xxs(x, qw, kmap, neighbours, grid, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -378,7 +402,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     on_grid = np.zeros(4, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(32, 4)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(32, 4, 24)
     signs = np.zeros(4, np.int64)
     q2 = np.zeros(16, np.int64)
     for r in range(n):
@@ -405,11 +429,11 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _scan(32, 8, 2, 3, eff_max, -6, 6, F32(0.1), scale, xval, weight, waux, L, on_grid,
-                              ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                              ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
                 if scale > F32(0.0):
                     id_ = F32(1.0) / scale
                     for g in range(4):
-                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux, kmap, neighbours, qpoints, digits)
+                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux, kmap, neighbours, grid, terms, digits)
                     sumqx, sumq2 = _fit(32, weight, xval, L)
                     if sumq2 > F32(0.0):
                         scale = sumqx / sumq2
@@ -441,7 +465,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit_ieee
-def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq2_xs(x, qw, kmap, neighbours, grid, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
     weight = np.empty(16, np.float32)
@@ -449,7 +473,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(16, np.float32)
     L = np.zeros(16, np.int64)
     on_grid = np.zeros(2, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(16, 2)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(16, 2, 24)
     signs = np.zeros(2, np.int64)
     q2 = np.zeros(32, np.int64)
     for r in range(n):
@@ -472,7 +496,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -502,7 +526,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit_ieee
-def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq2_s(x, qw, kmap, neighbours, grid, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
     weight = np.empty(16, np.float32)
@@ -510,7 +534,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(16, np.float32)
     L = np.zeros(16, np.int64)
     on_grid = np.zeros(2, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(16, 2)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(16, 2, 24)
     signs = np.zeros(2, np.int64)
     for r in range(n):
         for ibl in range(k // QK_K):
@@ -533,7 +557,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -562,7 +586,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit_ieee
-def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq3_xxs(x, qw, kmap, neighbours, grid, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -570,7 +594,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     on_grid = np.zeros(8, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(32, 8)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(32, 8, 0)
     signs = np.zeros(4, np.int64)
     q3 = np.zeros(64, np.int64)
     sas = np.zeros(8, np.int64)
@@ -595,7 +619,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(32, 4, 3, 8, mx, -15, 15, F32(0.2), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):
@@ -623,7 +647,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit_ieee
-def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq3_s(x, qw, kmap, neighbours, grid, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -631,7 +655,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     on_grid = np.zeros(8, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(32, 8)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(32, 8, 0)
     signs = np.zeros(4, np.int64)
     for r in range(n):
         for ibl in range(k // QK_K):
@@ -658,7 +682,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(32, 4, 3, 8, mx, -9, 9, F32(0.2), False, True, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):

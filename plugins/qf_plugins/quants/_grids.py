@@ -64,6 +64,9 @@ class GridTables:
     map: np.ndarray
     neighbours: np.ndarray
     values: np.ndarray
+    #: uint8 ``(G, dim)``: ``i*len(values) + digit`` — where coordinate i of a point finds its error term in a
+    #: table of ``dim × len(values)`` per-coordinate, per-level terms (see the kernels' neighbour searches)
+    toff: np.ndarray
 
     @property
     def dequant_grid(self) -> np.ndarray:
@@ -94,7 +97,8 @@ def tables(name: str) -> GridTables:
     points = (2 * digits + 1).astype(np.int8)
     kmap, neighbours = build_neighbours(digits, spec.bits, spec.kmap_size, spec.nwant)
     values = np.array(spec.values, np.float32)
-    return GridTables(spec, code_table, points, points.astype(np.float32), digits, kmap, neighbours, values)
+    toff = (np.arange(spec.dim) * len(spec.values) + digits).astype(np.uint8)
+    return GridTables(spec, code_table, points, points.astype(np.float32), digits, kmap, neighbours, values, toff)
 
 
 @jit
