@@ -9,7 +9,7 @@ ggml sorts with ``qsort``; glibc's qsort is a merge sort for arrays this small, 
 and -0 against +0) keep their original order: :func:`stable_argsort` does the same.
 
 Grid arguments come from :func:`qf_plugins.quants._grids.tables` ("iq1s"): ``kmap`` int32, ``neighbours`` uint16,
-``digits`` int8 ``(2048, 8)``.  ``qw`` is the imatrix or None.
+``toff`` uint8 and ``digits`` int8 ``(2048, 8)``.  ``qw`` is the imatrix or None.
 """
 
 from __future__ import annotations
@@ -91,11 +91,12 @@ def _absmax(x, r, xo, n):
 
 
 @inline
-def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
+def _best_neighbour2(neighbours, off, toff, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
     """iq1_find_best_neighbour2: the neighbour with the least weighted squared error at ``scale`` (levels ``xx``).
 
     Each coordinate's term w·(scale·q − x)·(scale·q − x) takes only three values (q is one of the levels): they are
-    computed once into ``terms``, and a neighbour's error is then their sum, in coordinate order as in ggml."""
+    computed once into ``terms``, and a neighbour's error is then their sum (``toff`` = GridTables.toff locates
+    them), in coordinate order as in ggml."""
     for i in range(8):
         w = weight[wo + i]
         xv = x[r, xo + i]
@@ -106,20 +107,20 @@ def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L
     best = FLT_MAX
     gi = -1
     for j in range(1, nn + 1):
-        g = np.int64(neighbours[off + j])
+        g = neighbours[off + j]
         d2 = F32(0.0)
         for i in range(8):
-            d2 += terms[3 * i + digits[g, i]]
+            d2 += terms[np.int64(toff[g, i])]
         if d2 < best:
             best = d2
-            gi = g
+            gi = np.int64(g)
     for i in range(8):
         L[lo + i] = digits[gi, i]
     return gi
 
 
 @inline
-def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
+def _snap_group(kmap, neighbours, toff, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
     """Grid index of the 8 levels L[lo:lo+8], snapping to the best neighbour if off the grid; (index, on_grid)."""
     u = 0
     for j in range(8):
@@ -127,7 +128,7 @@ def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo
     gi = np.int64(kmap[u])
     if gi >= 0:
         return gi, True
-    return _best_neighbour2(neighbours, -gi - 1, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms), False
+    return _best_neighbour2(neighbours, -gi - 1, toff, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms), False
 
 
 @inline
@@ -176,7 +177,7 @@ def _splits_s(sumx, sumw, i1, x_p, x_m, qxp, q2p, kp, qxm, q2m, km, width):
 
 
 @jit_ieee
-def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
+def quantize_iq1_s(x, qw, kmap, neighbours, toff, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
@@ -259,7 +260,7 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 xx = x_p if best_shift == 1 else x_m
                 all_on_grid = True
                 for g in range(4):
-                    gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
+                    gi, on = _snap_group(kmap, neighbours, toff, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
                                          8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
@@ -350,7 +351,7 @@ def _splits_m(px, pw, i1, p2, m2, cp1, cp2, cm1, cm2, sqx, sq2, skey, width):
 
 
 @jit_ieee
-def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
+def quantize_iq1_m(x, qw, kmap, neighbours, toff, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
@@ -439,7 +440,7 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
                 all_on_grid = True
                 for g in range(2):
                     xx = (x_p if best_k < 2 else x_m) if g == 0 else (x_p if best_k % 2 == 0 else x_m)
-                    gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
+                    gi, on = _snap_group(kmap, neighbours, toff, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
                                          8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
