@@ -45,17 +45,19 @@ def _get_f16(data, r, o):
 
 @inline
 def stable_argsort(x, r, xo, n, idx, keys):
-    """Indices 0..n-1 of ``x[r, xo:xo+n]`` in ascending order, equal values in their original order (insertion
-    sort on a copy of the keys)."""
+    """Indices 0..n-1 of ``x[r, xo:xo+n]`` in ascending order, equal values in their original order.
+
+    By rank: value i goes to the place given by the number of values below it plus the number of equal values
+    before it (no branches, so the count vectorizes)."""
+    m = opaque(n)  # a constant bound would be unrolled, not vectorized
     for j in range(n):
-        v = x[r, xo + j]
-        i = j
-        while i > 0 and keys[i - 1] > v:
-            keys[i] = keys[i - 1]
-            idx[i] = idx[i - 1]
-            i -= 1
-        keys[i] = v
-        idx[i] = j
+        keys[j] = x[r, xo + j]
+    for i in range(n):
+        v = keys[i]
+        rank = 0
+        for j in range(m):
+            rank += np.int64((keys[j] < v) | ((keys[j] == v) & (j < i)))
+        idx[rank] = i
 
 
 @jit_ieee
