@@ -19,7 +19,7 @@ imported only by the kernels' callers, never when types are registered.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import attrs
@@ -88,7 +88,7 @@ def digits_of(code_table: np.ndarray, dim: int, bits: int) -> np.ndarray:
     return ((code_table.astype(np.int64)[:, None] >> shifts) & ((1 << bits) - 1)).astype(np.int8)
 
 
-@lru_cache(maxsize=None)
+@cache
 def tables(name: str) -> GridTables:
     """The expanded grid ``name`` (one of :data:`SPECS`), built on first call."""
     spec = SPECS[name]
