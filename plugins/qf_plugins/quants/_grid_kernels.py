@@ -10,8 +10,7 @@ to a digit vector; a vector that is not a grid point is replaced by the best of 
 one fp16 super-block scale.
 
 Grid arguments come from :func:`qf_plugins.quants._grids.tables`: ``kmap`` int32, ``neighbours`` uint16,
-``grid`` (GridTables.toff for the IQ2 kernels, GridTables.qpoints for IQ3: see :func:`_best_neighbour`),
-``digits`` int8 ``(G, dim)`` (``l``).  ``qw`` is the
+``qpoints``, ``toff64`` (empty for IQ3) and ``digits`` (see GridTables and :func:`_best_neighbour`).  ``qw`` is the
 imatrix (float32 ``(n_per_row,)``) or None; numba compiles one specialisation for each.
 """
 
@@ -127,19 +126,19 @@ def _signs8(x, r, xo, weight, wo, xval, even, signs, k):
 
 
 @inline
-def _best_neighbour(neighbours, off, grid, terms, xval, xo, waux, scale):
+def _best_neighbour(neighbours, off, qpoints, toff64, terms, xval, xo, waux, scale):
     """The grid index of the neighbour (list at ``off``) closest to xval/scale in waux-weighted distance.
 
     With ``terms`` (IQ2, long lists): a coordinate's term waux·(scale·q − x)·(scale·q − x) depends only on the
     coordinate's level q = 2l+1, so the terms of every coordinate and level are computed once into ``terms``, and a
-    neighbour's distance is the sum of its coordinates' terms, found through ``grid`` = GridTables.toff.  With an
-    empty ``terms`` (IQ3, short lists) ``grid`` is GridTables.qpoints, and every term is computed.  Either way the
-    sum runs in coordinate order, as in ggml."""
-    dim = grid.shape[1]
+    neighbour's distance is the sum of its coordinates' terms, found through ``toff64`` (GridTables.toff64).  With
+    an empty ``terms`` (IQ3, short lists) every term is computed from ``qpoints``.  Either way the sum runs in
+    coordinate order, as in ggml."""
     nn = np.int64(neighbours[off])
     best_d2 = FLT_MAX
     gi = -1
     if terms.shape[0] > 0:
+        dim = 8
         nl = terms.shape[0] // dim
         for i in range(dim):
             xv = xval[xo + i]
@@ -149,18 +148,20 @@ def _best_neighbour(neighbours, off, grid, terms, xval, xo, waux, scale):
                 terms[i * nl + l] = w * diff * diff
         for j in range(1, nn + 1):
             g = neighbours[off + j]
+            packed = toff64[g]  # the point's 8 offsets in one load
             d2 = F32(0.0)
-            for i in range(dim):
-                d2 += terms[np.int64(grid[g, i])]
+            for i in range(8):
+                d2 += terms[np.int64((packed >> np.uint64(8 * i)) & np.uint64(0xFF))]
             if d2 < best_d2:
                 best_d2 = d2
                 gi = np.int64(g)
     else:
+        dim = qpoints.shape[1]
         for j in range(1, nn + 1):
             g = neighbours[off + j]
             d2 = F32(0.0)
             for i in range(dim):
-                diff = scale * F32(grid[g, i]) - xval[xo + i]
+                diff = scale * qpoints[g, i] - xval[xo + i]
                 d2 += waux[xo + i] * diff * diff
             if d2 < best_d2:
                 best_d2 = d2
@@ -203,7 +204,7 @@ def _code(L, lo, dim, bits):
 
 @inline
 def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, waux, L, on_grid,
-          ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits):
+          ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits):
     """ggml's scan of candidate inverse scales id = (2·kmax − 1 + is·step)/denom, is in [is_lo, is_hi]: at each,
     round the values to digits, snap groups that are off the grid to their best neighbour at scale 1/id, and keep
     the candidate with the best fit (Σwxq)²/Σwq², strictly better than the previous best (starting from 0).
@@ -231,7 +232,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
             gi = np.int64(kmap[u])
             ogc[k, c] = gi >= 0
             if gi < 0:
-                gi = _best_neighbour(neighbours, -gi - 1, grid, terms, xval, dim * k, waux, this_scale)
+                gi = _best_neighbour(neighbours, -gi - 1, qpoints, toff64, terms, xval, dim * k, waux, this_scale)
                 for i in range(dim):
                     Lc[dim * k + i, c] = digits[gi, i]
     for c in range(lanes):
@@ -261,7 +262,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
 
 @inline
 def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recompute_all,
-                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits):
+                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits):
     """The search shared by IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S; returns the scale and leaves the digits in L.
 
     The scan (:func:`_scan`) from scale max/(2·kmax − 1); then the groups that were off the grid at the chosen
@@ -270,7 +271,7 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
     for k in range(ngroups):
         on_grid[k] = init_on_grid
     scale = _scan(n, dim, bits, kmax, mx, is_lo, is_hi, step, mx / F32(2 * kmax - 1), xval, weight, waux, L,
-                  on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
+                  on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
     n_not_on_grid = 0
     for k in range(ngroups):
         if not on_grid[k]:
@@ -280,7 +281,7 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
         for k in range(ngroups):
             if on_grid[k] and not recompute_all:
                 continue
-            _snap(id_, scale, xval, dim * k, dim, bits, kmax, L, waux, kmap, neighbours, grid, terms, digits)
+            _snap(id_, scale, xval, dim * k, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, toff64, terms, digits)
         sumqx, sumq2 = _fit(n, weight, xval, L)
         if sumq2 > F32(0.0):
             scale = sumqx / sumq2
@@ -288,12 +289,12 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
 
 
 @inline
-def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, grid, terms, digits):
+def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, toff64, terms, digits):
     """Round one group at inverse scale id_ into L; if off the grid, replace it by its best neighbour at ``scale``."""
     u = _round_group(id_, xval, xo, dim, bits, kmax, L)
     gi = np.int64(kmap[u])
     if gi < 0:
-        gi = _best_neighbour(neighbours, -gi - 1, grid, terms, xval, xo, waux, scale)
+        gi = _best_neighbour(neighbours, -gi - 1, qpoints, toff64, terms, xval, xo, waux, scale)
         for i in range(dim):
             L[xo + i] = digits[gi, i]
 
@@ -394,7 +395,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
 
 
 @jit_ieee
-def quantize_iq2_xxs(x, qw, kmap, neighbours, grid, digits, out):
+def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -429,11 +430,11 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, grid, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _scan(32, 8, 2, 3, eff_max, -6, 6, F32(0.1), scale, xval, weight, waux, L, on_grid,
-                              ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
+                              ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale > F32(0.0):
                     id_ = F32(1.0) / scale
                     for g in range(4):
-                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux, kmap, neighbours, grid, terms, digits)
+                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux, kmap, neighbours, qpoints, toff64, terms, digits)
                     sumqx, sumq2 = _fit(32, weight, xval, L)
                     if sumq2 > F32(0.0):
                         scale = sumqx / sumq2
@@ -465,7 +466,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, grid, digits, out):
 
 
 @jit_ieee
-def quantize_iq2_xs(x, qw, kmap, neighbours, grid, digits, out):
+def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
     weight = np.empty(16, np.float32)
@@ -496,7 +497,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, grid, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -526,7 +527,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, grid, digits, out):
 
 
 @jit_ieee
-def quantize_iq2_s(x, qw, kmap, neighbours, grid, digits, out):
+def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
     weight = np.empty(16, np.float32)
@@ -557,7 +558,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, grid, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -586,7 +587,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, grid, digits, out):
 
 
 @jit_ieee
-def quantize_iq3_xxs(x, qw, kmap, neighbours, grid, digits, out):
+def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -619,7 +620,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, grid, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(32, 4, 3, 8, mx, -15, 15, F32(0.2), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):
@@ -647,7 +648,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, grid, digits, out):
 
 
 @jit_ieee
-def quantize_iq3_s(x, qw, kmap, neighbours, grid, digits, out):
+def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -682,7 +683,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, grid, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(32, 4, 3, 8, mx, -9, 9, F32(0.2), False, True, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, grid, terms, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):

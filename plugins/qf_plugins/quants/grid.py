@@ -22,12 +22,11 @@ class GridCodec(Codec):
 
     kernel_module = "qf_plugins.quants._grid_kernels"
 
-    def __init__(self, name: str, grid: str, kernel: str, type_size: int, search: str = "toff") -> None:
+    def __init__(self, name: str, grid: str, kernel: str, type_size: int) -> None:
         self.name = name
         self.grid = grid
         self.kernel = kernel
         self.type_size = type_size
-        self.search = search  # the GridTables field the kernel scores neighbours with
 
     def _kernels(self):
         import importlib
@@ -43,7 +42,7 @@ class GridCodec(Codec):
         t = self._tables()
         out = np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
         quantize = getattr(self._kernels(), f"quantize_{self.kernel}")
-        quantize(x, imatrix, t.map, t.neighbours, getattr(t, self.search), t.digits, out)
+        quantize(x, imatrix, t.map, t.neighbours, t.qpoints, t.toff64, t.digits, out)
         return out
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
@@ -56,8 +55,8 @@ class GridCodec(Codec):
 IQ2_XXS_CODEC = GridCodec("IQ2_XXS", "iq2xxs", "iq2_xxs", 66)
 IQ2_XS_CODEC = GridCodec("IQ2_XS", "iq2xs", "iq2_xs", 74)
 IQ2_S_CODEC = GridCodec("IQ2_S", "iq2s", "iq2_s", 82)
-IQ3_XXS_CODEC = GridCodec("IQ3_XXS", "iq3xxs", "iq3_xxs", 98, "qpoints")
-IQ3_S_CODEC = GridCodec("IQ3_S", "iq3s", "iq3_s", 110, "qpoints")
+IQ3_XXS_CODEC = GridCodec("IQ3_XXS", "iq3xxs", "iq3_xxs", 98)
+IQ3_S_CODEC = GridCodec("IQ3_S", "iq3s", "iq3_s", 110)
 
 QUANT_TYPES = (
     QuantType("IQ2_XXS", 16, QK_K, 66, f"{__name__}:IQ2_XXS_CODEC", ("grid",), requires_imatrix=True,
