@@ -9,7 +9,7 @@ ggml sorts with ``qsort``; glibc's qsort is a merge sort for arrays this small, 
 and -0 against +0) keep their original order: :func:`stable_argsort` does the same.
 
 Grid arguments come from :func:`qf_plugins.quants._grids.tables` ("iq1s"): ``kmap`` int32, ``neighbours`` uint16,
-``toff`` uint8 and ``digits`` int8 ``(2048, 8)``.  ``qw`` is the imatrix or None.
+``toff64`` uint64 and ``digits`` int8 ``(2048, 8)``.  ``qw`` is the imatrix or None.
 """
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ def _absmax(x, r, xo, n):
 
 
 @inline
-def _best_neighbour2(neighbours, off, toff, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
+def _best_neighbour2(neighbours, off, toff64, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
     """iq1_find_best_neighbour2: the neighbour with the least weighted squared error at ``scale`` (levels ``xx``).
 
     Each coordinate's term w·(scale·q − x)·(scale·q − x) takes only three values (q is one of the levels): they are
-    computed once into ``terms``, and a neighbour's error is then their sum (``toff`` = GridTables.toff locates
+    computed once into ``terms``, and a neighbour's error is then their sum (``toff64`` = GridTables.toff64 locates
     them), in coordinate order as in ggml."""
     for i in range(8):
         w = weight[wo + i]
@@ -110,9 +110,10 @@ def _best_neighbour2(neighbours, off, toff, digits, x, r, xo, weight, wo, scale,
     gi = -1
     for j in range(1, nn + 1):
         g = neighbours[off + j]
+        packed = toff64[g]  # the point's 8 offsets in one load
         d2 = F32(0.0)
         for i in range(8):
-            d2 += terms[np.int64(toff[g, i])]
+            d2 += terms[np.int64((packed >> np.uint64(8 * i)) & np.uint64(0xFF))]
         if d2 < best:
             best = d2
             gi = np.int64(g)
@@ -122,7 +123,7 @@ def _best_neighbour2(neighbours, off, toff, digits, x, r, xo, weight, wo, scale,
 
 
 @inline
-def _snap_group(kmap, neighbours, toff, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
+def _snap_group(kmap, neighbours, toff64, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
     """Grid index of the 8 levels L[lo:lo+8], snapping to the best neighbour if off the grid; (index, on_grid)."""
     u = 0
     for j in range(8):
@@ -130,7 +131,7 @@ def _snap_group(kmap, neighbours, toff, digits, x, r, xo, weight, wo, scale, xx,
     gi = np.int64(kmap[u])
     if gi >= 0:
         return gi, True
-    return _best_neighbour2(neighbours, -gi - 1, toff, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms), False
+    return _best_neighbour2(neighbours, -gi - 1, toff64, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms), False
 
 
 @inline
@@ -179,7 +180,7 @@ def _splits_s(sumx, sumw, i1, x_p, x_m, qxp, q2p, kp, qxm, q2m, km, width):
 
 
 @jit_ieee
-def quantize_iq1_s(x, qw, kmap, neighbours, toff, digits, out):
+def quantize_iq1_s(x, qw, kmap, neighbours, toff64, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
@@ -262,7 +263,7 @@ def quantize_iq1_s(x, qw, kmap, neighbours, toff, digits, out):
                 xx = x_p if best_shift == 1 else x_m
                 all_on_grid = True
                 for g in range(4):
-                    gi, on = _snap_group(kmap, neighbours, toff, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
+                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
                                          8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
@@ -353,7 +354,7 @@ def _splits_m(px, pw, i1, p2, m2, cp1, cp2, cm1, cm2, sqx, sq2, skey, width):
 
 
 @jit_ieee
-def quantize_iq1_m(x, qw, kmap, neighbours, toff, digits, out):
+def quantize_iq1_m(x, qw, kmap, neighbours, toff64, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
@@ -442,7 +443,7 @@ def quantize_iq1_m(x, qw, kmap, neighbours, toff, digits, out):
                 all_on_grid = True
                 for g in range(2):
                     xx = (x_p if best_k < 2 else x_m) if g == 0 else (x_p if best_k % 2 == 0 else x_m)
-                    gi, on = _snap_group(kmap, neighbours, toff, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
+                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
                                          8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi

@@ -20,7 +20,7 @@ class IQ1Codec(GridCodec):
 
         t = self._tables()
         out = np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
-        getattr(self._kernels(), f"quantize_{self.kernel}")(x, imatrix, t.map, t.neighbours, t.toff, t.digits, out)
+        getattr(self._kernels(), f"quantize_{self.kernel}")(x, imatrix, t.map, t.neighbours, t.toff64, t.digits, out)
         return out
 
 
