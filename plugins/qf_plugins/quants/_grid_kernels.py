@@ -126,7 +126,7 @@ def _signs8(x, r, xo, weight, wo, xval, even, signs, k):
 
 
 @inline
-def _best_neighbour(neighbours, off, qpoints, toff64, terms, xval, xo, waux, scale):
+def _best_neighbour(neighbours, off, dim, qpoints, toff64, terms, xval, xo, waux, scale):
     """The grid index of the neighbour (list at ``off``) closest to xval/scale in waux-weighted distance.
 
     With ``terms`` (IQ2, long lists): a coordinate's term waux·(scale·q − x)·(scale·q − x) depends only on the
@@ -138,7 +138,6 @@ def _best_neighbour(neighbours, off, qpoints, toff64, terms, xval, xo, waux, sca
     best_d2 = FLT_MAX
     gi = -1
     if terms.shape[0] > 0:
-        dim = 8
         nl = terms.shape[0] // dim
         for i in range(dim):
             xv = xval[xo + i]
@@ -148,15 +147,14 @@ def _best_neighbour(neighbours, off, qpoints, toff64, terms, xval, xo, waux, sca
                 terms[i * nl + l] = w * diff * diff
         for j in range(1, nn + 1):
             g = neighbours[off + j]
-            packed = toff64[g]  # the point's 8 offsets in one load
+            packed = toff64[g]  # the point's offsets in one load
             d2 = F32(0.0)
-            for i in range(8):
+            for i in range(dim):
                 d2 += terms[np.int64((packed >> np.uint64(8 * i)) & np.uint64(0xFF))]
             if d2 < best_d2:
                 best_d2 = d2
                 gi = np.int64(g)
     else:
-        dim = qpoints.shape[1]
         for j in range(1, nn + 1):
             g = neighbours[off + j]
             d2 = F32(0.0)
@@ -232,7 +230,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
             gi = np.int64(kmap[u])
             ogc[k, c] = gi >= 0
             if gi < 0:
-                gi = _best_neighbour(neighbours, -gi - 1, qpoints, toff64, terms, xval, dim * k, waux, this_scale)
+                gi = _best_neighbour(neighbours, -gi - 1, dim, qpoints, toff64, terms, xval, dim * k, waux, this_scale)
                 for i in range(dim):
                     Lc[dim * k + i, c] = digits[gi, i]
     for c in range(lanes):
@@ -294,7 +292,7 @@ def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, qpoi
     u = _round_group(id_, xval, xo, dim, bits, kmax, L)
     gi = np.int64(kmap[u])
     if gi < 0:
-        gi = _best_neighbour(neighbours, -gi - 1, qpoints, toff64, terms, xval, xo, waux, scale)
+        gi = _best_neighbour(neighbours, -gi - 1, dim, qpoints, toff64, terms, xval, xo, waux, scale)
         for i in range(dim):
             L[xo + i] = digits[gi, i]
 

@@ -67,7 +67,7 @@ class GridTables:
     #: uint8 ``(G, dim)``: ``i*len(values) + digit`` — where coordinate i of a point finds its error term in a
     #: table of ``dim × len(values)`` per-coordinate, per-level terms (see the kernels' neighbour searches)
     toff: np.ndarray
-    #: for 8-dimensional grids, ``toff`` with each point's 8 offsets packed into one little-endian uint64
+    #: ``toff`` with each point's offsets packed into one uint64 (offset i in bits 8i..8i+7)
     toff64: np.ndarray
 
     @property
@@ -100,7 +100,8 @@ def tables(name: str) -> GridTables:
     kmap, neighbours = build_neighbours(digits, spec.bits, spec.kmap_size, spec.nwant)
     values = np.array(spec.values, np.float32)
     toff = (np.arange(spec.dim) * len(spec.values) + digits).astype(np.uint8)
-    toff64 = np.ascontiguousarray(toff).view("<u8").reshape(-1).copy() if spec.dim == 8 else np.zeros(0, np.uint64)
+    toff64 = (toff.astype(np.uint64) << (np.uint64(8) * np.arange(spec.dim, dtype=np.uint64))).sum(axis=1,
+                                                                                                dtype=np.uint64)
     return GridTables(spec, code_table, points, points.astype(np.float32), digits, kmap, neighbours, values, toff,
                       toff64)
 
