@@ -10,7 +10,7 @@ to a digit vector; a vector that is not a grid point is replaced by the best of 
 one fp16 super-block scale.
 
 Grid arguments come from :func:`qf_plugins.quants._grids.tables`: ``kmap`` int32, ``neighbours`` uint16,
-``qpoints``, ``toff64`` (empty for IQ3) and ``digits`` (see GridTables and :func:`_best_neighbour`).  ``qw`` is the
+``qpoints``, ``toff64`` and ``digits`` (see GridTables and :func:`_best_neighbour`).  ``qw`` is the
 imatrix (float32 ``(n_per_row,)``) or None; numba compiles one specialisation for each.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit_ieee, nearest_int
+from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit_ieee, nearest_int, opaque
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
@@ -211,7 +211,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
     on-grid flags to ``on_grid`` (left alone if none is).  A candidate's digits do not depend on the others, so
     all are rounded first and all fits summed together, one candidate per vector lane (``Lc`` is (n, lanes)): each
     sum still runs over i in order, as in ggml, and only the acceptance test runs one candidate at a time."""
-    lanes = ids.shape[0]
+    lanes = opaque(ids.shape[0])  # not a constant: the lane loops are to be vectorized, not unrolled
     ncand = is_hi - is_lo + 1
     ngroups = n // dim
     for c in range(lanes):
@@ -260,7 +260,8 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
 
 @inline
 def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recompute_all,
-                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits):
+                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2,
+                 kmap, neighbours, qpoints, toff64, terms, digits):
     """The search shared by IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S; returns the scale and leaves the digits in L.
 
     The scan (:func:`_scan`) from scale max/(2·kmax − 1); then the groups that were off the grid at the chosen
@@ -432,7 +433,8 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                 if scale > F32(0.0):
                     id_ = F32(1.0) / scale
                     for g in range(4):
-                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux, kmap, neighbours, qpoints, toff64, terms, digits)
+                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux,
+                              kmap, neighbours, qpoints, toff64, terms, digits)
                     sumqx, sumq2 = _fit(32, weight, xval, L)
                     if sumq2 > F32(0.0):
                         scale = sumqx / sumq2

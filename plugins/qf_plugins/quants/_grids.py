@@ -13,13 +13,14 @@ From the codes ggml builds, and :func:`tables` reproduces:
   whose squared distance to the vector is among the ``nwant`` smallest distinct distances, ordered by
   (distance², index).
 
+:class:`GridTables` adds the layouts the kernels read (float coordinates, per-coordinate error-term offsets).
 Tables are built on first use (a numba kernel; well under a second) and cached for the process.  This module is
 imported only by the kernels' callers, never when types are registered.
 """
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 
 import attrs
@@ -76,7 +77,7 @@ class GridTables:
         return self.values[self.digits]
 
 
-@lru_cache(maxsize=1)
+@cache
 def codes() -> dict[str, np.ndarray]:
     """The compressed grids, as stored in data/iq_grids.npz (uint16 arrays keyed by grid name)."""
     with resources.files("qf_plugins.quants").joinpath("data/iq_grids.npz").open("rb") as f:
@@ -100,15 +101,17 @@ def tables(name: str) -> GridTables:
     kmap, neighbours = build_neighbours(digits, spec.bits, spec.kmap_size, spec.nwant)
     values = np.array(spec.values, np.float32)
     toff = (np.arange(spec.dim) * len(spec.values) + digits).astype(np.uint8)
-    toff64 = (toff.astype(np.uint64) << (np.uint64(8) * np.arange(spec.dim, dtype=np.uint64))).sum(axis=1,
-                                                                                                dtype=np.uint64)
+    byte_shifts = np.uint64(8) * np.arange(spec.dim, dtype=np.uint64)
+    toff64 = (toff.astype(np.uint64) << byte_shifts).sum(axis=1, dtype=np.uint64)
     return GridTables(spec, code_table, points, points.astype(np.float32), digits, kmap, neighbours, values, toff,
                       toff64)
 
 
 @jit
 def _distances(cols, bits, u, d2):
-    """Squared distances from the point of digit vector ``u`` to every grid point; ``cols`` = digits transposed."""
+    """Squared distances, in digit units, from digit vector ``u`` to every grid point (``cols`` = digits transposed).
+
+    ggml measures between points (coordinates 2l+1): 4 times these, the same order."""
     dim, n = cols.shape
     mask = (1 << bits) - 1
     d2[:] = 0
@@ -117,7 +120,6 @@ def _distances(cols, bits, u, d2):
         for j in range(n):
             diff = cols[k, j] - p
             d2[j] += diff * diff
-    # coordinates are 2l+1, so the distance² is 4 × that of the digits
 
 
 @jit

@@ -263,8 +263,8 @@ def quantize_iq1_s(x, qw, kmap, neighbours, toff64, digits, out):
                 xx = x_p if best_shift == 1 else x_m
                 all_on_grid = True
                 for g in range(4):
-                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
-                                         8 * g, terms)
+                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale,
+                                         xx, L, 8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
                 if not all_on_grid:
@@ -443,8 +443,8 @@ def quantize_iq1_m(x, qw, kmap, neighbours, toff64, digits, out):
                 all_on_grid = True
                 for g in range(2):
                     xx = (x_p if best_k < 2 else x_m) if g == 0 else (x_p if best_k % 2 == 0 else x_m)
-                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
-                                         8 * g, terms)
+                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale,
+                                         xx, L, 8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
                 if not all_on_grid:
