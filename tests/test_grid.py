@@ -65,6 +65,8 @@ def test_types_that_need_an_imatrix_refuse_without():
     for name in ("IQ2_XXS", "IQ2_XS", "IQ1_S"):
         with pytest.raises(ImatrixError):
             qf.quantize_rows(name, x)
+        with pytest.raises(ImatrixError):  # the codec itself too (its kernel would otherwise weigh by x²)
+            get_registry().quant_type(name).load_codec().quantize_native(x, None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
