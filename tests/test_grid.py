@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import qf
-from qf.errors import ImatrixError
+from qf.errors import ImatrixError, InvalidWeightsError
 from qf.plugins import get_registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,6 +231,27 @@ def test_fuzz_against_c(cggml, name, seed):
         back = qf.dequantize_rows(name, ours, x.shape[1])
         ref = cggml.dequantize(GRID_TYPES[name], theirs, x.shape[1])
         np.testing.assert_array_equal(back.view(np.uint32), ref.view(np.uint32))
+
+
+def _huge(scale):
+    return (np.random.default_rng(5).standard_normal((4, 512)) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,scale", [("IQ1_M", 1e37), ("IQ2_XXS", 1e25), ("IQ1_S", 1e20)])
+def test_overflowing_values_against_c(cggml, name, scale):
+    """float32 overflow inside the search: where ggml still gets through, the bytes agree."""
+    x = _huge(scale)
+    imatrix = np.random.default_rng(5).lognormal(0.0, 1.0, 512).astype(np.float32)
+    np.testing.assert_array_equal(qf.quantize_rows(name, x, imatrix), cggml.quantize(GRID_TYPES[name], x, imatrix))
+
+
+@pytest.mark.parametrize("name", ["IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"])
+def test_overflowing_values_raise_where_ggml_aborts(name):
+    """Where every neighbour's distance overflows, ggml's GGML_ASSERT aborts the process (checked by hand: the C
+    library, run on these rows, dies); qf reports the rows as unquantizable instead."""
+    imatrix = np.random.default_rng(5).lognormal(0.0, 1.0, 512).astype(np.float32)
+    with pytest.raises(InvalidWeightsError, match="llama.cpp would abort"):
+        qf.quantize_rows(name, _huge(1e18), imatrix)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ GROUP_MAX_EPS = F32(1e-15)
 GROUP_MAX_EPS_IQ3_XXS = F32(1e-8)
 GROUP_MAX_EPS_IQ2_S = F32(1e-8)
 FLT_MAX = F32(3.4028234663852886e38)
+#: raised (as ValueError) where ggml aborts; the codecs turn it into qf's InvalidWeightsError
+GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): llama.cpp would abort here"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -61,6 +63,13 @@ def _get_u32(data, r, o):
 def _nint(fval):
     """ggml's nearest_int, literally (``fval + 12582912.f`` read as an int), without a branch."""
     return np.int64(f32_bits(fval + F32(12582912.0)) & 0x7FFFFF) - 0x400000
+
+
+@inline
+def _ggml_assert(ok):
+    """Where ggml's GGML_ASSERT would abort (a search that float32 overflow or NaN defeats), raise instead."""
+    if not ok:
+        raise ValueError(GGML_ASSERT_MESSAGE)
 
 
 @inline
@@ -164,6 +173,7 @@ def _best_neighbour(neighbours, off, dim, qpoints, toff64, terms, xval, xo, waux
             if d2 < best_d2:
                 best_d2 = d2
                 gi = np.int64(g)
+    _ggml_assert(gi >= 0)
     return gi
 
 
@@ -447,6 +457,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     q2[2 * ib] |= gi << (8 * g)
                     q2[2 * ib + 1] |= signs[g] << (7 * g)
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(66):
@@ -505,6 +516,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                 for g in range(2):
                     q2[2 * ib + g] = np.int64(kmap[_code(L, 8 * g, 8, 2)]) | (signs[g] << 9)
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(74):
@@ -570,6 +582,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     out[r, o + 66 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
                     out[r, o + 34 + i8] = signs[g]
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
@@ -629,6 +642,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     q3[8 * ib + g] = np.int64(kmap[_code(L, 4 * g, 4, 3)])
                 sas[ib] = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(98):
@@ -697,6 +711,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     out[r, signs_at + g] = signs[g]
                 signs_at += 4
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue

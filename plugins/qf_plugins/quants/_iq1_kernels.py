@@ -22,8 +22,17 @@ QK_K = 256
 GROUP_MAX_EPS_IQ1_S = F32(1e-12)
 GROUP_MAX_EPS_IQ1_M = F32(1e-7)
 FLT_MAX = F32(3.4028234663852886e38)
+#: raised (as ValueError) where ggml aborts; the codecs turn it into qf's InvalidWeightsError
+GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): llama.cpp would abort here"
 DELTA = F32(0.125)
 NEG_INF = F32(-np.inf)
+
+
+@inline
+def _ggml_assert(ok):
+    """Where ggml's GGML_ASSERT would abort (a search that float32 overflow or NaN defeats), raise instead."""
+    if not ok:
+        raise ValueError(GGML_ASSERT_MESSAGE)
 
 
 @inline
@@ -117,6 +126,8 @@ def _best_neighbour2(neighbours, off, toff64, digits, x, r, xo, weight, wo, scal
         if d2 < best:
             best = d2
             gi = np.int64(g)
+    # (ggml then tries every grid point, scoring with an out-of-bounds read, before it asserts)
+    _ggml_assert(gi >= 0)
     for i in range(8):
         L[lo + i] = digits[gi, i]
     return gi
@@ -286,6 +297,7 @@ def quantize_iq1_s(x, qw, kmap, neighbours, toff64, digits, out):
                 out[r, o + 35 + 2 * ib] = h >> 8
                 scales[ib] = scale
                 shifts[ib] = best_shift
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
@@ -464,6 +476,7 @@ def quantize_iq1_m(x, qw, kmap, neighbours, toff64, digits, out):
                 out[r, o + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
                 scales[ib] = scale
                 shifts[ib] = best_k
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue

@@ -7,14 +7,25 @@ not a problem the generic strategies solve.  Registering them imports no kernel 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from qf import hookimpl
 from qf.codec import Codec
-from qf.errors import ImatrixError
+from qf.errors import ImatrixError, InvalidWeightsError
 from qf.model import QuantType
 
 QK_K = 256
+
+
+@contextlib.contextmanager
+def ggml_asserts(name: str):
+    """Report a kernel's stand-in for a GGML_ASSERT (a ValueError) as the user's problem."""
+    try:
+        yield
+    except ValueError as e:
+        raise InvalidWeightsError(f"{name}: {e}") from None
 
 
 class GridCodec(Codec):
@@ -50,7 +61,8 @@ class GridCodec(Codec):
         out = self._out(x, imatrix)
         t = self._tables()
         quantize = getattr(self._kernels(), f"quantize_{self.kernel}")
-        quantize(x, imatrix, t.map, t.neighbours, t.qpoints, t.toff64, t.digits, out)
+        with ggml_asserts(self.name):
+            quantize(x, imatrix, t.map, t.neighbours, t.qpoints, t.toff64, t.digits, out)
         return out
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from qf import hookimpl
 from qf.model import QuantType
-from qf_plugins.quants.grid import QK_K, GridCodec
+from qf_plugins.quants.grid import QK_K, GridCodec, ggml_asserts
 
 
 class IQ1Codec(GridCodec):
@@ -18,7 +18,9 @@ class IQ1Codec(GridCodec):
     def quantize_native(self, x, imatrix):
         out = self._out(x, imatrix)
         t = self._tables()
-        getattr(self._kernels(), f"quantize_{self.kernel}")(x, imatrix, t.map, t.neighbours, t.toff64, t.digits, out)
+        quantize = getattr(self._kernels(), f"quantize_{self.kernel}")
+        with ggml_asserts(self.name):
+            quantize(x, imatrix, t.map, t.neighbours, t.toff64, t.digits, out)
         return out
 
 
