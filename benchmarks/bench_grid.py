@@ -4,13 +4,15 @@ process.
     QF_LIBGGML_BASE=.../libggml-base.so python benchmarks/bench_grid.py [--rows 256] [--cols 4096] [--repeat 3]
 
 Input: a rows×cols float32 matrix of normal·0.02 values; the imatrix is lognormal.  MB/s counts float32 input
-bytes.  Each timing is the best of ``--repeat`` runs (qf and C interleaved) after a warm-up call (which also compiles the numba kernels and
-builds the grids, on both sides).  Types that need an imatrix are timed with one only.
+bytes.  Each timing is the best of ``--repeat`` runs (qf and C interleaved; thread CPU time, so that other processes
+on the machine distort it less) after a warm-up call (which also compiles the numba kernels and builds the grids, on
+both sides).  Types that need an imatrix are timed with one only.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -29,9 +31,9 @@ def best_times(fns, repeat: int) -> list[float]:
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best[i] = min(best[i], time.thread_time() - t0)
     return best
 
 
@@ -58,17 +60,17 @@ def main() -> None:
         codec = qtype.load_codec()
         for im in (imatrix,) if qtype.requires_imatrix else (None, imatrix):
             ours = codec.quantize_native(x, im)
+            run_qf = functools.partial(codec.quantize_native, x, im)
             if c is not None:
-                t_qf, t_c = best_times([lambda: codec.quantize_native(x, im), lambda: c.quantize(TYPES[name], x, im)],
-                                       args.repeat)
-                same = np.array_equal(ours, c.quantize(TYPES[name], x, im))
-                c_mbs = f"{mb / t_c:9.1f}"
-                ratio = f"{t_c / t_qf:7.2f}"
+                run_c = functools.partial(c.quantize, TYPES[name], x, im)
+                t_qf, t_c = best_times([run_qf, run_c], args.repeat)
+                same = np.array_equal(ours, run_c())
+                c_mbs, ratio = f"{mb / t_c:9.1f}", f"{t_c / t_qf:7.2f}"
             else:
-                (t_qf,) = best_times([lambda: codec.quantize_native(x, im)], args.repeat)
+                (t_qf,) = best_times([run_qf], args.repeat)
                 c_mbs, ratio, same = f"{'-':>9}", f"{'-':>7}", "-"
-            print(f"{name:8} {'yes' if im is not None else 'no':7} {mb / t_qf:9.1f} {c_mbs} {ratio}  {same}", flush=True)
-
+            label = "yes" if im is not None else "no"
+            print(f"{name:8} {label:7} {mb / t_qf:9.1f} {c_mbs} {ratio}  {same}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -89,6 +89,24 @@ def bits_f32(typingctx, u):
     return types.float32(u), codegen
 
 
+@intrinsic
+def opaque(typingctx, n):
+    """``n`` unchanged, but hidden from the optimizer (an empty inline-asm move).
+
+    For a loop bound that is a small constant (a block size): LLVM fully unrolls such loops, and numba does not
+    SLP-vectorize straight-line code, so the unrolled loop runs scalar; a bound the optimizer cannot see keeps the
+    loop a loop, which the loop vectorizer handles."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        fnty = ir.FunctionType(value.type, [value.type])
+        return builder.asm(fnty, "", "=r,0", [value], side_effect=False)
+
+    return n(n), codegen
+
+
 @inline
 def fp32_to_fp16(f):
     """IEEE binary16 bits of float32 ``f``, round-to-nearest-even; NaN -> 0x7E00 | sign (as ggml)."""

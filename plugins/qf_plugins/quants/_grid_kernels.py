@@ -10,7 +10,7 @@ to a digit vector; a vector that is not a grid point is replaced by the best of 
 one fp16 super-block scale.
 
 Grid arguments come from :func:`qf_plugins.quants._grids.tables`: ``kmap`` int32, ``neighbours`` uint16,
-``qpoints`` float32 ``(G, dim)`` (coordinates ``2l+1``), ``digits`` int8 ``(G, dim)`` (``l``).  ``qw`` is the
+``qpoints``, ``toff64`` and ``digits`` (see GridTables and :func:`_best_neighbour`).  ``qw`` is the
 imatrix (float32 ``(n_per_row,)``) or None; numba compiles one specialisation for each.
 """
 
@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
+from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int, opaque
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
 GROUP_MAX_EPS_IQ3_XXS = F32(1e-8)
 GROUP_MAX_EPS_IQ2_S = F32(1e-8)
 FLT_MAX = F32(3.4028234663852886e38)
+#: raised (as ValueError) where ggml aborts; the codecs turn it into qf's InvalidWeightsError
+GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): llama.cpp would abort here"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -61,6 +63,13 @@ def _get_u32(data, r, o):
 def _nint(fval):
     """ggml's nearest_int, literally (``fval + 12582912.f`` read as an int), without a branch."""
     return np.int64(f32_bits(fval + F32(12582912.0)) & 0x7FFFFF) - 0x400000
+
+
+@inline
+def _ggml_assert(ok):
+    """Where ggml's GGML_ASSERT would abort (a search that float32 overflow or NaN defeats), raise instead."""
+    if not ok:
+        raise ValueError(GGML_ASSERT_MESSAGE)
 
 
 @inline
@@ -126,21 +135,45 @@ def _signs8(x, r, xo, weight, wo, xval, even, signs, k):
 
 
 @inline
-def _best_neighbour(neighbours, off, qpoints, xval, xo, waux, scale):
-    """The grid index of the neighbour (list at ``off``) closest to xval/scale in waux-weighted distance."""
-    dim = qpoints.shape[1]
+def _best_neighbour(neighbours, off, dim, qpoints, toff64, terms, xval, xo, waux, scale):
+    """The grid index of the neighbour (list at ``off``) closest to xval/scale in waux-weighted distance.
+
+    With ``terms`` (IQ2, long lists): a coordinate's term waux·(scale·q − x)·(scale·q − x) depends only on the
+    coordinate's level q = 2l+1, so the terms of every coordinate and level are computed once into ``terms``, and a
+    neighbour's distance is the sum of its coordinates' terms, found through ``toff64`` (GridTables.toff64).  With
+    an empty ``terms`` (IQ3, short lists) every term is computed from ``qpoints``.  Either way the sum runs in
+    coordinate order, as in ggml."""
     nn = np.int64(neighbours[off])
     best_d2 = FLT_MAX
     gi = -1
-    for j in range(1, nn + 1):
-        g = np.int64(neighbours[off + j])
-        d2 = F32(0.0)
+    if terms.shape[0] > 0:
+        nl = terms.shape[0] // dim
         for i in range(dim):
-            diff = scale * qpoints[g, i] - xval[xo + i]
-            d2 += waux[xo + i] * diff * diff
-        if d2 < best_d2:
-            best_d2 = d2
-            gi = g
+            xv = xval[xo + i]
+            w = waux[xo + i]
+            for l in range(nl):
+                diff = scale * F32(2 * l + 1) - xv
+                terms[i * nl + l] = w * diff * diff
+        for j in range(1, nn + 1):
+            g = neighbours[off + j]
+            packed = toff64[g]  # the point's offsets in one load
+            d2 = F32(0.0)
+            for i in range(dim):
+                d2 += terms[np.int64((packed >> np.uint64(8 * i)) & np.uint64(0xFF))]
+            if d2 < best_d2:
+                best_d2 = d2
+                gi = np.int64(g)
+    else:
+        for j in range(1, nn + 1):
+            g = neighbours[off + j]
+            d2 = F32(0.0)
+            for i in range(dim):
+                diff = scale * qpoints[g, i] - xval[xo + i]
+                d2 += waux[xo + i] * diff * diff
+            if d2 < best_d2:
+                best_d2 = d2
+                gi = np.int64(g)
+    _ggml_assert(gi >= 0)
     return gi
 
 
@@ -179,7 +212,7 @@ def _code(L, lo, dim, bits):
 
 @inline
 def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, waux, L, on_grid,
-          ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits):
+          ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits):
     """ggml's scan of candidate inverse scales id = (2·kmax − 1 + is·step)/denom, is in [is_lo, is_hi]: at each,
     round the values to digits, snap groups that are off the grid to their best neighbour at scale 1/id, and keep
     the candidate with the best fit (Σwxq)²/Σwq², strictly better than the previous best (starting from 0).
@@ -188,7 +221,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
     on-grid flags to ``on_grid`` (left alone if none is).  A candidate's digits do not depend on the others, so
     all are rounded first and all fits summed together, one candidate per vector lane (``Lc`` is (n, lanes)): each
     sum still runs over i in order, as in ggml, and only the acceptance test runs one candidate at a time."""
-    lanes = ids.shape[0]
+    lanes = opaque(ids.shape[0])  # not a constant: the lane loops are to be vectorized, not unrolled
     ncand = is_hi - is_lo + 1
     ngroups = n // dim
     for c in range(lanes):
@@ -207,7 +240,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
             gi = np.int64(kmap[u])
             ogc[k, c] = gi >= 0
             if gi < 0:
-                gi = _best_neighbour(neighbours, -gi - 1, qpoints, xval, dim * k, waux, this_scale)
+                gi = _best_neighbour(neighbours, -gi - 1, dim, qpoints, toff64, terms, xval, dim * k, waux, this_scale)
                 for i in range(dim):
                     Lc[dim * k + i, c] = digits[gi, i]
     for c in range(lanes):
@@ -237,7 +270,8 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
 
 @inline
 def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recompute_all,
-                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits):
+                 xval, weight, waux, L, on_grid, ids, Lc, ogc, sqx, sq2,
+                 kmap, neighbours, qpoints, toff64, terms, digits):
     """The search shared by IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S; returns the scale and leaves the digits in L.
 
     The scan (:func:`_scan`) from scale max/(2·kmax − 1); then the groups that were off the grid at the chosen
@@ -246,7 +280,7 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
     for k in range(ngroups):
         on_grid[k] = init_on_grid
     scale = _scan(n, dim, bits, kmax, mx, is_lo, is_hi, step, mx / F32(2 * kmax - 1), xval, weight, waux, L,
-                  on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                  on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
     n_not_on_grid = 0
     for k in range(ngroups):
         if not on_grid[k]:
@@ -256,7 +290,7 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
         for k in range(ngroups):
             if on_grid[k] and not recompute_all:
                 continue
-            _snap(id_, scale, xval, dim * k, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, digits)
+            _snap(id_, scale, xval, dim * k, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, toff64, terms, digits)
         sumqx, sumq2 = _fit(n, weight, xval, L)
         if sumq2 > F32(0.0):
             scale = sumqx / sumq2
@@ -264,12 +298,12 @@ def _grid_search(n, dim, bits, kmax, mx, is_lo, is_hi, step, init_on_grid, recom
 
 
 @inline
-def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, digits):
+def _snap(id_, scale, xval, xo, dim, bits, kmax, L, waux, kmap, neighbours, qpoints, toff64, terms, digits):
     """Round one group at inverse scale id_ into L; if off the grid, replace it by its best neighbour at ``scale``."""
     u = _round_group(id_, xval, xo, dim, bits, kmax, L)
     gi = np.int64(kmap[u])
     if gi < 0:
-        gi = _best_neighbour(neighbours, -gi - 1, qpoints, xval, xo, waux, scale)
+        gi = _best_neighbour(neighbours, -gi - 1, dim, qpoints, toff64, terms, xval, xo, waux, scale)
         for i in range(dim):
             L[xo + i] = digits[gi, i]
 
@@ -278,10 +312,10 @@ LANES = 32  # candidate scales scored together (every scan has at most 31)
 
 
 @inline
-def _workspace(n, ngroups):
-    """Scratch for :func:`_scan`: ids, Lc, ogc, sqx, sq2."""
+def _workspace(n, ngroups, nterms):
+    """Scratch for :func:`_scan` and :func:`_best_neighbour`: ids, Lc, ogc, sqx, sq2, terms."""
     return (np.zeros(LANES, np.float32), np.zeros((n, LANES), np.int32), np.zeros((ngroups, LANES), np.bool_),
-            np.zeros(LANES, np.float32), np.zeros(LANES, np.float32))
+            np.zeros(LANES, np.float32), np.zeros(LANES, np.float32), np.zeros(nterms, np.float32))
 
 
 @inline
@@ -370,7 +404,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
 
 
 @jit
-def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -378,7 +412,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     on_grid = np.zeros(4, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(32, 4)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(32, 4, 24)
     signs = np.zeros(4, np.int64)
     q2 = np.zeros(16, np.int64)
     for r in range(n):
@@ -405,11 +439,12 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _scan(32, 8, 2, 3, eff_max, -6, 6, F32(0.1), scale, xval, weight, waux, L, on_grid,
-                              ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                              ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale > F32(0.0):
                     id_ = F32(1.0) / scale
                     for g in range(4):
-                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux, kmap, neighbours, qpoints, digits)
+                        _snap(id_, scale, xval, 8 * g, 8, 2, 3, L, waux,
+                              kmap, neighbours, qpoints, toff64, terms, digits)
                     sumqx, sumq2 = _fit(32, weight, xval, L)
                     if sumq2 > F32(0.0):
                         scale = sumqx / sumq2
@@ -422,6 +457,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                     q2[2 * ib] |= gi << (8 * g)
                     q2[2 * ib + 1] |= signs[g] << (7 * g)
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(66):
@@ -441,7 +477,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit
-def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
     weight = np.empty(16, np.float32)
@@ -449,7 +485,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(16, np.float32)
     L = np.zeros(16, np.int64)
     on_grid = np.zeros(2, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(16, 2)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(16, 2, 24)
     signs = np.zeros(2, np.int64)
     q2 = np.zeros(32, np.int64)
     for r in range(n):
@@ -472,7 +508,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -480,6 +516,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
                 for g in range(2):
                     q2[2 * ib + g] = np.int64(kmap[_code(L, 8 * g, 8, 2)]) | (signs[g] << 9)
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(74):
@@ -502,7 +539,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit
-def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(16, np.float32)
     weight = np.empty(16, np.float32)
@@ -510,7 +547,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(16, np.float32)
     L = np.zeros(16, np.int64)
     on_grid = np.zeros(2, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(16, 2)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(16, 2, 24)
     signs = np.zeros(2, np.int64)
     for r in range(n):
         for ibl in range(k // QK_K):
@@ -533,7 +570,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(16, 8, 2, 3, mx, -9, 9, F32(0.1), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(2):
@@ -545,6 +582,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
                     out[r, o + 66 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
                     out[r, o + 34 + i8] = signs[g]
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
@@ -562,7 +600,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit
-def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -570,7 +608,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     on_grid = np.zeros(8, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(32, 8)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(32, 8, 0)
     signs = np.zeros(4, np.int64)
     q3 = np.zeros(64, np.int64)
     sas = np.zeros(8, np.int64)
@@ -595,7 +633,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(32, 4, 3, 8, mx, -15, 15, F32(0.2), True, False, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):
@@ -604,6 +642,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
                     q3[8 * ib + g] = np.int64(kmap[_code(L, 4 * g, 4, 3)])
                 sas[ib] = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(98):
@@ -623,7 +662,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, digits, out):
 
 
 @jit
-def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
+def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
     n, k = x.shape
     scales = np.empty(8, np.float32)
     weight = np.empty(32, np.float32)
@@ -631,7 +670,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
     xval = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     on_grid = np.zeros(8, np.bool_)
-    ids, Lc, ogc, sqx, sq2 = _workspace(32, 8)
+    ids, Lc, ogc, sqx, sq2, terms = _workspace(32, 8, 0)
     signs = np.zeros(4, np.int64)
     for r in range(n):
         for ibl in range(k // QK_K):
@@ -658,7 +697,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
                     scales[ib] = F32(0.0)
                     continue
                 scale = _grid_search(32, 4, 3, 8, mx, -9, 9, F32(0.2), False, True, xval, weight, waux, L,
-                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, digits)
+                                     on_grid, ids, Lc, ogc, sqx, sq2, kmap, neighbours, qpoints, toff64, terms, digits)
                 if scale < F32(0.0):
                     scale = -scale
                     for g in range(4):
@@ -672,6 +711,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, digits, out):
                     out[r, signs_at + g] = signs[g]
                 signs_at += 4
                 scales[ib] = scale
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue

@@ -13,13 +13,14 @@ From the codes ggml builds, and :func:`tables` reproduces:
   whose squared distance to the vector is among the ``nwant`` smallest distinct distances, ordered by
   (distance², index).
 
+:class:`GridTables` adds the layouts the kernels read (float coordinates, per-coordinate error-term offsets).
 Tables are built on first use (a numba kernel; well under a second) and cached for the process.  This module is
 imported only by the kernels' callers, never when types are registered.
 """
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 
 import attrs
@@ -64,6 +65,11 @@ class GridTables:
     map: np.ndarray
     neighbours: np.ndarray
     values: np.ndarray
+    #: uint8 ``(G, dim)``: ``i*len(values) + digit`` — where coordinate i of a point finds its error term in a
+    #: table of ``dim × len(values)`` per-coordinate, per-level terms (see the kernels' neighbour searches)
+    toff: np.ndarray
+    #: ``toff`` with each point's offsets packed into one uint64 (offset i in bits 8i..8i+7)
+    toff64: np.ndarray
 
     @property
     def dequant_grid(self) -> np.ndarray:
@@ -71,7 +77,7 @@ class GridTables:
         return self.values[self.digits]
 
 
-@lru_cache(maxsize=1)
+@cache
 def codes() -> dict[str, np.ndarray]:
     """The compressed grids, as stored in data/iq_grids.npz (uint16 arrays keyed by grid name)."""
     with resources.files("qf_plugins.quants").joinpath("data/iq_grids.npz").open("rb") as f:
@@ -94,12 +100,18 @@ def tables(name: str) -> GridTables:
     points = (2 * digits + 1).astype(np.int8)
     kmap, neighbours = build_neighbours(digits, spec.bits, spec.kmap_size, spec.nwant)
     values = np.array(spec.values, np.float32)
-    return GridTables(spec, code_table, points, points.astype(np.float32), digits, kmap, neighbours, values)
+    toff = (np.arange(spec.dim) * len(spec.values) + digits).astype(np.uint8)
+    byte_shifts = np.uint64(8) * np.arange(spec.dim, dtype=np.uint64)
+    toff64 = (toff.astype(np.uint64) << byte_shifts).sum(axis=1, dtype=np.uint64)
+    return GridTables(spec, code_table, points, points.astype(np.float32), digits, kmap, neighbours, values, toff,
+                      toff64)
 
 
 @jit
 def _distances(cols, bits, u, d2):
-    """Squared distances from the point of digit vector ``u`` to every grid point; ``cols`` = digits transposed."""
+    """Squared distances, in digit units, from digit vector ``u`` to every grid point (``cols`` = digits transposed).
+
+    ggml measures between points (coordinates 2l+1): 4 times these, the same order."""
     dim, n = cols.shape
     mask = (1 << bits) - 1
     d2[:] = 0
@@ -108,7 +120,6 @@ def _distances(cols, bits, u, d2):
         for j in range(n):
             diff = cols[k, j] - p
             d2[j] += diff * diff
-    # coordinates are 2l+1, so the distance² is 4 × that of the digits
 
 
 @jit

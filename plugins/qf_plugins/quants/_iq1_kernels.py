@@ -9,20 +9,30 @@ ggml sorts with ``qsort``; glibc's qsort is a merge sort for arrays this small, 
 and -0 against +0) keep their original order: :func:`stable_argsort` does the same.
 
 Grid arguments come from :func:`qf_plugins.quants._grids.tables` ("iq1s"): ``kmap`` int32, ``neighbours`` uint16,
-``digits`` int8 ``(2048, 8)``.  ``qw`` is the imatrix or None.
+``toff64`` uint64 and ``digits`` int8 ``(2048, 8)``.  ``qw`` is the imatrix or None.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int, opaque
 
 QK_K = 256
 GROUP_MAX_EPS_IQ1_S = F32(1e-12)
 GROUP_MAX_EPS_IQ1_M = F32(1e-7)
 FLT_MAX = F32(3.4028234663852886e38)
+#: raised (as ValueError) where ggml aborts; the codecs turn it into qf's InvalidWeightsError
+GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): llama.cpp would abort here"
 DELTA = F32(0.125)
+NEG_INF = F32(-np.inf)
+
+
+@inline
+def _ggml_assert(ok):
+    """Where ggml's GGML_ASSERT would abort (a search that float32 overflow or NaN defeats), raise instead."""
+    if not ok:
+        raise ValueError(GGML_ASSERT_MESSAGE)
 
 
 @inline
@@ -44,17 +54,19 @@ def _get_f16(data, r, o):
 
 @inline
 def stable_argsort(x, r, xo, n, idx, keys):
-    """Indices 0..n-1 of ``x[r, xo:xo+n]`` in ascending order, equal values in their original order (insertion
-    sort on a copy of the keys)."""
+    """Indices 0..n-1 of ``x[r, xo:xo+n]`` in ascending order, equal values in their original order.
+
+    By rank: value i goes to the place given by the number of values below it plus the number of equal values
+    before it (no branches, so the count vectorizes)."""
+    m = opaque(n)  # a constant bound would be unrolled, not vectorized
     for j in range(n):
-        v = x[r, xo + j]
-        i = j
-        while i > 0 and keys[i - 1] > v:
-            keys[i] = keys[i - 1]
-            idx[i] = idx[i - 1]
-            i -= 1
-        keys[i] = v
-        idx[i] = j
+        keys[j] = x[r, xo + j]
+    for i in range(n):
+        v = keys[i]
+        rank = 0
+        for j in range(m):
+            rank += np.int64((keys[j] < v) | ((keys[j] == v) & (j < i)))
+        idx[rank] = i
 
 
 @jit
@@ -90,29 +102,39 @@ def _absmax(x, r, xo, n):
 
 
 @inline
-def _best_neighbour2(neighbours, off, digits, x, r, xo, weight, wo, scale, xx, L, lo):
-    """iq1_find_best_neighbour2: the neighbour with the least weighted squared error at ``scale`` (levels ``xx``)."""
+def _best_neighbour2(neighbours, off, toff64, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
+    """iq1_find_best_neighbour2: the neighbour with the least weighted squared error at ``scale`` (levels ``xx``).
+
+    Each coordinate's term w·(scale·q − x)·(scale·q − x) takes only three values (q is one of the levels): they are
+    computed once into ``terms``, and a neighbour's error is then their sum (``toff64`` = GridTables.toff64 locates
+    them), in coordinate order as in ggml."""
+    for i in range(8):
+        w = weight[wo + i]
+        xv = x[r, xo + i]
+        for l in range(3):
+            diff = scale * xx[l] - xv
+            terms[3 * i + l] = w * diff * diff
     nn = np.int64(neighbours[off])
     best = FLT_MAX
     gi = -1
     for j in range(1, nn + 1):
-        g = np.int64(neighbours[off + j])
+        g = neighbours[off + j]
+        packed = toff64[g]  # the point's 8 offsets in one load
         d2 = F32(0.0)
         for i in range(8):
-            q = xx[digits[g, i]]
-            w = weight[wo + i]
-            diff = scale * q - x[r, xo + i]
-            d2 += w * diff * diff
+            d2 += terms[np.int64((packed >> np.uint64(8 * i)) & np.uint64(0xFF))]
         if d2 < best:
             best = d2
-            gi = g
+            gi = np.int64(g)
+    # (ggml then tries every grid point, scoring with an out-of-bounds read, before it asserts)
+    _ggml_assert(gi >= 0)
     for i in range(8):
         L[lo + i] = digits[gi, i]
     return gi
 
 
 @inline
-def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo):
+def _snap_group(kmap, neighbours, toff64, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms):
     """Grid index of the 8 levels L[lo:lo+8], snapping to the best neighbour if off the grid; (index, on_grid)."""
     u = 0
     for j in range(8):
@@ -120,7 +142,48 @@ def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo
     gi = np.int64(kmap[u])
     if gi >= 0:
         return gi, True
-    return _best_neighbour2(neighbours, -gi - 1, digits, x, r, xo, weight, wo, scale, xx, L, lo), False
+    return _best_neighbour2(neighbours, -gi - 1, toff64, digits, x, r, xo, weight, wo, scale, xx, L, lo, terms), False
+
+
+@inline
+def _key(qx, q2):
+    """The acceptance test ``q2 > 0 && qx*qx > best*q2`` is ``_key(qx, q2) > best*q2``."""
+    return qx * qx if q2 > F32(0.0) else NEG_INF
+
+
+@inline
+def _splits_s(sumx, sumw, i1, x_p, x_m, qxp, q2p, kp, qxm, q2m, km, width):
+    """Σwxq, Σwq² and the acceptance key of the splits (i1, i2) with levels x_p and x_m (IQ1_S), summed as ggml
+    sums them, for every i2 < width (those below i1 are not used).  ``width`` is opaque to the optimizer, so that
+    the loop is vectorized rather than unrolled."""
+    n = sumx.shape[0] - 1
+    p0, p1, p2 = x_p[0], x_p[1], x_p[2]
+    m0, m1, m2 = x_m[0], x_m[1], x_m[2]
+    s1 = sumx[i1]
+    w1 = sumw[i1]
+    tx = sumx[n]
+    tw = sumw[n]
+    a = s1 - sumx[0]
+    aw = w1 - sumw[0]
+    ap = a * p0
+    am = a * m0
+    awp = aw * p0 * p0
+    awm = aw * m0 * m0
+    for i2 in range(width):
+        b = sumx[i2] - s1
+        c = tx - sumx[i2]
+        bw = sumw[i2] - w1
+        cw = tw - sumw[i2]
+        sp = ap + b * p1 + c * p2
+        sm = am + b * m1 + c * m2
+        s2p = awp + bw * p1 * p1 + cw * p2 * p2
+        s2m = awm + bw * m1 * m1 + cw * m2 * m2
+        qxp[i2] = sp
+        qxm[i2] = sm
+        q2p[i2] = s2p
+        q2m[i2] = s2m
+        kp[i2] = _key(sp, s2p)
+        km[i2] = _key(sm, s2m)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -128,7 +191,7 @@ def _snap_group(kmap, neighbours, digits, x, r, xo, weight, wo, scale, xx, L, lo
 
 
 @jit
-def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
+def quantize_iq1_s(x, qw, kmap, neighbours, toff64, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
@@ -141,6 +204,14 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
     keys = np.empty(32, np.float32)
     L = np.zeros(32, np.int64)
     index = np.zeros(4, np.int64)
+    terms = np.zeros(24, np.float32)
+    width = opaque(33)
+    qxp = np.zeros(33, np.float32)
+    q2p = np.zeros(33, np.float32)
+    kp = np.zeros(33, np.float32)
+    qxm = np.zeros(33, np.float32)
+    q2m = np.zeros(33, np.float32)
+    km = np.zeros(33, np.float32)
     for r in range(n):
         for ibl in range(k // QK_K):
             base = ibl * QK_K
@@ -173,29 +244,19 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 besti1 = -1
                 besti2 = -1
                 best_shift = 0
-                p0, p1, p2 = x_p[0], x_p[1], x_p[2]
-                m0, m1, m2 = x_m[0], x_m[1], x_m[2]
                 for i1 in range(33):
-                    a = sumx[i1] - sumx[0]
-                    aw = sumw[i1] - sumw[0]
+                    # score the splits (i1, i2 >= i1) together, then run ggml's acceptance tests on the results
+                    _splits_s(sumx, sumw, i1, x_p, x_m, qxp, q2p, kp, qxm, q2m, km, width)
                     for i2 in range(i1, 33):
-                        b = sumx[i2] - sumx[i1]
-                        c = sumx[32] - sumx[i2]
-                        bw = sumw[i2] - sumw[i1]
-                        cw = sumw[32] - sumw[i2]
-                        sumqx = a * p0 + b * p1 + c * p2
-                        sumq2 = aw * p0 * p0 + bw * p1 * p1 + cw * p2 * p2
-                        if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
-                            scale = sumqx / sumq2
-                            best_score = scale * sumqx
+                        if kp[i2] > best_score * q2p[i2]:
+                            scale = qxp[i2] / q2p[i2]
+                            best_score = scale * qxp[i2]
                             besti1 = i1
                             besti2 = i2
                             best_shift = 1
-                        sumqx = a * m0 + b * m1 + c * m2
-                        sumq2 = aw * m0 * m0 + bw * m1 * m1 + cw * m2 * m2
-                        if sumq2 > F32(0.0) and sumqx * sumqx > best_score * sumq2:
-                            scale = sumqx / sumq2
-                            best_score = scale * sumqx
+                        if km[i2] > best_score * q2m[i2]:
+                            scale = qxm[i2] / q2m[i2]
+                            best_score = scale * qxm[i2]
                             besti1 = i1
                             besti2 = i2
                             best_shift = -1
@@ -213,8 +274,8 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 xx = x_p if best_shift == 1 else x_m
                 all_on_grid = True
                 for g in range(4):
-                    gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
-                                         8 * g)
+                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale,
+                                         xx, L, 8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
                 if not all_on_grid:
@@ -236,6 +297,7 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 out[r, o + 35 + 2 * ib] = h >> 8
                 scales[ib] = scale
                 shifts[ib] = best_shift
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
@@ -250,13 +312,61 @@ def quantize_iq1_s(x, qw, kmap, neighbours, digits, out):
                 out[r, o + 35 + 2 * ib] |= l << 4
 
 
+@inline
+def _splits_m(px, pw, i1, p2, m2, cp1, cp2, cm1, cm2, sqx, sq2, skey, width):
+    """IQ1_M's scores of the splits (i1, i2), every i2 < width, for the four sign choices k (δ sign of the first
+    half: + for k < 2; of the second: + for even k), summed as ggml sums them (from per-half prefix sums, since the
+    levels step by 1: a split's Σwxq is T·v₂ − S[i1] − S[i2] per half); with the acceptance keys."""
+    tx0 = px[0, px.shape[1] - 1]
+    tx1 = px[1, px.shape[1] - 1]
+    tw0 = pw[0, pw.shape[1] - 1]
+    tw1 = pw[1, pw.shape[1] - 1]
+    a0 = px[0, i1]
+    a1 = px[1, i1]
+    c0p = tw0 * p2 * p2 + pw[0, i1] * cp1
+    c0m = tw0 * m2 * m2 + pw[0, i1] * cm1
+    c1p = tw1 * p2 * p2 + pw[1, i1] * cp1
+    c1m = tw1 * m2 * m2 + pw[1, i1] * cm1
+    for i2 in range(width):
+        sx0 = a0 + px[0, i2]
+        sx1 = a1 + px[1, i2]
+        qx_p0 = tx0 * p2 - sx0
+        qx_m0 = tx0 * m2 - sx0
+        qx_p1 = tx1 * p2 - sx1
+        qx_m1 = tx1 * m2 - sx1
+        q2_p0 = c0p + pw[0, i2] * cp2
+        q2_m0 = c0m + pw[0, i2] * cm2
+        q2_p1 = c1p + pw[1, i2] * cp2
+        q2_m1 = c1m + pw[1, i2] * cm2
+        v = qx_p0 + qx_p1
+        v2 = q2_p0 + q2_p1
+        sqx[0, i2] = v
+        sq2[0, i2] = v2
+        skey[0, i2] = _key(v, v2)
+        v = qx_p0 + qx_m1
+        v2 = q2_p0 + q2_m1
+        sqx[1, i2] = v
+        sq2[1, i2] = v2
+        skey[1, i2] = _key(v, v2)
+        v = qx_m0 + qx_p1
+        v2 = q2_m0 + q2_p1
+        sqx[2, i2] = v
+        sq2[2, i2] = v2
+        skey[2, i2] = _key(v, v2)
+        v = qx_m0 + qx_m1
+        v2 = q2_m0 + q2_m1
+        sqx[3, i2] = v
+        sq2[3, i2] = v2
+        skey[3, i2] = _key(v, v2)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # IQ1_M: qs u8[32]; qh u8[16] (3 high index bits + δ sign bit, per group of 8); scales u8[8] = u16[4] (3-bit
 # sub-block scales, the fp16 super-block scale spread over the top nibbles)
 
 
 @jit
-def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
+def quantize_iq1_m(x, qw, kmap, neighbours, toff64, digits, out):
     n, k = x.shape
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
@@ -270,9 +380,12 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
     pw = np.empty((2, 17), np.float32)
     L = np.zeros(16, np.int64)
     index = np.zeros(2, np.int64)
+    terms = np.zeros(24, np.float32)
     sc = np.zeros(4, np.int64)
-    sumqx = np.empty(4, np.float32)
-    sumq2 = np.empty(4, np.float32)
+    width = opaque(17)
+    splx = np.zeros((4, 17), np.float32)
+    spl2 = np.zeros((4, 17), np.float32)
+    splk = np.zeros((4, 17), np.float32)
     p2 = x_p[2]
     m2 = x_m[2]
     cp1 = x_p[0] * x_p[0] - x_p[1] * x_p[1]
@@ -317,34 +430,14 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
                     px[1 - h, j + 1] = px[1 - h, j]
                     pw[h, j + 1] = pw[h, j] + weight[i]
                     pw[1 - h, j + 1] = pw[1 - h, j]
-                tx0 = px[0, 16]
-                tx1 = px[1, 16]
-                tw0 = pw[0, 16]
-                tw1 = pw[1, 16]
                 for i1 in range(17):
+                    # score the splits (i1, i2 >= i1) together, then run ggml's acceptance tests on the results
+                    _splits_m(px, pw, i1, p2, m2, cp1, cp2, cm1, cm2, splx, spl2, splk, width)
                     for i2 in range(i1, 17):
-                        sx0 = px[0, i1] + px[0, i2]
-                        sx1 = px[1, i1] + px[1, i2]
-                        qx_p0 = tx0 * p2 - sx0
-                        qx_m0 = tx0 * m2 - sx0
-                        qx_p1 = tx1 * p2 - sx1
-                        qx_m1 = tx1 * m2 - sx1
-                        q2_p0 = tw0 * p2 * p2 + pw[0, i1] * cp1 + pw[0, i2] * cp2
-                        q2_m0 = tw0 * m2 * m2 + pw[0, i1] * cm1 + pw[0, i2] * cm2
-                        q2_p1 = tw1 * p2 * p2 + pw[1, i1] * cp1 + pw[1, i2] * cp2
-                        q2_m1 = tw1 * m2 * m2 + pw[1, i1] * cm1 + pw[1, i2] * cm2
-                        sumqx[0] = qx_p0 + qx_p1
-                        sumqx[1] = qx_p0 + qx_m1
-                        sumqx[2] = qx_m0 + qx_p1
-                        sumqx[3] = qx_m0 + qx_m1
-                        sumq2[0] = q2_p0 + q2_p1
-                        sumq2[1] = q2_p0 + q2_m1
-                        sumq2[2] = q2_m0 + q2_p1
-                        sumq2[3] = q2_m0 + q2_m1
                         for kk in range(4):
-                            if sumq2[kk] > F32(0.0) and sumqx[kk] * sumqx[kk] > best_score * sumq2[kk]:
-                                scale = sumqx[kk] / sumq2[kk]
-                                best_score = scale * sumqx[kk]
+                            if splk[kk, i2] > best_score * spl2[kk, i2]:
+                                scale = splx[kk, i2] / spl2[kk, i2]
+                                best_score = scale * splx[kk, i2]
                                 besti1 = i1
                                 besti2 = i2
                                 best_k = kk
@@ -362,8 +455,8 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
                 all_on_grid = True
                 for g in range(2):
                     xx = (x_p if best_k < 2 else x_m) if g == 0 else (x_p if best_k % 2 == 0 else x_m)
-                    gi, on = _snap_group(kmap, neighbours, digits, x, r, xo + 8 * g, weight, 8 * g, scale, xx, L,
-                                         8 * g)
+                    gi, on = _snap_group(kmap, neighbours, toff64, digits, x, r, xo + 8 * g, weight, 8 * g, scale,
+                                         xx, L, 8 * g, terms)
                     all_on_grid = all_on_grid and on
                     index[g] = gi
                 if not all_on_grid:
@@ -383,6 +476,7 @@ def quantize_iq1_m(x, qw, kmap, neighbours, digits, out):
                 out[r, o + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
                 scales[ib] = scale
                 shifts[ib] = best_k
+                _ggml_assert(scale >= F32(0.0))
                 max_scale = _maxf(max_scale, scale)
             if max_scale == F32(0.0):
                 continue

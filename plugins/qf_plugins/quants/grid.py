@@ -7,26 +7,45 @@ not a problem the generic strategies solve.  Registering them imports no kernel 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from qf import hookimpl
 from qf.codec import Codec
+from qf.errors import ImatrixError, InvalidWeightsError
 from qf.model import QuantType
 
 QK_K = 256
 
 
+@contextlib.contextmanager
+def ggml_asserts(name: str):
+    """Report a kernel's stand-in for a GGML_ASSERT (a ValueError) as the user's problem."""
+    try:
+        yield
+    except ValueError as e:
+        raise InvalidWeightsError(f"{name}: {e}") from None
+
+
 class GridCodec(Codec):
     """``grid``: the lattice's name in :mod:`qf_plugins.quants._grids`; ``kernel``: the suffix of the
-    ``quantize_*``/``dequantize_*`` kernels in :mod:`qf_plugins.quants._grid_kernels`."""
+    ``quantize_*``/``dequantize_*`` kernels in :attr:`kernel_module`; ``needs_imatrix``: ggml refuses to quantize
+    without one (its search has no weights to fall back on)."""
 
     kernel_module = "qf_plugins.quants._grid_kernels"
 
-    def __init__(self, name: str, grid: str, kernel: str, type_size: int) -> None:
+    def __init__(self, name: str, grid: str, kernel: str, type_size: int, needs_imatrix: bool = False) -> None:
         self.name = name
         self.grid = grid
         self.kernel = kernel
         self.type_size = type_size
+        self.needs_imatrix = needs_imatrix
+
+    def _out(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        if imatrix is None and self.needs_imatrix:
+            raise ImatrixError(f"{self.name} cannot be quantized without an importance matrix")
+        return np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
 
     def _kernels(self):
         import importlib
@@ -39,10 +58,11 @@ class GridCodec(Codec):
         return _grids.tables(self.grid)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        out = self._out(x, imatrix)
         t = self._tables()
-        out = np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
         quantize = getattr(self._kernels(), f"quantize_{self.kernel}")
-        quantize(x, imatrix, t.map, t.neighbours, t.qpoints, t.digits, out)
+        with ggml_asserts(self.name):
+            quantize(x, imatrix, t.map, t.neighbours, t.qpoints, t.toff64, t.digits, out)
         return out
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
@@ -52,8 +72,8 @@ class GridCodec(Codec):
         return out
 
 
-IQ2_XXS_CODEC = GridCodec("IQ2_XXS", "iq2xxs", "iq2_xxs", 66)
-IQ2_XS_CODEC = GridCodec("IQ2_XS", "iq2xs", "iq2_xs", 74)
+IQ2_XXS_CODEC = GridCodec("IQ2_XXS", "iq2xxs", "iq2_xxs", 66, needs_imatrix=True)
+IQ2_XS_CODEC = GridCodec("IQ2_XS", "iq2xs", "iq2_xs", 74, needs_imatrix=True)
 IQ2_S_CODEC = GridCodec("IQ2_S", "iq2s", "iq2_s", 82)
 IQ3_XXS_CODEC = GridCodec("IQ3_XXS", "iq3xxs", "iq3_xxs", 98)
 IQ3_S_CODEC = GridCodec("IQ3_S", "iq3s", "iq3_s", 110)

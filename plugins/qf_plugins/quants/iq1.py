@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from qf import hookimpl
 from qf.model import QuantType
-from qf_plugins.quants.grid import QK_K, GridCodec
+from qf_plugins.quants.grid import QK_K, GridCodec, ggml_asserts
 
 
 class IQ1Codec(GridCodec):
     kernel_module = "qf_plugins.quants._iq1_kernels"
 
     def quantize_native(self, x, imatrix):
-        import numpy as np
-
+        out = self._out(x, imatrix)
         t = self._tables()
-        out = np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
-        getattr(self._kernels(), f"quantize_{self.kernel}")(x, imatrix, t.map, t.neighbours, t.digits, out)
+        quantize = getattr(self._kernels(), f"quantize_{self.kernel}")
+        with ggml_asserts(self.name):
+            quantize(x, imatrix, t.map, t.neighbours, t.toff64, t.digits, out)
         return out
 
 
-IQ1_S_CODEC = IQ1Codec("IQ1_S", "iq1s", "iq1_s", 50)
+IQ1_S_CODEC = IQ1Codec("IQ1_S", "iq1s", "iq1_s", 50, needs_imatrix=True)
 IQ1_M_CODEC = IQ1Codec("IQ1_M", "iq1s", "iq1_m", 56)
 
 QUANT_TYPES = (
