@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import qf
 from qf.errors import ImatrixError, InvalidWeightsError
 from qf.plugins import get_registry
