@@ -16,8 +16,9 @@ def _first_nonfinite(x: np.ndarray) -> tuple[int, int]:
     return row, col
 
 
-def check_rows(qtype: QuantType, x: np.ndarray, what: str = "input") -> np.ndarray:
-    """Validate and normalise rows: 2-D, float32, C-contiguous, row length a multiple of the block, all finite."""
+def check_rows(qtype: QuantType, x: np.ndarray, what: str = "input", scan: bool = True) -> np.ndarray:
+    """Validate and normalise rows: 2-D, float32, C-contiguous, row length a multiple of the block, all finite
+    (``scan=False`` leaves the finiteness check to a codec that fuses it into its kernel)."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise InvalidWeightsError(f"{what}: expected a 2-D array (rows, n_per_row), got shape {x.shape}")
@@ -28,11 +29,15 @@ def check_rows(qtype: QuantType, x: np.ndarray, what: str = "input") -> np.ndarr
             f"{what}: row length {x.shape[1]} is not a multiple of {qtype.name}'s block size {qtype.block_size}"
         )
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.size:
-        row, col = _first_nonfinite(x)
-        if row >= 0:
-            raise InvalidWeightsError(f"{what}: non-finite value {x[row, col]} at row {row}, column {col}")
+    if scan and x.size:
+        check_rows_finite(x, what)
     return x
+
+
+def check_rows_finite(x: np.ndarray, what: str = "input") -> None:
+    row, col = _first_nonfinite(x)
+    if row >= 0:
+        raise InvalidWeightsError(f"{what}: non-finite value {x[row, col]} at row {row}, column {col}")
 
 
 def check_imatrix(imatrix: np.ndarray | None, n_per_row: int, what: str = "imatrix") -> np.ndarray | None:
@@ -82,7 +87,8 @@ def quantize_rows(
     With ``strategy="ggml"`` the bytes are those of llama.cpp's ``ggml_quantize_chunk`` for the same input.
     """
     qtype, strat = resolve(type_name, strategy)
-    x = check_rows(qtype, x)
+    fused = strat.native and getattr(qtype.load_codec(), "checks_finite", False)
+    x = check_rows(qtype, x, scan=not fused)
     imatrix = check_imatrix(imatrix, x.shape[1])
     if imatrix is None and qtype.requires_imatrix:
         raise ImatrixError(f"{qtype.name} cannot be quantized without an importance matrix")

@@ -17,10 +17,15 @@ from qf.model import BlockProblem, BlockSolution, Strategy
 
 
 class Codec:
-    """Subclasses implement :meth:`quantize_native` and :meth:`dequantize`; :meth:`pose`/:meth:`pack` for generic
+    """Set ``checks_finite = True`` when :meth:`quantize_native` itself raises on NaN/Inf input (fused into its
+    first pass, see :func:`ensure_finite`): :func:`qf.quantize_rows` then skips its separate scan.
+
+    Subclasses implement :meth:`quantize_native` and :meth:`dequantize`; :meth:`pose`/:meth:`pack` for generic
     strategies.  Inputs are validated by :func:`qf.quantize_rows` before they get here: ``x`` is C-contiguous
     float32 ``(rows, n_per_row)`` with ``n_per_row`` a multiple of the block size, all finite; ``imatrix`` is None or
     finite float32 ``(n_per_row,)``."""
+
+    checks_finite = False
 
     def quantize(self, x: np.ndarray, imatrix: np.ndarray | None, strategy: Strategy) -> np.ndarray:
         if strategy.native:
@@ -40,6 +45,22 @@ class Codec:
 
     def pack(self, x: np.ndarray, imatrix: np.ndarray | None, problem: BlockProblem, solution: BlockSolution) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot pack a generic solution")
+
+
+NONFINITE_BITS = 0x7F800000
+
+
+def check_finite(x: np.ndarray) -> None:
+    """Raise the API's error (naming row and column) if ``x`` holds NaN or Inf."""
+    from qf.api import check_rows_finite
+
+    check_rows_finite(x)
+
+
+def ensure_finite(x: np.ndarray, top_bits: int) -> None:
+    """Raise the API's error for non-finite input, given the largest ``bits & 0x7FFFFFFF`` a kernel saw in ``x``."""
+    if int(top_bits) >= NONFINITE_BITS:
+        check_finite(x)
 
 
 def blocks(x: np.ndarray, block_size: int) -> np.ndarray:

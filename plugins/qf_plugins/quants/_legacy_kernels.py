@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, roundf
+from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit, opaque, roundf
 from qf_plugins.quants._search_kernels import (
     _BAD,
     _MN,
@@ -23,6 +23,7 @@ from qf_plugins.quants._search_kernels import (
 )
 
 QK = 32
+ABS_BITS = np.uint32(0x7FFFFFFF)
 
 
 @inline
@@ -80,21 +81,23 @@ def _legacy_weights(x, r, base, qw, sigma2, weight):
 
 @inline
 def _signed_absmax(xr, base):
-    """(amax, max) over a 32-block: the value with the largest magnitude, its first occurrence deciding the sign
-    (`if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`; measured faster than split chains here)."""
+    """(max, |bits| max) over a 32-block: the value with the largest magnitude, its first occurrence deciding the
+    sign (`if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`), and the largest |bits| (finiteness check)."""
     amax = F32(0.0)
     mx = F32(0.0)
+    top = np.uint32(0)
     for j in range(QK):
         v = xr[base + j]
+        top = max(top, f32_bits(v) & ABS_BITS)
         if amax < abs(v):
             amax = abs(v)
             mx = v
-    return amax, mx
+    return mx, top
 
 
 @inline
 def _minmax(xr, base):
-    """(min, max) over a 32-block as `if (v < min) min = v; if (v > max) max = v;` from ±FLT_MAX scans it.
+    """(min, max, |bits| max) over a 32-block as `if (v < min) min = v; if (v > max) max = v;` from ±FLT_MAX scans it.
 
     Two chains each; the values agree with the single scan except for the sign of a zero extremum (the first zero
     wins in C), so a zero extremum is recomputed by the plain scan."""
@@ -102,6 +105,8 @@ def _minmax(xr, base):
     mx0 = mn0
     mn1 = xr[base + 1]
     mx1 = mn1
+    t0 = f32_bits(mn0) & ABS_BITS
+    t1 = f32_bits(mn1) & ABS_BITS
     for j in range(2, QK, 2):
         v0 = xr[base + j]
         v1 = xr[base + j + 1]
@@ -109,6 +114,8 @@ def _minmax(xr, base):
         mx0 = v0 if v0 > mx0 else mx0
         mn1 = v1 if v1 < mn1 else mn1
         mx1 = v1 if v1 > mx1 else mx1
+        t0 = max(t0, f32_bits(v0) & ABS_BITS)
+        t1 = max(t1, f32_bits(v1) & ABS_BITS)
     mn = mn1 if mn1 < mn0 else mn0
     mx = mx1 if mx1 > mx0 else mx0
     if mn == F32(0.0) or mx == F32(0.0):
@@ -120,7 +127,7 @@ def _minmax(xr, base):
                 mn = v
             if v > mx:
                 mx = v
-    return mn, mx
+    return mn, mx, max(t0, t1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -130,22 +137,26 @@ def _minmax(xr, base):
 @jit
 def quantize_q4_0(x, out):
     n, k = x.shape
+    top = np.uint32(0)
+    half = opaque(QK // 2)  # a bound LLVM cannot see: the loop is vectorized instead of unrolled
     for r in range(n):
         xr = x[r]
         orow = out[r]
         for ib in range(k // QK):
             base = ib * QK
-            _, mx = _signed_absmax(xr, base)
+            mx, t = _signed_absmax(xr, base)
+            top = max(top, t)
             d = mx / F32(-8.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 18
             h = fp32_to_fp16(d)
             orow[o] = h & 0xFF
             orow[o + 1] = h >> 8
-            for j in range(16):  # (int8_t)(x*id + 8.5f): values in [0.5, 16.5], so truncation
+            for j in range(half):  # (int8_t)(x*id + 8.5f): values in [0.5, 16.5], so truncation
                 q0 = min(np.int32(15), np.int32(xr[base + j] * idv + F32(8.5)))
                 q1 = min(np.int32(15), np.int32(xr[base + 16 + j] * idv + F32(8.5)))
                 orow[o + 2 + j] = np.uint8(q0 | (q1 << 4))
+    return top
 
 
 @jit
@@ -173,12 +184,15 @@ def quantize_q4_0_imatrix(x, qw, out):
 @jit
 def quantize_q4_1(x, out):
     n, k = x.shape
+    top = np.uint32(0)
+    half = opaque(QK // 2)  # a bound LLVM cannot see: the loop is vectorized instead of unrolled
     for r in range(n):
         xr = x[r]
         orow = out[r]
         for ib in range(k // QK):
             base = ib * QK
-            mn, mx = _minmax(xr, base)
+            mn, mx, t = _minmax(xr, base)
+            top = max(top, t)
             d = (mx - mn) / F32(15.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 20
@@ -188,10 +202,11 @@ def quantize_q4_1(x, out):
             h = fp32_to_fp16(mn)
             orow[o + 2] = h & 0xFF
             orow[o + 3] = h >> 8
-            for j in range(16):
+            for j in range(half):
                 q0 = min(np.int32(15), np.int32((xr[base + j] - mn) * idv + F32(0.5)))
                 q1 = min(np.int32(15), np.int32((xr[base + 16 + j] - mn) * idv + F32(0.5)))
                 orow[o + 4 + j] = np.uint8(q0 | (q1 << 4))
+    return top
 
 
 @jit
@@ -260,18 +275,22 @@ def quantize_q4_1_imatrix(x, qw, out):
 def quantize_q5_0(x, out):
     n, k = x.shape
     L = np.empty(QK, np.int64)
+    top = np.uint32(0)
+    full = opaque(QK)  # a bound LLVM cannot see: the loop is vectorized instead of unrolled
     for r in range(n):
         xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
-            _, mx = _signed_absmax(xr, base)
+            mx, t = _signed_absmax(xr, base)
+            top = max(top, t)
             d = mx / F32(-16.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 22
             _put_f16(out, r, o, d)
-            for j in range(QK):
+            for j in range(full):
                 L[j] = min(np.int32(31), np.int32(xr[base + j] * idv + F32(16.5)))
             _pack_q5(out, r, o + 2, L, 0)
+    return top
 
 
 @jit
@@ -300,20 +319,24 @@ def quantize_q5_0_imatrix(x, qw, out):
 def quantize_q5_1(x, out):
     n, k = x.shape
     L = np.empty(QK, np.int64)
+    top = np.uint32(0)
+    full = opaque(QK)  # a bound LLVM cannot see: the loop is vectorized instead of unrolled
     for r in range(n):
         xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
-            mn, mx = _minmax(xr, base)
+            mn, mx, t = _minmax(xr, base)
+            top = max(top, t)
             d = (mx - mn) / F32(31.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 24
             _put_f16(out, r, o, d)
             _put_f16(out, r, o + 2, mn)
-            for j in range(QK):
+            for j in range(full):
                 # (uint8_t)(x + 0.5f): values are in [0, 31.5], so truncation
                 L[j] = np.int32((xr[base + j] - mn) * idv + F32(0.5)) & 0xFF
             _pack_q5(out, r, o + 4, L, 0)
+    return top
 
 
 @jit
@@ -328,18 +351,24 @@ def quantize_q5_1_imatrix(x, qw, out):
 @jit
 def quantize_q8_0(x, out):
     n, k = x.shape
+    top = np.uint32(0)
+    full = opaque(QK)  # a bound LLVM cannot see: the loop is vectorized instead of unrolled
     for r in range(n):
+        xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
             amax = F32(0.0)
             for j in range(QK):
-                amax = max(amax, abs(x[r, base + j]))
+                v = xr[base + j]
+                top = max(top, f32_bits(v) & ABS_BITS)
+                amax = max(amax, abs(v))
             d = amax / F32(127.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 34
             _put_f16(out, r, o, d)
-            for j in range(QK):
-                out[r, o + 2 + j] = np.int64(roundf(x[r, base + j] * idv)) & 0xFF
+            for j in range(full):
+                out[r, o + 2 + j] = np.int64(roundf(xr[base + j] * idv)) & 0xFF
+    return top
 
 
 # ---------------------------------------------------------------------------------------------------------------------

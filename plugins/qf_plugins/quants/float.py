@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf import hookimpl
-from qf.codec import Codec
+from qf.codec import Codec, ensure_finite
 from qf.model import QuantType
 
 
@@ -18,11 +18,16 @@ class F32Codec(Codec):
 
 
 class F16Codec(Codec):
-    """IEEE half, round to nearest even (numpy's conversion is exact, like ggml's)."""
+    """IEEE half, round to nearest even, as ggml's GGML_FP32_TO_FP16 (values beyond ±65504 become ±inf)."""
+
+    checks_finite = True
 
     def quantize_native(self, x, imatrix):
-        with np.errstate(over="ignore"):  # beyond ±65504 becomes ±inf, as in ggml
-            return x.astype(np.float16).view(np.uint8)
+        from qf_plugins.quants._float_kernels import to_f16
+
+        out = np.empty(x.shape, np.uint16)
+        ensure_finite(x, to_f16(x, out))
+        return out.view(np.uint8)
 
     def dequantize(self, data, n_per_row):
         return np.ascontiguousarray(data).view(np.float16).reshape(data.shape[0], n_per_row).astype(np.float32)
@@ -31,13 +36,14 @@ class F16Codec(Codec):
 class BF16Codec(Codec):
     """bfloat16 as ggml_compute_fp32_to_bf16: round to nearest even, NaN kept quiet."""
 
+    checks_finite = True
+
     def quantize_native(self, x, imatrix):
-        u = np.ascontiguousarray(x, np.float32).view(np.uint32)
-        rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
-        nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-        if nan.any():
-            rounded = np.where(nan, (u >> np.uint32(16)) | np.uint32(64), rounded)
-        return rounded.astype(np.uint16).view(np.uint8)
+        from qf_plugins.quants._float_kernels import to_bf16
+
+        out = np.empty(x.shape, np.uint16)
+        ensure_finite(x, to_bf16(x, out))
+        return out.view(np.uint8)
 
     def dequantize(self, data, n_per_row):
         h = np.ascontiguousarray(data).view(np.uint16).reshape(data.shape[0], n_per_row)

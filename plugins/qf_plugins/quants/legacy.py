@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf import hookimpl
-from qf.codec import Codec, blocks
+from qf.codec import Codec, blocks, check_finite, ensure_finite
 from qf.model import BlockProblem, BlockSolution, QuantType
 
 QK = 32
@@ -41,13 +41,16 @@ class LegacyCodec(Codec):
     def _out(self, x: np.ndarray) -> np.ndarray:
         return np.empty((x.shape[0], x.shape[1] // QK * self.type_size), np.uint8)
 
+    checks_finite = True  # the plain kernels report the largest |bits| they read; the imatrix paths scan first
+
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         k = _kernels()
         out = self._out(x)
         lower = self.name.lower()
         if imatrix is None or self.nbits == 8:
-            getattr(k, f"quantize_{lower}")(x, out)
+            ensure_finite(x, getattr(k, f"quantize_{lower}")(x, out))
         else:
+            check_finite(x)
             getattr(k, f"quantize_{lower}_imatrix")(x, imatrix, out)
         return out
 

@@ -1,0 +1,35 @@
+"""F16/BF16 conversion kernels against independent references on millions of float32 bit patterns."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import qf
+
+
+def patterns(n: int = 1 << 21) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype(np.uint32)
+    edges = np.array([0, 0x80000000, 1, 0x00800000, 0x33000000, 0x33000001, 0x387FC000, 0x387FE000, 0x387FF000,
+                      0x38800000, 0x477FE000, 0x477FEFFF, 0x477FF000, 0x477FF001, 0x7F7FFFFF], np.uint32)
+    bits[: edges.size] = edges
+    bits[edges.size: 2 * edges.size] = edges | np.uint32(0x80000000)
+    values = bits.view(np.float32)
+    return values[np.isfinite(values)].reshape(-1, 64)[: n // 64 // 2 * 2]
+
+
+def test_f16_matches_numpy():
+    x = patterns()
+    with np.errstate(over="ignore"):
+        expected = x.astype(np.float16).view(np.uint16)
+    ours = qf.quantize_rows("F16", x).view(np.uint16)
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_bf16_matches_round_to_nearest_even():
+    x = patterns()
+    u = x.view(np.uint32).astype(np.uint64)
+    expected = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    np.testing.assert_array_equal(qf.quantize_rows("BF16", x).view(np.uint16), expected)
+    np.testing.assert_array_equal(qf.dequantize_rows("BF16", qf.quantize_rows("BF16", x), 64),
+                                  (expected.astype(np.uint32) << 16).view(np.float32))
