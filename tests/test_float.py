@@ -15,7 +15,8 @@ def patterns(n: int = 1 << 21) -> np.ndarray:
     bits[: edges.size] = edges
     bits[edges.size: 2 * edges.size] = edges | np.uint32(0x80000000)
     values = bits.view(np.float32)
-    return values[np.isfinite(values)].reshape(-1, 64)[: n // 64 // 2 * 2]
+    values = values[np.isfinite(values)]
+    return values[: values.size // 64 * 64].reshape(-1, 64)
 
 
 def test_f16_matches_numpy():
