@@ -122,6 +122,30 @@ class _Cursor:
         except UnicodeDecodeError:
             return raw.decode("utf-8", errors="surrogateescape")
 
+    def strings(self, count: int, what: str) -> list[str]:
+        """A string array (a vocabulary: ~100k items), read in one tight loop."""
+        mv, pos, end = self.mv, self.pos, len(self.buf)
+        out = []
+        append = out.append
+        from_bytes = int.from_bytes
+        for _ in range(count):
+            if pos + 8 > end:
+                self.pos = pos
+                self.need(8, what)
+            n = from_bytes(mv[pos:pos + 8], "little")
+            pos += 8
+            if pos + n > end:
+                self.pos = pos
+                self.need(n, what)
+            raw = mv[pos:pos + n]
+            pos += n
+            try:
+                append(str(raw, "utf-8"))
+            except UnicodeDecodeError:
+                append(bytes(raw).decode("utf-8", errors="surrogateescape"))
+        self.pos = pos
+        return out
+
     def value(self, vtype: int, what: str) -> tuple[Any, int | None]:
         if vtype == GGUFValueType.STRING:
             return self.string(what), None
@@ -137,7 +161,7 @@ class _Cursor:
                 self.pos += count * dtype.itemsize
                 return arr, item_type
             if item_type == GGUFValueType.STRING:
-                return [self.string(what) for _ in range(count)], item_type
+                return self.strings(count, what), item_type
             if item_type == GGUFValueType.ARRAY:
                 return [self.value(GGUFValueType.ARRAY, what)[0] for _ in range(count)], item_type
             raise GGUFFormatError(f"{self.path}: {what} has unknown array item type {item_type}")
