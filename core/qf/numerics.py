@@ -151,6 +151,20 @@ def fp16_round(f):
 
 
 @inline
+def put_f16(out, r, o, value):
+    """Store ``value`` as little-endian fp16 at ``out[r, o:o+2]`` (a ggml_half field of a block)."""
+    h = fp32_to_fp16(value)
+    out[r, o] = h & 0xFF
+    out[r, o + 1] = h >> 8
+
+
+@inline
+def get_f16(data, r, o):
+    """The float32 value of the little-endian fp16 at ``data[r, o:o+2]``."""
+    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
+
+
+@inline
 def fp32_to_bf16(f):
     """bfloat16 bits of ``f``: round-to-nearest-even, NaN -> quiet NaN (as ggml_compute_fp32_to_bf16)."""
     u = np.int64(f32_bits(f))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int, opaque
+from qf.numerics import F32, f32_bits, get_f16, inline, jit, nearest_int, opaque, put_f16
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
@@ -31,18 +31,6 @@ GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): l
 
 # ---------------------------------------------------------------------------------------------------------------------
 # byte helpers
-
-
-@inline
-def _put_f16(out, r, o, value):
-    h = fp32_to_fp16(value)
-    out[r, o] = h & 0xFF
-    out[r, o + 1] = h >> 8
-
-
-@inline
-def _get_f16(data, r, o):
-    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
 
 
 @inline
@@ -464,7 +452,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     out[r, o + j] = 0
                 continue
             d = max_scale / F32(31.0)
-            _put_f16(out, r, o, d)
+            put_f16(out, r, o, d)
             id_ = F32(1.0) / d
             for ib in range(8):
                 q2[2 * ib + 1] |= _scale_nibble(id_, scales[ib], 15) << 28
@@ -523,7 +511,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     out[r, o + j] = 0
                 continue
             d = max_scale / F32(31.0)
-            _put_f16(out, r, o, d)
+            put_f16(out, r, o, d)
             id_ = F32(1.0) / d
             for j in range(32):
                 out[r, o + 2 + 2 * j] = q2[j] & 0xFF
@@ -587,7 +575,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
             if max_scale == F32(0.0):
                 continue
             d = max_scale / F32(31.0)
-            _put_f16(out, r, o, d * F32(0.9875))
+            put_f16(out, r, o, d * F32(0.9875))
             id_ = F32(1.0) / d
             for ib in range(0, 16, 2):
                 l0 = _scale_nibble(id_, scales[ib], 15)
@@ -649,7 +637,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     out[r, o + j] = 0
                 continue
             d = max_scale / F32(31.0)
-            _put_f16(out, r, o, d * F32(1.0125))
+            put_f16(out, r, o, d * F32(1.0125))
             id_ = F32(1.0) / d
             for j in range(64):
                 out[r, o + 2 + j] = q3[j]
@@ -716,7 +704,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
             if max_scale == F32(0.0):
                 continue
             d = max_scale / F32(31.0)
-            _put_f16(out, r, o, d * F32(1.033))
+            put_f16(out, r, o, d * F32(1.033))
             id_ = F32(1.0) / d
             for ib in range(0, 8, 2):
                 l1 = _scale_nibble(id_, scales[ib], 15)
@@ -749,7 +737,7 @@ def dequantize_iq2_xxs(data, digits, values, out):
     for r in range(n):
         for ibl in range(out.shape[1] // QK_K):
             o = ibl * 66
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for ib in range(8):
                 a0 = _get_u32(data, r, o + 2 + 8 * ib)
                 a1 = _get_u32(data, r, o + 6 + 8 * ib)
@@ -768,7 +756,7 @@ def dequantize_iq2_xs(data, digits, values, out):
     for r in range(n):
         for ibl in range(out.shape[1] // QK_K):
             o = ibl * 74
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for ib in range(8):
                 sc = np.int64(data[r, o + 66 + ib])
                 db0 = d * (F32(0.5) + F32(sc & 0xF)) * F32(0.25)
@@ -789,7 +777,7 @@ def dequantize_iq2_s(data, digits, values, out):
     for r in range(n):
         for ibl in range(out.shape[1] // QK_K):
             o = ibl * 82
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for ib in range(8):
                 sc = np.int64(data[r, o + 74 + ib])
                 db0 = d * (F32(0.5) + F32(sc & 0xF)) * F32(0.25)
@@ -810,7 +798,7 @@ def dequantize_iq3_xxs(data, digits, values, out):
     for r in range(n):
         for ibl in range(out.shape[1] // QK_K):
             o = ibl * 98
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for ib in range(8):
                 a = _get_u32(data, r, o + 66 + 4 * ib)
                 db = d * (F32(0.5) + F32(a >> 28)) * F32(0.5)
@@ -830,7 +818,7 @@ def dequantize_iq3_s(data, digits, values, out):
     for r in range(n):
         for ibl in range(out.shape[1] // QK_K):
             o = ibl * 110
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for ib in range(8):
                 sc = np.int64(data[r, o + 106 + ib // 2])
                 db = d * F32(1 + 2 * ((sc >> (4 * (ib % 2))) & 0xF))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int, opaque
+from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, get_f16, inline, jit, nearest_int, opaque, put_f16
 
 QK_K = 256
 GROUP_MAX_EPS_IQ1_S = F32(1e-12)
@@ -38,18 +38,6 @@ def _ggml_assert(ok):
 @inline
 def _maxf(a, b):
     return a if a > b else b
-
-
-@inline
-def _put_f16(out, r, o, value):
-    h = fp32_to_fp16(value)
-    out[r, o] = h & 0xFF
-    out[r, o + 1] = h >> 8
-
-
-@inline
-def _get_f16(data, r, o):
-    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
 
 
 @inline
@@ -302,7 +290,7 @@ def quantize_iq1_s(x, qw, kmap, neighbours, toff64, digits, out):
             if max_scale == F32(0.0):
                 continue
             d = max_scale / F32(15.0)
-            _put_f16(out, r, o, d * F32(1.125))
+            put_f16(out, r, o, d * F32(1.125))
             id_ = F32(1.0) / d
             for ib in range(8):
                 l = nearest_int(F32(0.5) * (id_ * scales[ib] - F32(1.0)))
@@ -523,7 +511,7 @@ def dequantize_iq1_s(data, digits, values, out):
     for r in range(data.shape[0]):
         for ibl in range(out.shape[1] // QK_K):
             o = ibl * 50
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for ib in range(8):
                 qh = np.int64(data[r, o + 34 + 2 * ib]) | (np.int64(data[r, o + 35 + 2 * ib]) << 8)
                 dl = d * F32(2 * ((qh >> 12) & 7) + 1)

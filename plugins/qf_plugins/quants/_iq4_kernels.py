@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, bits_f32, fp16_to_fp32, fp32_to_fp16, inline, jit, nearest_int
+from qf.numerics import F32, bits_f32, get_f16, inline, jit, nearest_int, put_f16
 
 QK = 32  # elements per scale (IQ4_NL block, IQ4_XS sub-block)
 QK_K = 256  # IQ4_XS super-block
@@ -77,18 +77,6 @@ def check_best_index(lo_bits, hi_bits):
         if best_index(v) != best_index_bisect(v):
             return u
     return -1
-
-
-@inline
-def _put_f16(out, r, o, value):
-    h = fp32_to_fp16(value)
-    out[r, o] = h & 0xFF
-    out[r, o + 1] = h >> 8
-
-
-@inline
-def _get_f16(data, r, o):
-    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
 
 
 @inline
@@ -162,7 +150,7 @@ def _pack_nibbles(x, r, base, inv, out, o):
 def _write_nl(x, r, ib, d, out):
     """IQ4_NL block: fp16 d, then the nibbles re-derived with the float (not fp16) scale, as ggml does."""
     o = ib * NL_BYTES
-    _put_f16(out, r, o, d)
+    put_f16(out, r, o, d)
     inv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     _pack_nibbles(x, r, ib * QK, inv, out, o + 2)
 
@@ -181,7 +169,7 @@ def write_xs(x, r, ibl, scales, out):
             max_scale = scales[ib]
     o = ibl * XS_BYTES
     d = -max_scale / F32(32.0)
-    _put_f16(out, r, o, d)
+    put_f16(out, r, o, d)
     inv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
     scales_h = 0
     for ib in range(QK_K // QK):
@@ -287,7 +275,7 @@ def pack_nl(d, q, out):
     for r in range(n):
         for ib in range(nb):
             o = ib * NL_BYTES
-            _put_f16(out, r, o, d[r, ib])
+            put_f16(out, r, o, d[r, ib])
             for j in range(16):
                 out[r, o + 2 + j] = (q[r, ib, j] & 0xF) | ((q[r, ib, 16 + j] & 0xF) << 4)
 
@@ -315,7 +303,7 @@ def dequantize_iq4_nl(data, k, out):
     for r in range(n):
         for ib in range(k // QK):
             o = ib * NL_BYTES
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for j in range(16):
                 b = data[r, o + 2 + j]
                 out[r, ib * QK + j] = d * VALUES[b & 0xF]
@@ -328,7 +316,7 @@ def dequantize_iq4_xs(data, k, out):
     for r in range(n):
         for ibl in range(k // QK_K):
             o = ibl * XS_BYTES
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             scales_h = np.int64(data[r, o + 2]) | (np.int64(data[r, o + 3]) << 8)
             for ib in range(QK_K // QK):
                 lo = (np.int64(data[r, o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF

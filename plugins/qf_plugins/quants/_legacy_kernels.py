@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit, opaque, roundf
+from qf.numerics import F32, f32_bits, fp32_to_fp16, get_f16, inline, jit, opaque, put_f16, roundf
 from qf_plugins.quants._search_kernels import (
     _BAD,
     _MN,
@@ -24,18 +24,6 @@ from qf_plugins.quants._search_kernels import (
 
 QK = 32
 ABS_BITS = np.uint32(0x7FFFFFFF)
-
-
-@inline
-def _put_f16(out, r, o, value):
-    h = fp32_to_fp16(value)
-    out[r, o] = h & 0xFF
-    out[r, o + 1] = h >> 8
-
-
-@inline
-def _get_f16(data, r, o):
-    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
 
 
 @inline
@@ -173,7 +161,7 @@ def quantize_q4_0_imatrix(x, qw, out):
             _legacy_weights(x, r, base, qw, sigma2, weight)
             d = make_qx_quants(QK, 8, xr, base, L, 0, weight, 0, S)
             o = ib * 18
-            _put_f16(out, r, o, d)
+            put_f16(out, r, o, d)
             _pack_nibbles(out, r, o + 2, L, 0)
 
 
@@ -254,8 +242,8 @@ def _quantize_type1_imatrix(x, qw, out, nbits):
                 for i in range(QK):
                     L[i] = np.int64(LT[i * NLM + l])
             o = ib * bsize
-            _put_f16(out, r, o, d)
-            _put_f16(out, r, o + 2, m)
+            put_f16(out, r, o, d)
+            put_f16(out, r, o + 2, m)
             if nbits == 4:
                 _pack_nibbles(out, r, o + 4, L, 0)
             else:
@@ -286,7 +274,7 @@ def quantize_q5_0(x, out):
             d = mx / F32(-16.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 22
-            _put_f16(out, r, o, d)
+            put_f16(out, r, o, d)
             for j in range(full):
                 L[j] = min(np.int32(31), np.int32(xr[base + j] * idv + F32(16.5)))
             _pack_q5(out, r, o + 2, L, 0)
@@ -307,7 +295,7 @@ def quantize_q5_0_imatrix(x, qw, out):
             _legacy_weights(x, r, base, qw, sigma2, weight)
             d = make_qx_quants(QK, 16, xr, base, L, 0, weight, 0, S)
             o = ib * 22
-            _put_f16(out, r, o, d)
+            put_f16(out, r, o, d)
             _pack_q5(out, r, o + 2, L, 0)
 
 
@@ -330,8 +318,8 @@ def quantize_q5_1(x, out):
             d = (mx - mn) / F32(31.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 24
-            _put_f16(out, r, o, d)
-            _put_f16(out, r, o + 2, mn)
+            put_f16(out, r, o, d)
+            put_f16(out, r, o + 2, mn)
             for j in range(full):
                 # (uint8_t)(x + 0.5f): values are in [0, 31.5], so truncation
                 L[j] = np.int32((xr[base + j] - mn) * idv + F32(0.5)) & 0xFF
@@ -365,7 +353,7 @@ def quantize_q8_0(x, out):
             d = amax / F32(127.0)
             idv = F32(1.0) / d if d != F32(0.0) else F32(0.0)
             o = ib * 34
-            _put_f16(out, r, o, d)
+            put_f16(out, r, o, d)
             for j in range(full):
                 out[r, o + 2 + j] = np.int64(roundf(xr[base + j] * idv)) & 0xFF
     return top
@@ -384,7 +372,7 @@ def pack_symmetric(d, q, qmin, nbits, out):
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
-            _put_f16(out, r, o, d[r, ib])
+            put_f16(out, r, o, d[r, ib])
             for j in range(QK):
                 L[j] = np.int64(q[r, ib, j]) - qmin
             if nbits == 4:
@@ -405,8 +393,8 @@ def pack_asymmetric(d, m, q, nbits, out):
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
-            _put_f16(out, r, o, d[r, ib])
-            _put_f16(out, r, o + 2, m[r, ib])
+            put_f16(out, r, o, d[r, ib])
+            put_f16(out, r, o + 2, m[r, ib])
             for j in range(QK):
                 L[j] = np.int64(q[r, ib, j])
             if nbits == 4:
@@ -426,8 +414,8 @@ def dequantize_legacy(data, k, nbits, has_min, out):
     for r in range(n):
         for ib in range(k // QK):
             o = ib * bsize
-            d = _get_f16(data, r, o)
-            m = _get_f16(data, r, o + 2) if has_min else F32(0.0)
+            d = get_f16(data, r, o)
+            m = get_f16(data, r, o + 2) if has_min else F32(0.0)
             p = o + (4 if has_min else 2)
             base = ib * QK
             if nbits == 8:

@@ -13,25 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, bits_f32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit
+from qf.numerics import F32, bits_f32, f32_bits, get_f16, jit, put_f16
 
 Q1_QK = 128
 Q1_BYTES = 18
 Q2_QK = 64
 Q2_BYTES = 18
 _INF = F32(np.inf)
-
-
-@inline
-def _put_f16(out, r, o, value):
-    h = fp32_to_fp16(value)
-    out[r, o] = h & 0xFF
-    out[r, o + 1] = h >> 8
-
-
-@inline
-def _get_f16(data, r, o):
-    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
 
 
 @jit
@@ -44,7 +32,7 @@ def quantize_q1_0(x, out):
             sum_abs = F32(0.0)
             for j in range(Q1_QK):
                 sum_abs += abs(x[r, base + j])
-            _put_f16(out, r, o, sum_abs / F32(Q1_QK))
+            put_f16(out, r, o, sum_abs / F32(Q1_QK))
             for i in range(Q1_QK // 8):
                 b = 0
                 for j in range(8):
@@ -64,7 +52,7 @@ def quantize_q2_0(x, out):
                 m = max(m, f32_bits(x[r, base + j]) & np.uint32(0x7FFFFFFF))
             d = bits_f32(m)
             inv = F32(1.0) / d if d > F32(0.0) else F32(0.0)
-            _put_f16(out, r, o, d)
+            put_f16(out, r, o, d)
             if inv == _INF:
                 for i in range(Q2_QK // 4):
                     out[r, o + 2 + i] = 0
@@ -106,7 +94,7 @@ def pack_q1_0(x, w, d, q, out):
                 scale = -scale
                 for j in range(Q1_QK):
                     s[j] ^= 1
-            _put_f16(out, r, o, scale)
+            put_f16(out, r, o, scale)
             for i in range(Q1_QK // 8):
                 b = 0
                 for j in range(8):
@@ -121,7 +109,7 @@ def pack_q2_0(d, q, out):
     for r in range(n):
         for ib in range(nb):
             o = ib * Q2_BYTES
-            _put_f16(out, r, o, d[r, ib])
+            put_f16(out, r, o, d[r, ib])
             for i in range(Q2_QK // 4):
                 b = 0
                 for j in range(4):
@@ -139,7 +127,7 @@ def dequantize_q1_0(data, k, out):
     for r in range(n):
         for ib in range(k // Q1_QK):
             o = ib * Q1_BYTES
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for j in range(Q1_QK):
                 bit = (data[r, o + 2 + j // 8] >> (j % 8)) & 1
                 out[r, ib * Q1_QK + j] = d if bit else -d
@@ -151,7 +139,7 @@ def dequantize_q2_0(data, k, out):
     for r in range(n):
         for ib in range(k // Q2_QK):
             o = ib * Q2_BYTES
-            d = _get_f16(data, r, o)
+            d = get_f16(data, r, o)
             for j in range(Q2_QK):
                 code = (np.int64(data[r, o + 2 + j // 4]) >> (2 * (j % 4))) & 3
                 out[r, ib * Q2_QK + j] = F32(code - 1) * d

@@ -13,24 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, bits_f32, f32_bits, fp16_to_fp32, fp32_to_fp16, inline, jit
+from qf.numerics import F32, bits_f32, f32_bits, get_f16, inline, jit, put_f16
 
 QK_K = 256
 TQ1_BYTES = 54
 TQ2_BYTES = 66
 _INF = F32(np.inf)
-
-
-@inline
-def _put_f16(out, r, o, value):
-    h = fp32_to_fp16(value)
-    out[r, o] = h & 0xFF
-    out[r, o + 1] = h >> 8
-
-
-@inline
-def _get_f16(data, r, o):
-    return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
 
 
 @inline
@@ -100,7 +88,7 @@ def quantize_tq1_0(x, out):
             o = ib * TQ1_BYTES
             d = _trits(x, r, ib * QK_K, L)
             _pack_tq1(L, out, r, o)
-            _put_f16(out, r, o + 52, d)
+            put_f16(out, r, o + 52, d)
 
 
 @jit
@@ -112,7 +100,7 @@ def quantize_tq2_0(x, out):
             o = ib * TQ2_BYTES
             d = _trits(x, r, ib * QK_K, L)
             _pack_tq2(L, out, r, o)
-            _put_f16(out, r, o + 64, d)
+            put_f16(out, r, o + 64, d)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -136,7 +124,7 @@ def pack_tq1_0(d, q, out):
             o = ib * TQ1_BYTES
             ad = _solution_trits(d, q, r, ib, L)
             _pack_tq1(L, out, r, o)
-            _put_f16(out, r, o + 52, ad)
+            put_f16(out, r, o + 52, ad)
 
 
 @jit
@@ -148,7 +136,7 @@ def pack_tq2_0(d, q, out):
             o = ib * TQ2_BYTES
             ad = _solution_trits(d, q, r, ib, L)
             _pack_tq2(L, out, r, o)
-            _put_f16(out, r, o + 64, ad)
+            put_f16(out, r, o + 64, ad)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -169,7 +157,7 @@ def dequantize_tq1_0(data, k, out):
         for ib in range(k // QK_K):
             o = ib * TQ1_BYTES
             base = ib * QK_K
-            d = _get_f16(data, r, o + 52)
+            d = get_f16(data, r, o + 52)
             p = 1
             for t in range(5):
                 for m in range(32):
@@ -191,7 +179,7 @@ def dequantize_tq2_0(data, k, out):
         for ib in range(k // QK_K):
             o = ib * TQ2_BYTES
             base = ib * QK_K
-            d = _get_f16(data, r, o + 64)
+            d = get_f16(data, r, o + 64)
             for h in range(2):
                 for l in range(4):
                     for m in range(32):
