@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, f32_bits, get_f16, inline, jit, nearest_int, opaque, put_f16
+from qf_plugins.quants._search_kernels import make_qp_quants  # uint8 L as in ggml: negative roundings wrap
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
@@ -319,72 +320,6 @@ def _block_sigma2(x, r, base):
 def _scale_nibble(id_, s, top):
     l = nearest_int(F32(0.5) * (id_ * s - F32(1.0)))
     return max(0, min(top, l))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# make_qp_quants (its L is uint8 in ggml: a negative rounding wraps, and the wrapped value is what it reuses)
-
-
-@inline
-def make_qp_quants(n, nmax, x, L, quant_weights):
-    mx = F32(0.0)
-    for i in range(n):
-        mx = _maxf(mx, x[i])
-    if mx < GROUP_MAX_EPS:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0)
-    iscale = F32(nmax) / mx
-    for i in range(n):
-        L[i] = nearest_int(iscale * x[i]) & 0xFF
-    scale = F32(1.0) / iscale
-    best_mse = F32(0.0)
-    for i in range(n):
-        diff = x[i] - scale * F32(L[i])
-        best_mse += quant_weights[i] * diff * diff
-    for is_ in range(-4, 5):
-        if is_ == 0:
-            continue
-        iscale_is = (F32(0.1) * F32(is_) + F32(nmax)) / mx
-        scale_is = F32(1.0) / iscale_is
-        mse = F32(0.0)
-        for i in range(n):
-            l = min(nmax, nearest_int(iscale_is * x[i]))
-            diff = x[i] - scale_is * F32(l)
-            mse += quant_weights[i] * diff * diff
-        if mse < best_mse:
-            best_mse = mse
-            iscale = iscale_is
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
-    for i in range(n):
-        l = min(nmax, nearest_int(iscale * x[i]))
-        L[i] = l & 0xFF
-        w = quant_weights[i]
-        fl = F32(l)
-        sumlx += w * x[i] * fl
-        suml2 += w * fl * fl
-    for _ in range(5):
-        n_changed = 0
-        for i in range(n):
-            w = quant_weights[i]
-            fL = F32(L[i])
-            slx = sumlx - w * x[i] * fL
-            sl2 = suml2 - w * fL * fL
-            if slx > F32(0.0) and sl2 > F32(0.0):
-                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
-                if new_l != L[i]:
-                    fn = F32(new_l)
-                    slx += w * x[i] * fn
-                    sl2 += w * fn * fn
-                    if slx * slx * suml2 > sumlx * sumlx * sl2:
-                        L[i] = new_l & 0xFF
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
-        if not n_changed:
-            break
-    return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

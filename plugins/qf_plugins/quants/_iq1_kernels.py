@@ -17,27 +17,15 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, get_f16, inline, jit, nearest_int, opaque, put_f16
+from qf_plugins.quants._grid_kernels import GGML_ASSERT_MESSAGE, _ggml_assert, _maxf  # noqa: F401
 
 QK_K = 256
 GROUP_MAX_EPS_IQ1_S = F32(1e-12)
 GROUP_MAX_EPS_IQ1_M = F32(1e-7)
 FLT_MAX = F32(3.4028234663852886e38)
 #: raised (as ValueError) where ggml aborts; the codecs turn it into qf's InvalidWeightsError
-GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): llama.cpp would abort here"
 DELTA = F32(0.125)
 NEG_INF = F32(-np.inf)
-
-
-@inline
-def _ggml_assert(ok):
-    """Where ggml's GGML_ASSERT would abort (a search that float32 overflow or NaN defeats), raise instead."""
-    if not ok:
-        raise ValueError(GGML_ASSERT_MESSAGE)
-
-
-@inline
-def _maxf(a, b):
-    return a if a > b else b
 
 
 @inline
