@@ -148,21 +148,31 @@ def quantize_q4_0(x, out):
 
 
 @jit
-def quantize_q4_0_imatrix(x, qw, out):
+def _quantize_type0_imatrix(x, qw, out, nbits):
+    """Q4_0 / Q5_0 with an imatrix: make_qx_quants(32, 2**(nbits-1), x, L, 1, qw·sqrt(σ²+x²)) per block."""
     n, k = x.shape
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
     S = np.empty(3 * NQ, np.float32)
+    bsize = 2 + QK // 2 + (4 if nbits == 5 else 0)
     for r in range(n):
         sigma2 = _row_sigma2(x, r, k)
         xr = x[r]
         for ib in range(k // QK):
             base = ib * QK
             _legacy_weights(x, r, base, qw, sigma2, weight)
-            d = make_qx_quants(QK, 8, xr, base, L, 0, weight, 0, S)
-            o = ib * 18
+            d = make_qx_quants(QK, 1 << (nbits - 1), xr, base, L, 0, weight, 0, S)
+            o = ib * bsize
             put_f16(out, r, o, d)
-            _pack_nibbles(out, r, o + 2, L, 0)
+            if nbits == 4:
+                _pack_nibbles(out, r, o + 2, L, 0)
+            else:
+                _pack_q5(out, r, o + 2, L, 0)
+
+
+@jit
+def quantize_q4_0_imatrix(x, qw, out):
+    _quantize_type0_imatrix(x, qw, out, 4)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -283,20 +293,7 @@ def quantize_q5_0(x, out):
 
 @jit
 def quantize_q5_0_imatrix(x, qw, out):
-    n, k = x.shape
-    weight = np.empty(QK, np.float32)
-    L = np.empty(QK, np.int64)
-    S = np.empty(3 * NQ, np.float32)
-    for r in range(n):
-        sigma2 = _row_sigma2(x, r, k)
-        xr = x[r]
-        for ib in range(k // QK):
-            base = ib * QK
-            _legacy_weights(x, r, base, qw, sigma2, weight)
-            d = make_qx_quants(QK, 16, xr, base, L, 0, weight, 0, S)
-            o = ib * 22
-            put_f16(out, r, o, d)
-            _pack_q5(out, r, o + 2, L, 0)
+    _quantize_type0_imatrix(x, qw, out, 5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
