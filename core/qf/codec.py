@@ -66,3 +66,13 @@ def ensure_finite(x: np.ndarray, top_bits: int) -> None:
 def blocks(x: np.ndarray, block_size: int) -> np.ndarray:
     """View ``(rows, n_per_row)`` as ``(rows * n_blocks, block_size)`` (no copy for contiguous input)."""
     return x.reshape(-1, block_size)
+
+
+def importance(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+    """What generic strategies minimise, Σw(x − x̂)²: w = the imatrix (ones without), broadcast over the rows.
+
+    (ggml's own searches weigh by heuristics such as qw·sqrt(σ² + x²) or x²; a strategy that can find the optimum
+    should be given the error that is actually measured.)"""
+    if imatrix is None:
+        return np.ones_like(x)
+    return np.ascontiguousarray(np.broadcast_to(imatrix.astype(np.float32)[None, :], x.shape))

@@ -189,7 +189,9 @@ class BlockProblem:
     """A batch of independent blocks to fit, as a type poses it to a generic strategy.
 
     ``x`` and ``w`` are float32 ``(n_blocks, block_size)``; for ``symmetric``/``asymmetric`` the quants are integers
-    in ``[qmin, qmax]``; for ``table`` they index ``table`` (float32, ascending).
+    in ``[qmin, qmax]``; for ``table`` they index ``table`` (float32, ascending).  ``w`` is the importance the type
+    wants minimised, Σw(x − x̂)²; ``offset_max`` bounds the offset ``m`` of an asymmetric fit (K-quants store
+    x ≈ d·q − dmin·mn with mn >= 0, so their offset must not be positive).
     """
 
     kind: str
@@ -198,6 +200,7 @@ class BlockProblem:
     qmin: int = 0
     qmax: int = 0
     table: Any = None
+    offset_max: float = float("inf")
 
 
 @attrs.frozen(eq=False)

@@ -248,23 +248,6 @@ def quantize_iq4_xs_imatrix(x, qw, out):
 # importance weights for pose (what the native search weighs the error with)
 
 
-@jit
-def pose_weights(x, qw, super_block, w):
-    """x² without an imatrix (``qw`` empty); qw·sqrt(σ² + x²) with σ² = 2·Σx²/super_block per super-block."""
-    n, k = x.shape
-    for r in range(n):
-        for s in range(k // super_block):
-            base = s * super_block
-            if qw.shape[0] == 0:
-                for j in range(super_block):
-                    w[r, base + j] = x[r, base + j] * x[r, base + j]
-            else:
-                sigma2 = _sum_squares(x, r, base, super_block) * (F32(2.0) / F32(super_block))
-                for j in range(super_block):
-                    v = x[r, base + j]
-                    w[r, base + j] = qw[base + j] * np.sqrt(sigma2 + v * v)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # packing of generic solutions (d per block of 32, q indexing the ascending table VALUES)
 

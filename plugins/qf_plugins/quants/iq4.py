@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf import hookimpl
-from qf.codec import Codec, blocks
+from qf.codec import Codec, blocks, importance
 from qf.model import BlockProblem, BlockSolution, QuantType
 
 QK = 32
@@ -45,11 +45,8 @@ class IQ4Codec(Codec):
         return out
 
     def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
-        """Blocks of 32 against the table, weighted as ggml's search weighs them: x² without an imatrix,
-        qw·sqrt(σ² + x²) with one (σ² = 2·Σx²/32 for IQ4_NL, 2·Σx²/256 over the super-block for IQ4_XS)."""
-        w = np.empty_like(x)
-        qw = np.empty(0, np.float32) if imatrix is None else imatrix
-        _kernels().pose_weights(x, qw, self.super_block, w)
+        """Blocks of 32 against the table, weighted by the imatrix (ones without)."""
+        w = importance(x, imatrix)
         table = np.array(KVALUES, np.float32)
         return BlockProblem("table", blocks(x, QK), blocks(w, QK), 0, len(KVALUES) - 1, table)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf import hookimpl
-from qf.codec import Codec, blocks
+from qf.codec import Codec, blocks, importance
 from qf.model import BlockProblem, BlockSolution, QuantType
 
 QK_K = 256
@@ -20,13 +20,6 @@ def _kernels():
     from qf_plugins.quants import _kquant_kernels
 
     return _kquant_kernels
-
-
-def _block_sigma2(x: np.ndarray, factor: float) -> np.ndarray:
-    """factor·Σx²/256 per super-block, as float32 (for the pose weights; not byte-critical)."""
-    xb = x.reshape(-1, QK_K)
-    s = np.einsum("ij,ij->i", xb, xb, dtype=np.float32)
-    return (np.float32(factor) * s / np.float32(QK_K)).astype(np.float32)
 
 
 class KQuantCodec(Codec):
@@ -62,31 +55,10 @@ class KQuantCodec(Codec):
             getattr(k, f"dequantize_{self.lower}")(data, n_per_row, out)
         return out
 
-    def weights(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-        """Per-element importance as ggml's search for this type weighs it (with and without an imatrix)."""
-        n, k = x.shape
-        xb = x.reshape(-1, QK_K)
-        if imatrix is None:
-            if self.name == "Q2_K":
-                w = np.abs(xb)
-            elif self.name in ("Q4_K", "Q5_K"):
-                g = x.reshape(-1, 32)
-                av = np.sqrt(np.einsum("ij,ij->i", g, g, dtype=np.float32) / np.float32(32))
-                w = av[:, None] + np.abs(g)
-            else:  # Q3_K, Q6_K: x²
-                w = xb * xb
-            return np.ascontiguousarray(w, np.float32).reshape(n, k)
-        qw = np.broadcast_to(imatrix.reshape(1, k), (n, k)).reshape(-1, QK_K)
-        if self.name == "Q6_K":
-            w = qw
-        else:
-            sigma2 = _block_sigma2(x, 1.0 if self.name == "Q2_K" else 2.0)
-            w = qw * np.sqrt(sigma2[:, None] + xb * xb)
-        return np.ascontiguousarray(w, np.float32).reshape(n, k)
-
     def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
-        w = self.weights(x, imatrix)
-        return BlockProblem(self.kind, blocks(x, self.sub), blocks(w, self.sub), self.qmin, self.qmax)
+        w = importance(x, imatrix)
+        return BlockProblem(self.kind, blocks(x, self.sub), blocks(w, self.sub), self.qmin, self.qmax,
+                            offset_max=0.0)
 
     def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
         k = _kernels()

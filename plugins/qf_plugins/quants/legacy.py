@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf import hookimpl
-from qf.codec import Codec, blocks, check_finite, ensure_finite
+from qf.codec import Codec, blocks, check_finite, ensure_finite, importance
 from qf.model import BlockProblem, BlockSolution, QuantType
 
 QK = 32
@@ -15,14 +15,6 @@ def _kernels():
     from qf_plugins.quants import _legacy_kernels
 
     return _legacy_kernels
-
-
-def legacy_weights(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-    """Importance of each element as ggml's legacy imatrix paths weigh it: qw·sqrt(σ²_row + x²); ones without."""
-    if imatrix is None:
-        return np.ones_like(x)
-    sigma2 = np.einsum("ij,ij->i", x, x, dtype=np.float32) / np.float32(x.shape[1])
-    return (imatrix[None, :] * np.sqrt(sigma2[:, None] + x * x)).astype(np.float32)
 
 
 class LegacyCodec(Codec):
@@ -56,7 +48,7 @@ class LegacyCodec(Codec):
 
     def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
         kind = "asymmetric" if self.has_min else "symmetric"
-        w = legacy_weights(x, imatrix)
+        w = importance(x, imatrix)
         return BlockProblem(kind, blocks(x, QK), blocks(w, QK), self.qmin, self.qmax)
 
     def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:

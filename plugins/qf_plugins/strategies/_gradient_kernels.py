@@ -1,0 +1,253 @@
+"""numba kernels of the ``gradient`` strategy (ik_llama.cpp PR #295 / #302).
+
+Start from the best quants of a scale scan; then repeatedly move one quant a step towards its value (the direction of
+the error gradient for the least-squares scale, and offset, of the current quants), choosing the move that lowers the
+block's error most, while the error falls.  With running sums every trial move costs O(1), a step O(n).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qf.numerics import jit
+from qf_plugins.strategies._block_kernels import nearest_entry, solve_scale_offset
+
+
+@jit
+def _linear_sums(x, w, inv, qmin, qmax, q):
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(x.shape[0]):
+        qi = max(qmin, min(qmax, np.int64(np.round(np.float64(x[i]) * inv))))
+        q[i] = qi
+        wq = np.float64(w[i]) * qi
+        s1 += wq * x[i]
+        s2 += wq * qi
+    return s1, s2
+
+
+@jit
+def symmetric(x, w, qmin, qmax, nstep, d, q):
+    nbl, n = x.shape
+    qc = np.empty(n, np.int64)
+    qb = np.empty(n, np.int64)
+    for b in range(nbl):
+        xb = x[b]
+        wb = w[b]
+        mx = 0.0
+        for i in range(n):
+            if abs(np.float64(xb[i])) > abs(mx):
+                mx = np.float64(xb[i])
+        if mx == 0.0:
+            d[b] = 0.0
+            for i in range(n):
+                q[b, i] = 0
+            continue
+        best = -1.0
+        s1b = 0.0
+        s2b = 0.0
+        for end in (qmin, qmax):  # the extreme value mapped near either end of the quant range
+            for k in range(-nstep, nstep + 1):
+                inv = (end + 0.1 * k * (1 if end > 0 else -1)) / mx
+                s1, s2 = _linear_sums(xb, wb, inv, qmin, qmax, qc)
+                if s2 > 0.0 and s1 * s1 / s2 > best:
+                    best = s1 * s1 / s2
+                    s1b = s1
+                    s2b = s2
+                    qb[:] = qc
+        if best <= 0.0:
+            d[b] = 0.0
+            for i in range(n):
+                q[b, i] = 0
+            continue
+        for _ in range(n):
+            dd = s1b / s2b
+            fb = s1b * s1b / s2b
+            pick = -1
+            step = 0
+            for i in range(n):
+                s = 1 if (np.float64(xb[i]) - dd * qb[i]) * dd > 0.0 else -1
+                new = qb[i] + s
+                if new < qmin or new > qmax:
+                    continue
+                wi = np.float64(wb[i])
+                n1 = s1b + wi * xb[i] * s
+                n2 = s2b + wi * (new * new - qb[i] * qb[i])
+                if n2 > 0.0 and n1 * n1 / n2 > fb:
+                    fb = n1 * n1 / n2
+                    pick = i
+                    step = s
+            if pick < 0:
+                break
+            wi = np.float64(wb[pick])
+            old = qb[pick]
+            new = old + step
+            s1b += wi * xb[pick] * step
+            s2b += wi * (new * new - old * old)
+            qb[pick] = new
+        d[b] = s1b / s2b
+        for i in range(n):
+            q[b, i] = qb[i]
+
+
+@jit
+def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
+    nbl, n = x.shape
+    qc = np.empty(n, np.int64)
+    qb = np.empty(n, np.int64)
+    for b in range(nbl):
+        xb = x[b]
+        wb = w[b]
+        lo = np.float64(xb[0])
+        hi = np.float64(xb[0])
+        sw = 0.0
+        sx = 0.0
+        sxx = 0.0
+        for i in range(n):
+            xi = np.float64(xb[i])
+            wi = np.float64(wb[i])
+            lo = min(lo, xi)
+            hi = max(hi, xi)
+            sw += wi
+            sx += wi * xi
+            sxx += wi * xi * xi
+        lo = min(lo, offset_max)
+        if hi <= lo:
+            dd, mm, _ = solve_scale_offset(sw, 0.0, 0.0, sx, 0.0, sxx, offset_max)
+            d[b] = 0.0
+            m[b] = mm
+            for i in range(n):
+                q[b, i] = 0
+            continue
+        best = sxx * 4.0 + 1.0
+        bd = 0.0
+        bm = lo
+        bsq = 0.0
+        bsqq = 0.0
+        bsxq = 0.0
+        for k in range(nstep + 1):
+            inv = (qmax - 1.0 + 0.1 * k) / (hi - lo)
+            sq = 0.0
+            sqq = 0.0
+            sxq = 0.0
+            for i in range(n):
+                qi = max(0, min(qmax, np.int64(np.round((np.float64(xb[i]) - lo) * inv))))
+                qc[i] = qi
+                wq = np.float64(wb[i]) * qi
+                sq += wq
+                sqq += wq * qi
+                sxq += wq * xb[i]
+            dd, mm, err = solve_scale_offset(sw, sq, sqq, sx, sxq, sxx, offset_max)
+            if dd >= 0.0 and err < best:
+                best = err
+                bd = dd
+                bm = mm
+                bsq = sq
+                bsqq = sqq
+                bsxq = sxq
+                qb[:] = qc
+        for _ in range(n):
+            pick = -1
+            step = 0
+            err_pick = best
+            for i in range(n):
+                s = 1 if np.float64(xb[i]) - bd * qb[i] - bm > 0.0 else -1
+                new = qb[i] + s
+                if new < 0 or new > qmax:
+                    continue
+                wi = np.float64(wb[i])
+                dd, mm, err = solve_scale_offset(sw, bsq + wi * s, bsqq + wi * (new * new - qb[i] * qb[i]), sx,
+                                                 bsxq + wi * xb[i] * s, sxx, offset_max)
+                if dd >= 0.0 and err < err_pick:
+                    err_pick = err
+                    pick = i
+                    step = s
+            if pick < 0:
+                break
+            wi = np.float64(wb[pick])
+            old = qb[pick]
+            new = old + step
+            bsq += wi * step
+            bsqq += wi * (new * new - old * old)
+            bsxq += wi * xb[pick] * step
+            bd, bm, best = solve_scale_offset(sw, bsq, bsqq, sx, bsxq, sxx, offset_max)
+            qb[pick] = new
+        d[b] = bd
+        m[b] = bm
+        for i in range(n):
+            q[b, i] = qb[i]
+
+
+@jit
+def table(x, w, tab, nstep, d, q):
+    nbl, n = x.shape
+    nt = tab.shape[0]
+    t64 = tab.astype(np.float64)
+    qc = np.empty(n, np.int64)
+    qb = np.empty(n, np.int64)
+    for b in range(nbl):
+        xb = x[b]
+        wb = w[b]
+        mx = 0.0
+        for i in range(n):
+            if abs(np.float64(xb[i])) > abs(mx):
+                mx = np.float64(xb[i])
+        if mx == 0.0:
+            d[b] = 0.0
+            z = nearest_entry(0.0, t64)
+            for i in range(n):
+                q[b, i] = z
+            continue
+        best = -1.0
+        s1b = 0.0
+        s2b = 0.0
+        for end in (t64[0], t64[nt - 1]):
+            for k in range(-nstep, nstep + 1):
+                inv = (end + k * (1.0 if end > 0 else -1.0)) / mx
+                s1 = 0.0
+                s2 = 0.0
+                for i in range(n):
+                    qi = nearest_entry(np.float64(xb[i]) * inv, t64)
+                    qc[i] = qi
+                    wv = np.float64(wb[i]) * t64[qi]
+                    s1 += wv * xb[i]
+                    s2 += wv * t64[qi]
+                if s2 > 0.0 and s1 * s1 / s2 > best:
+                    best = s1 * s1 / s2
+                    s1b = s1
+                    s2b = s2
+                    qb[:] = qc
+        if best <= 0.0:
+            d[b] = 0.0
+            for i in range(n):
+                q[b, i] = qb[i]
+            continue
+        for _ in range(n):
+            dd = s1b / s2b
+            fb = s1b * s1b / s2b
+            pick = -1
+            step = 0
+            for i in range(n):
+                s = 1 if (np.float64(xb[i]) - dd * t64[qb[i]]) * dd > 0.0 else -1
+                if qb[i] + s < 0 or qb[i] + s >= nt:
+                    continue
+                wi = np.float64(wb[i])
+                old = t64[qb[i]]
+                new = t64[qb[i] + s]
+                n1 = s1b + wi * xb[i] * (new - old)
+                n2 = s2b + wi * (new * new - old * old)
+                if n2 > 0.0 and n1 * n1 / n2 > fb:
+                    fb = n1 * n1 / n2
+                    pick = i
+                    step = s
+            if pick < 0:
+                break
+            wi = np.float64(wb[pick])
+            old = t64[qb[pick]]
+            new = t64[qb[pick] + step]
+            s1b += wi * xb[pick] * (new - old)
+            s2b += wi * (new * new - old * old)
+            qb[pick] += step
+        d[b] = s1b / s2b
+        for i in range(n):
+            q[b, i] = qb[i]
