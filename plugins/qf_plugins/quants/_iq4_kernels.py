@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, bits_f32, get_f16, inline, jit, nearest_int, put_f16
+from qf_plugins.quants._refine_kernels import group_error, refine_block_scale, refine_superblock
 
 QK = 32  # elements per scale (IQ4_NL block, IQ4_XS sub-block)
 QK_K = 256  # IQ4_XS super-block
@@ -253,27 +254,56 @@ def quantize_iq4_xs_imatrix(x, qw, out):
 
 
 @jit
-def pack_nl(d, q, out):
+def pack_nl(x, w, d, out):
+    """Each block's fp16 scale: the solution's, rounded, or an fp16 neighbour, whichever fits best with the
+    nibbles re-derived for it (qf_plugins.quants._refine_kernels.refine_block_scale)."""
     n, nb = d.shape
+    table = VALUES.astype(np.float64)
+    q = np.empty(QK, np.int64)
     for r in range(n):
         for ib in range(nb):
             o = ib * NL_BYTES
-            put_f16(out, r, o, d[r, ib])
+            dd, _ = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib], 0.0,
+                                       False, 0, 0, table, q)
+            put_f16(out, r, o, F32(dd))
             for j in range(16):
-                out[r, o + 2 + j] = (q[r, ib, j] & 0xF) | ((q[r, ib, 16 + j] & 0xF) << 4)
+                out[r, o + 2 + j] = (q[j] & 0xF) | ((q[16 + j] & 0xF) << 4)
 
 
 @jit
-def pack_xs(x, d, out):
-    """Quantize the 8 block scales of each super-block against the super-block scale exactly as ggml does, then
-    re-derive every quant from the final scale (the solution's quants are superseded)."""
+def pack_xs(x, w, d, out):
+    """Block scales against an fp16 super-block scale chosen and improved against the weighted error
+    (refine_superblock), then nibbles re-derived from the stored scales."""
     n, nb = d.shape
-    scales = np.empty(QK_K // QK, np.float32)
+    table = VALUES.astype(np.float64)
+    nsub = QK_K // QK
+    sc = np.empty(nsub, np.int64)
+    mn = np.zeros(nsub, np.int64)
+    q = np.empty(QK_K, np.int64)
+    ds = np.empty(nsub)
+    ms = np.zeros(nsub)
     for r in range(n):
-        for ibl in range(nb // (QK_K // QK)):
-            for ib in range(QK_K // QK):
-                scales[ib] = d[r, ibl * (QK_K // QK) + ib]
-            write_xs(x, r, ibl, scales, out)
+        for ibl in range(nb // nsub):
+            for ib in range(nsub):
+                ds[ib] = d[r, ibl * nsub + ib]
+            xs = x[r, ibl * QK_K:(ibl + 1) * QK_K]
+            D2, _ = refine_superblock(xs, w[r, ibl * QK_K:(ibl + 1) * QK_K], QK, ds, ms, sc, -32, 31, mn, 0, 0, False,
+                                      0, 0, table, q, 3)
+            o = ibl * XS_BYTES
+            put_f16(out, r, o, F32(D2))
+            scales_h = 0
+            for ib in range(nsub):
+                l = sc[ib] + 32
+                if ib % 2 == 0:
+                    out[r, o + 4 + ib // 2] = l & 0xF
+                else:
+                    out[r, o + 4 + ib // 2] |= (l & 0xF) << 4
+                scales_h |= (l >> 4) << (2 * ib)
+                group_error(xs, xs, ib * QK, QK, D2 * sc[ib], 0.0, 0, 0, table, q)
+                for j in range(16):
+                    out[r, o + 8 + 16 * ib + j] = (q[ib * QK + j] & 0xF) | ((q[ib * QK + 16 + j] & 0xF) << 4)
+            out[r, o + 2] = scales_h & 0xFF
+            out[r, o + 3] = scales_h >> 8
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16
+from qf_plugins.quants._refine_kernels import refine_superblock
 from qf_plugins.quants._search_kernels import (
     _3BAD,
     _3SCALE,
@@ -714,85 +715,101 @@ def _asym_scale_min(d, m, qmax):
     return (m + d * F32(qmax)) / F32(qmax), F32(0.0)
 
 
+#: coordinate-descent rounds of the stored-scale refinement (qf_plugins.quants._refine_kernels)
+REFINE_ITERS = 3
+_NO_TABLE = np.empty(0)
+
+
 @jit
-def pack_q2_k(x, d, m, q, out):
+def _solution_scales(d, m, r, j0, nsub, qmax, ds, ms):
+    """A solution's sub-block scales (and, with ``m``, K-quant mins: x ≈ s·q − mn, s, mn >= 0) as float64."""
+    for j in range(nsub):
+        if m.shape[1] == 0:
+            ds[j] = d[r, j0 + j]
+            ms[j] = 0.0
+        else:
+            s_, mn_ = _asym_scale_min(d[r, j0 + j], m[r, j0 + j], qmax)
+            ds[j] = s_
+            ms[j] = mn_
+
+
+@jit
+def _pack_k(x, w, d, m, q, out, kind):
+    """Generic-solution packing of every K-quant (kind = 2..6 for Q2_K..Q6_K): stored scales chosen by
+    refine_superblock, then ggml's own requantization from the stored scales and packing."""
     n, k = x.shape
+    if kind == 2:
+        nsub, sub, lo, hi, has_min, qlo, qhi, bsize = 16, 16, 0, 15, True, 0, 3, Q2_K_BYTES
+    elif kind == 3:
+        nsub, sub, lo, hi, has_min, qlo, qhi, bsize = 16, 16, -32, 31, False, -4, 3, Q3_K_BYTES
+    elif kind == 4:
+        nsub, sub, lo, hi, has_min, qlo, qhi, bsize = 8, 32, 0, 63, True, 0, 15, Q4_K_BYTES
+    elif kind == 5:
+        nsub, sub, lo, hi, has_min, qlo, qhi, bsize = 8, 32, 0, 63, True, 0, 31, Q5_K_BYTES
+    else:
+        nsub, sub, lo, hi, has_min, qlo, qhi, bsize = 16, 16, -128, 127, False, -32, 31, Q6_K_BYTES
     L = np.empty(QK_K, np.int32)
     T = np.empty(2 * QK_K, np.float32)
     Q = np.empty(QK_K, np.int32)
-    scales = np.empty(16, np.float32)
-    mins = np.empty(16, np.float32)
+    qs = np.empty(QK_K, np.int64)
+    ds = np.empty(nsub)
+    ms = np.empty(nsub)
+    sc = np.empty(nsub, np.int64)
+    mn = np.empty(nsub, np.int64)
     for r in range(n):
+        row = out[r]
         for ib in range(k // QK_K):
-            for j in range(16):
-                scales[j], mins[j] = _asym_scale_min(d[r, 16 * ib + j], m[r, 16 * ib + j], 3)
-            _solution_L(q, r, ib * QK_K, 0, 3, L)
-            _q2k_scales_ref(scales, mins, out[r], ib * Q2_K_BYTES)
-            _q2k_finish(x[r], ib * QK_K, L, out[r], ib * Q2_K_BYTES, T, Q)
+            o = ib * bsize
+            xo = ib * QK_K
+            _solution_scales(d, m, r, ib * nsub, nsub, qhi, ds, ms)
+            _solution_L(q, r, xo, qlo, qhi, L)
+            D, Dm = refine_superblock(x[r, xo:xo + QK_K], w[r, xo:xo + QK_K], sub, ds, ms, sc, lo, hi, mn, 0, hi,
+                                      has_min, qlo, qhi, _NO_TABLE, qs, REFINE_ITERS)
+            if kind == 2:
+                for j in range(16):
+                    row[o + j] = sc[j] | (mn[j] << 4)
+                _put_f16(row, o + 80, F32(D))
+                _put_f16(row, o + 82, F32(Dm))
+                _q2k_finish(x[r], xo, L, row, o, T, Q)
+            elif kind == 3:
+                for j in range(16):
+                    sc[j] += 32
+                _q3k_put_scales(row, o + 96, sc)
+                _put_f16(row, o + 108, F32(D))
+                _q3k_finish(x[r], xo, L, row, o, T, Q)
+            elif kind == 6:
+                for j in range(16):
+                    row[o + 192 + j] = sc[j] & 0xFF
+                _put_f16(row, o + 208, F32(D))
+                _q6k_finish(x[r], xo, L, row, o, T, Q)
+            else:
+                _put_scale_min_k4(row, o + 4, sc, mn)
+                _put_f16(row, o, F32(D))
+                _put_f16(row, o + 2, F32(Dm))
+                _q45k_finish(x[r], xo, L, row, o, qhi, T, Q)
 
 
-@jit
-def pack_q3_k(x, d, q, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    T = np.empty(2 * QK_K, np.float32)
-    Q = np.empty(QK_K, np.int32)
-    Ls = np.empty(16, np.int32)
-    scales = np.empty(16, np.float32)
-    for r in range(n):
-        for ib in range(k // QK_K):
-            for j in range(16):
-                scales[j] = d[r, 16 * ib + j]
-            _solution_L(q, r, ib * QK_K, -4, 3, L)
-            _q3k_scales_ref(scales, Ls, out[r], ib * Q3_K_BYTES)
-            _q3k_finish(x[r], ib * QK_K, L, out[r], ib * Q3_K_BYTES, T, Q)
+_NO_MIN = np.empty((0, 0), np.float32)
 
 
-@jit
-def _pack_q45_k(x, d, m, q, out, nbits):
-    n, k = x.shape
-    qmax = 15 if nbits == 4 else 31
-    bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
-    L = np.empty(QK_K, np.int32)
-    T = np.empty(2 * QK_K, np.float32)
-    Q = np.empty(QK_K, np.int32)
-    scales = np.empty(8, np.float32)
-    mins = np.empty(8, np.float32)
-    Ls = np.empty(8, np.int32)
-    Lm = np.empty(8, np.int32)
-    for r in range(n):
-        for ib in range(k // QK_K):
-            for j in range(8):
-                scales[j], mins[j] = _asym_scale_min(d[r, 8 * ib + j], m[r, 8 * ib + j], qmax)
-            _solution_L(q, r, ib * QK_K, 0, qmax, L)
-            _q45k_scales_ref(scales, mins, Ls, Lm, out[r], ib * bsize)
-            _q45k_finish(x[r], ib * QK_K, L, out[r], ib * bsize, qmax, T, Q)
+def pack_q2_k(x, w, d, m, q, out):
+    _pack_k(x, w, d, m, q, out, 2)
 
 
-@jit
-def pack_q4_k(x, d, m, q, out):
-    _pack_q45_k(x, d, m, q, out, 4)
+def pack_q3_k(x, w, d, q, out):
+    _pack_k(x, w, d, _NO_MIN, q, out, 3)
 
 
-@jit
-def pack_q5_k(x, d, m, q, out):
-    _pack_q45_k(x, d, m, q, out, 5)
+def pack_q4_k(x, w, d, m, q, out):
+    _pack_k(x, w, d, m, q, out, 4)
 
 
-@jit
-def pack_q6_k(x, d, q, out):
-    n, k = x.shape
-    L = np.empty(QK_K, np.int32)
-    T = np.empty(2 * QK_K, np.float32)
-    Q = np.empty(QK_K, np.int32)
-    scales = np.empty(16, np.float32)
-    for r in range(n):
-        for ib in range(k // QK_K):
-            for j in range(16):
-                scales[j] = d[r, 16 * ib + j]
-            _solution_L(q, r, ib * QK_K, -32, 31, L)
-            if _q6k_scales(scales, out[r], ib * Q6_K_BYTES):
-                _q6k_finish(x[r], ib * QK_K, L, out[r], ib * Q6_K_BYTES, T, Q)
+def pack_q5_k(x, w, d, m, q, out):
+    _pack_k(x, w, d, m, q, out, 5)
+
+
+def pack_q6_k(x, w, d, q, out):
+    _pack_k(x, w, d, _NO_MIN, q, out, 6)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, f32_bits, fp32_to_fp16, get_f16, inline, jit, opaque, put_f16, roundf
+from qf_plugins.quants._refine_kernels import refine_block_scale
 from qf_plugins.quants._search_kernels import (
     _BAD,
     _MN,
@@ -361,43 +362,52 @@ def quantize_q8_0(x, out):
 
 
 @jit
-def pack_symmetric(d, q, qmin, nbits, out):
-    """Q4_0 / Q5_0 / Q8_0 layout from a solution: q in [qmin, qmax] stored as q - qmin (Q8_0: as int8)."""
+def pack_symmetric(x, w, d, qmin, nbits, out):
+    """Q4_0 / Q5_0 / Q8_0 layout from a solution's scales: the best fp16 scale near each (refine_block_scale), quants
+    re-derived for it, stored as q - qmin (Q8_0: as int8)."""
     n, nb = d.shape
+    qmax = -qmin - 1 if nbits < 8 else 127
     L = np.empty(QK, np.int64)
+    q = np.empty(QK, np.int64)
     bsize = 2 + (QK if nbits == 8 else QK // 2) + (4 if nbits == 5 else 0)
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
-            put_f16(out, r, o, d[r, ib])
+            dd, _ = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib], 0.0,
+                                       False, qmin, qmax, _NO_TABLE, q)
+            put_f16(out, r, o, F32(dd))
             for j in range(QK):
-                L[j] = np.int64(q[r, ib, j]) - qmin
+                L[j] = q[j] - qmin
             if nbits == 4:
                 _pack_nibbles(out, r, o + 2, L, 0)
             elif nbits == 5:
                 _pack_q5(out, r, o + 2, L, 0)
             else:
                 for j in range(QK):
-                    out[r, o + 2 + j] = (L[j] + qmin) & 0xFF
+                    out[r, o + 2 + j] = q[j] & 0xFF
 
 
 @jit
-def pack_asymmetric(d, m, q, nbits, out):
-    """Q4_1 / Q5_1 layout from a solution x ≈ d·q + m."""
+def pack_asymmetric(x, w, d, m, nbits, out):
+    """Q4_1 / Q5_1 layout from a solution x ≈ d·q + m: the best fp16 scale and offset near the solution's."""
     n, nb = d.shape
-    L = np.empty(QK, np.int64)
+    qmax = (1 << nbits) - 1
+    q = np.empty(QK, np.int64)
     bsize = 4 + QK // 2 + (4 if nbits == 5 else 0)
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
-            put_f16(out, r, o, d[r, ib])
-            put_f16(out, r, o + 2, m[r, ib])
-            for j in range(QK):
-                L[j] = np.int64(q[r, ib, j])
+            dd, mm = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib],
+                                        m[r, ib], True, 0, qmax, _NO_TABLE, q)
+            put_f16(out, r, o, F32(dd))
+            put_f16(out, r, o + 2, F32(mm))
             if nbits == 4:
-                _pack_nibbles(out, r, o + 4, L, 0)
+                _pack_nibbles(out, r, o + 4, q, 0)
             else:
-                _pack_q5(out, r, o + 4, L, 0)
+                _pack_q5(out, r, o + 4, q, 0)
+
+
+_NO_TABLE = np.empty(0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

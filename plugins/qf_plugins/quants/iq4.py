@@ -55,11 +55,11 @@ class IQ4Codec(Codec):
         out = self._out(x)
         n, nb = x.shape[0], x.shape[1] // QK
         d = np.ascontiguousarray(solution.d, np.float32).reshape(n, nb)
+        w = np.ascontiguousarray(problem.w, np.float32).reshape(x.shape)
         if self.super_block == QK:
-            q = np.ascontiguousarray(solution.q, np.int64).reshape(n, nb, QK)
-            k.pack_nl(d, q, out)
+            k.pack_nl(x, w, d, out)
         else:
-            k.pack_xs(x, d, out)
+            k.pack_xs(x, w, d, out)
         return out
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: super-blocks of 256 with quantized sub-block scales (ggml-common.h).
 
 Generic strategies see the sub-blocks (16 or 32 values) as independent symmetric or asymmetric problems; ``pack``
-then quantizes their scales (and mins) against fp16 super-block scales the way ggml's reference quantizers do and
-re-derives the quants from the stored scales by rounding to nearest.
+then quantizes their scales (and mins) against fp16 super-block scales the way ggml's reference quantizers do, improves
+those stored scales against the weighted error (qf_plugins.quants._refine_kernels) and re-derives the quants from the
+stored scales by rounding to nearest.
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ class KQuantCodec(Codec):
         n_sub = x.shape[1] // self.sub
         d = np.ascontiguousarray(solution.d, np.float32).reshape(x.shape[0], n_sub)
         q = np.ascontiguousarray(solution.q, np.int32).reshape(x.shape[0], x.shape[1])
+        w = np.ascontiguousarray(problem.w, np.float32).reshape(x.shape)
         if self.kind == "asymmetric":
             m = np.ascontiguousarray(solution.m, np.float32).reshape(x.shape[0], n_sub)
-            getattr(k, f"pack_{self.lower}")(x, d, m, q, out)
+            getattr(k, f"pack_{self.lower}")(x, w, d, m, q, out)
         else:
-            getattr(k, f"pack_{self.lower}")(x, d, q, out)
+            getattr(k, f"pack_{self.lower}")(x, w, d, q, out)
         return out
 
 

@@ -56,12 +56,12 @@ class LegacyCodec(Codec):
         out = self._out(x)
         n, nb = x.shape[0], x.shape[1] // QK
         d = np.ascontiguousarray(solution.d, np.float32).reshape(n, nb)
-        q = np.ascontiguousarray(solution.q).reshape(n, nb, QK)
+        w = np.ascontiguousarray(problem.w, np.float32).reshape(x.shape)
         if self.has_min:
             m = np.ascontiguousarray(solution.m, np.float32).reshape(n, nb)
-            k.pack_asymmetric(d, m, q, self.nbits, out)
+            k.pack_asymmetric(x, w, d, m, self.nbits, out)
         else:
-            k.pack_symmetric(d, q, self.qmin, self.nbits, out)
+            k.pack_symmetric(x, w, d, self.qmin, self.nbits, out)
         return out
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:

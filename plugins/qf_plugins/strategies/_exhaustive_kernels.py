@@ -14,6 +14,9 @@ import numpy as np
 from qf.numerics import jit
 from qf_plugins.strategies._block_kernels import fit_scale_offset, polish_table, weighted_sq
 
+#: relative slack under which two values of F count as equal
+TIE = 1.0 - 1e-12
+
 
 @jit
 def _walk_linear(x, w, sign, qmin, qmax, ev_t, ev_i, cur, q):
@@ -52,7 +55,7 @@ def _walk_linear(x, w, sign, qmin, qmax, ev_t, ev_i, cur, q):
             k += 1
         if s2 > 0.0:
             f = s1 * s1 / s2
-            if f > best:
+            if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
                 best = f
                 best_k = k
     for i in range(n):
@@ -189,7 +192,7 @@ def _walk_table(x, w, sign, table, z, ev_t, ev_i, ev_s, cur, q):
             k += 1
         if s2 > 0.0 and s1 > 0.0:
             f = s1 * s1 / s2
-            if f > best:
+            if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
                 best = f
                 best_k = k
     for i in range(n):

@@ -1,0 +1,260 @@
+"""Scale refinement for generic strategies: the stored (fp16, integer) scales that fit a solution best.
+
+A strategy solves blocks with float scales; a type stores them quantized: an fp16 scale per block (legacy, IQ4_NL),
+or integer sub-block scales (and mins) under fp16 super-block scales (K-quants, IQ4_XS).  Rounding each stored value
+on its own throws away much of what the search gained, so the packers call these kernels, which evaluate the real
+weighted error Σw(x − x̂)² of the decoded values (quants re-derived by rounding, as the packers do) and improve the
+stored values by coordinate descent: per sub-block the best integer scale/min among the neighbours of the
+least-squares optimum, then the least-squares super-block scales, while the error falls.  Never used by ``ggml``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qf.numerics import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, jit
+
+
+@jit
+def _nearest(v, table):
+    lo = 0
+    hi = table.shape[0] - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if v < table[mid]:
+            hi = mid
+        else:
+            lo = mid
+    return lo if v - table[lo] <= table[hi] - v else hi
+
+
+@jit
+def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
+    """Σw(x − (a·v − b))² over x[o:o+n], v = q (rounded, clamped) or table[q] (nearest); writes q[o:o+n]."""
+    err = 0.0
+    a32 = F32(a)
+    b32 = F32(b)
+    inv = 1.0 / np.float64(a32) if a32 != F32(0.0) else 0.0
+    for i in range(o, o + n):
+        xi = np.float64(x[i])
+        if table.shape[0] > 0:
+            qi = _nearest(xi * inv, table)
+            v = table[qi]
+        else:
+            qi = max(qlo, min(qhi, np.int64(np.round((xi + np.float64(b32)) * inv))))
+            v = np.float64(qi)
+        q[i] = qi
+        r = xi - (np.float64(a32) * v - np.float64(b32))
+        err += np.float64(w[i]) * r * r
+    return err
+
+
+@jit
+def _value(q, table):
+    return table[q] if table.shape[0] > 0 else np.float64(q)
+
+
+#: initial super-block scales tried: the largest sub-block scale mapped to the end of the integer range, or beyond
+#: it by these factors (an outlier sub-block is then clipped instead of flattening all the others)
+INIT_FACTORS = (1.0, 0.8, 0.65, 0.5, 0.4, 0.3)
+
+
+@jit
+def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, q):
+    """The fp16 super-block scale (and integer scales in ``other_sc`` / the matching ints) that fits best among
+    INIT_FACTORS, for float sub-block values ``vals`` (scales, or mins when ``is_min``); ``other`` is the other
+    super-block scale (kept fixed)."""
+    nsub = vals.shape[0]
+    big = 0.0
+    for j in range(nsub):
+        if abs(vals[j]) > abs(big):
+            big = vals[j]
+    ints = np.zeros(nsub, np.int64)
+    if big == 0.0:
+        return 0.0, ints
+    end = lo if lo < 0 and -lo >= hi else hi
+    best = np.inf
+    bD = 0.0
+    bints = np.zeros(nsub, np.int64)
+    for f in INIT_FACTORS:
+        D = np.float64(fp16_round(F32(big / end / f)))
+        if D == 0.0 or not np.isfinite(D):
+            continue
+        for j in range(nsub):
+            ints[j] = max(lo, min(hi, np.int64(np.round(vals[j] / D))))
+        e = 0.0
+        for j in range(nsub):
+            if is_min:
+                e += group_error(x, w, j * sub, sub, other * other_sc[j], D * ints[j], qlo, qhi, table, q)
+            else:
+                e += group_error(x, w, j * sub, sub, D * ints[j], other * other_sc[j], qlo, qhi, table, q)
+        if e < best:
+            best = e
+            bD = D
+            bints[:] = ints
+    return bD, bints
+
+
+@jit
+def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi, has_min, qlo, qhi, table, q, iters):
+    """One super-block ``x``/``w`` (contiguous views) of ``len(dsub)`` sub-blocks of ``sub`` values with float
+    scales ``dsub`` (and mins ``msub`` >= 0), decoded as x̂ = f32(D·sc_j)·v(q) − f32(Dm·mn_j).  Writes the integer
+    scales ``sc`` (and mins ``mn``) and returns the fp16 ``(D, Dm)``; ``q`` (int64, len(x)) is scratch."""
+    nsub = dsub.shape[0]
+    for j in range(nsub):
+        mn[j] = 0
+    Dm = 0.0
+    if has_min:  # first the mins against a max-based scale, then the scales, then the mins again
+        big = 0.0
+        for j in range(nsub):
+            big = max(big, dsub[j])
+        D0 = np.float64(fp16_round(F32(big / sc_hi)))
+        for j in range(nsub):
+            sc[j] = max(sc_lo, min(sc_hi, np.int64(np.round(dsub[j] / D0)))) if D0 > 0.0 else 0
+        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D0, sc, True, qlo, qhi, table, q)
+        mn[:] = ints
+    D, ints = _init_super(x, w, sub, dsub, sc_lo, sc_hi, Dm, mn, False, qlo, qhi, table, q)
+    sc[:] = ints
+    if has_min:
+        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D, sc, True, qlo, qhi, table, q)
+        mn[:] = ints
+    nsub = sc.shape[0]
+    errs = np.empty(nsub)
+    qt = np.empty(x.shape[0], np.int64)
+    total = 0.0
+    for j in range(nsub):
+        errs[j] = group_error(x, w, j * sub, sub, D * sc[j], Dm * mn[j], qlo, qhi, table, q)
+        total += errs[j]
+    for _ in range(iters):
+        before = total
+        # integer sub-block scales (and mins) for the current super-block scales
+        for j in range(nsub):
+            o = j * sub
+            sw = 0.0
+            sv = 0.0
+            svv = 0.0
+            sx = 0.0
+            sxv = 0.0
+            for i in range(o, o + sub):
+                wi = np.float64(w[i])
+                v = _value(q[i], table)
+                sw += wi
+                sv += wi * v
+                svv += wi * v * v
+                sx += wi * x[i]
+                sxv += wi * x[i] * v
+            if has_min:
+                det = sw * svv - sv * sv
+                if det <= 0.0:
+                    continue
+                a = (sw * sxv - sv * sx) / det
+                bneg = (svv * sx - sv * sxv) / det  # x ≈ a·v + bneg, stored min = −bneg
+                ta = a / D if D != 0.0 else 0.0
+                tb = -bneg / Dm if Dm != 0.0 else 0.0
+            else:
+                if svv <= 0.0:
+                    continue
+                ta = sxv / svv / D if D != 0.0 else 0.0
+                tb = 0.0
+            best = errs[j]
+            bs = sc[j]
+            bm = mn[j]
+            fa = np.int64(np.floor(ta))
+            fb = np.int64(np.floor(tb))
+            for ca in (fa, fa + 1):
+                ca = max(sc_lo, min(sc_hi, ca))
+                for cb in (fb, fb + 1):
+                    cb = max(mn_lo, min(mn_hi, cb)) if has_min else mn[j]
+                    if ca == bs and cb == bm:
+                        continue
+                    e = group_error(x, w, o, sub, D * ca, Dm * cb, qlo, qhi, table, qt)
+                    if e < best:
+                        best = e
+                        bs = ca
+                        bm = cb
+            if bs != sc[j] or bm != mn[j]:
+                sc[j] = bs
+                mn[j] = bm
+                total += best - errs[j]
+                errs[j] = best
+                group_error(x, w, o, sub, D * bs, Dm * bm, qlo, qhi, table, q)
+        # least-squares super-block scales for these integer scales and quants
+        s_aa = 0.0
+        s_ab = 0.0
+        s_bb = 0.0
+        s_xa = 0.0
+        s_xb = 0.0
+        for j in range(nsub):
+            for i in range(j * sub, (j + 1) * sub):
+                wi = np.float64(w[i])
+                fa_ = sc[j] * _value(q[i], table)
+                fb_ = -np.float64(mn[j])
+                s_aa += wi * fa_ * fa_
+                s_ab += wi * fa_ * fb_
+                s_bb += wi * fb_ * fb_
+                s_xa += wi * x[i] * fa_
+                s_xb += wi * x[i] * fb_
+        nD = D
+        nDm = Dm
+        if has_min:
+            det = s_aa * s_bb - s_ab * s_ab
+            if det > 0.0:
+                nD = (s_bb * s_xa - s_ab * s_xb) / det
+                nDm = (s_aa * s_xb - s_ab * s_xa) / det
+        elif s_aa > 0.0:
+            nD = s_xa / s_aa
+        nD = np.float64(fp16_round(F32(nD)))
+        nDm = np.float64(fp16_round(F32(nDm)))
+        if (nD != D or nDm != Dm) and np.isfinite(nD) and np.isfinite(nDm) and (not has_min or nDm >= 0.0):
+            e = 0.0
+            for j in range(nsub):
+                e += group_error(x, w, j * sub, sub, nD * sc[j], nDm * mn[j], qlo, qhi, table, qt)
+            if e < total:
+                D = nD
+                Dm = nDm
+                total = 0.0
+                for j in range(nsub):
+                    errs[j] = group_error(x, w, j * sub, sub, D * sc[j], Dm * mn[j], qlo, qhi, table, q)
+                    total += errs[j]
+        if total >= before:
+            break
+    return D, Dm
+
+
+@jit
+def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q):
+    """An fp16 scale (and fp16 offset x ≈ d·q + m) for one block: the rounded solution and its fp16 neighbours,
+    quants re-derived for each; returns the best (d, m) and writes its quants to ``q``."""
+    n = x.shape[0]
+    qt = np.empty(n, np.int64)
+    best = np.inf
+    bd = np.float64(fp16_round(F32(d)))
+    bm = np.float64(fp16_round(F32(m)))
+    d16 = F32(bd)
+    m16 = F32(bm)
+    for kd in range(3):
+        cd = _fp16_neighbour(d16, kd)
+        for km in range(3 if has_min else 1):
+            cm = _fp16_neighbour(m16, km) if has_min else F32(0.0)
+            # x ≈ cd·v + cm  ==  a·v − b with a = cd, b = −cm
+            e = group_error(x, w, 0, n, np.float64(cd), -np.float64(cm), qlo, qhi, table, qt)
+            if e < best:
+                best = e
+                bd = np.float64(cd)
+                bm = np.float64(cm)
+                q[:] = qt
+    return bd, bm
+
+
+@jit
+def _fp16_neighbour(v16, k):
+    """k = 0: the fp16 value v16 itself; 1 / 2: the fp16 values one step larger / smaller in magnitude."""
+    h = np.int64(fp32_to_fp16(v16))
+    if k == 0 or (h & 0x7C00) == 0x7C00:
+        return v16
+    sign = h & 0x8000
+    mag = h & 0x7FFF
+    mag = mag + 1 if k == 1 else max(mag - 1, 0)
+    if mag >= 0x7C00:
+        return v16
+    return fp16_to_fp32(sign | mag)
