@@ -161,10 +161,10 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
             bm = mn[j]
             fa = np.int64(np.floor(ta))
             fb = np.int64(np.floor(tb))
-            for ca in (fa, fa + 1):
+            for ca in (fa, fa + 1, sc[j] - 1, sc[j] + 1):
                 ca = max(sc_lo, min(sc_hi, ca))
-                for cb in (fb, fb + 1):
-                    cb = max(mn_lo, min(mn_hi, cb)) if has_min else mn[j]
+                for kb in range(2 if has_min else 1):
+                    cb = max(mn_lo, min(mn_hi, fb + kb)) if has_min else mn[j]
                     if ca == bs and cb == bm:
                         continue
                     e = group_error(x, w, o, sub, D * ca, Dm * cb, qlo, qhi, table, qt)

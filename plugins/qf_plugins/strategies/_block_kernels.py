@@ -58,9 +58,16 @@ def solve_scale_offset(sw, sq, sqq, sx, sxq, sxx, offset_max):
     det = sw * sqq - sq * sq
     if sw <= 0.0:
         return 0.0, 0.0, sxx
-    if det <= 1e-30 * max(sw * sqq, 1e-300):  # all quants equal: only an offset
-        m = min(sx / sw, offset_max)
-        return 0.0, m, max(sxx - 2.0 * m * sx + m * m * sw, 0.0)
+    if det <= 1e-30 * max(sw * sqq, 1e-300):  # all quants equal (c): x ≈ m, or d·c + offset_max when m can't reach
+        mean = sx / sw
+        if mean <= offset_max or sqq <= 0.0:
+            m = min(mean, offset_max)
+            return 0.0, m, max(sxx - 2.0 * m * sx + m * m * sw, 0.0)
+        c = sq / sw
+        d = (mean - offset_max) / c
+        m = offset_max
+        err = sxx - 2.0 * d * sxq - 2.0 * m * sx + d * d * sqq + 2.0 * d * m * sq + m * m * sw
+        return d, m, max(err, 0.0)
     d = (sw * sxq - sq * sx) / det
     m = (sqq * sx - sq * sxq) / det
     if m > offset_max:

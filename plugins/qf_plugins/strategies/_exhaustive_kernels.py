@@ -14,6 +14,8 @@ import numpy as np
 from qf.numerics import jit
 from qf_plugins.strategies._block_kernels import fit_scale_offset, polish_table, weighted_sq
 
+#: offsets the alternation starts from: the block minimum raised by these fractions of a quant step
+STARTS = (0.0, 0.25, 0.5)
 #: relative slack under which two values of F count as equal
 TIE = 1.0 - 1e-12
 
@@ -97,8 +99,33 @@ def symmetric(x, w, qmin, qmax, d, q):
 
 
 @jit
+def _alternate(xb, wb, off, qmax, offset_max, ev_t, ev_i, cur, qc, y, qbest, best):
+    """From offset ``off``: exact best quants for the offset, offset refitted, until stable.  Updates ``qbest`` and
+    returns (error, d, m) when it beats ``best`` = (error, d, m)."""
+    n = xb.shape[0]
+    best_err, bd, bm = best
+    for _ in range(6):
+        for i in range(n):
+            y[i] = np.float32(np.float64(xb[i]) - off)
+        _walk_linear(y, wb, 1.0, 0, qmax, ev_t, ev_i, cur, qc)
+        dd, mm, err = fit_scale_offset(xb, wb, qc, offset_max)
+        if dd < 0.0:
+            break
+        if err < best_err:
+            best_err = err
+            bd = dd
+            bm = mm
+            qbest[:] = qc
+        if mm == off:
+            break
+        off = mm
+    return best_err, bd, bm
+
+
+@jit
 def asymmetric(x, w, qmax, offset_max, d, m, q):
-    """x ≈ d·q + m: the exact best quants for the current offset, then the offset refitted, until stable."""
+    """x ≈ d·q + m: alternate exact quants for an offset and the least-squares offset, from a few starting
+    offsets (the block minimum raised by fractions of a quant step)."""
     nbl, n = x.shape
     ev_t = np.empty(n * qmax)
     ev_i = np.empty(n * qmax, np.int64)
@@ -110,35 +137,18 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
         xb = x[b]
         wb = w[b]
         lo = np.float64(xb[0])
+        hi = np.float64(xb[0])
         for i in range(n):
             lo = min(lo, np.float64(xb[i]))
-        off = min(lo, offset_max)
-        best_err = weighted_sq(xb, wb) * 4.0 + 1.0
-        bd = 0.0
-        bm = 0.0
+            hi = max(hi, np.float64(xb[i]))
         for i in range(n):
             qbest[i] = 0
-        for _ in range(6):
-            for i in range(n):
-                y[i] = np.float32(np.float64(xb[i]) - off)
-            _walk_linear(y, wb, 1.0, 0, qmax, ev_t, ev_i, cur, qc)
-            dd, mm, err = fit_scale_offset(xb, wb, qc, offset_max)
-            if dd < 0.0:
-                break
-            same = True
-            for i in range(n):
-                if qc[i] != qbest[i]:
-                    same = False
-            if err < best_err:
-                best_err = err
-                bd = dd
-                bm = mm
-                qbest[:] = qc
-            if same or mm == off:
-                break
-            off = mm
-        d[b] = bd
-        m[b] = bm
+        best = (weighted_sq(xb, wb) * 4.0 + 1.0, 0.0, 0.0)
+        for frac in STARTS:
+            off = min(lo + frac * (hi - lo) / qmax, offset_max)
+            best = _alternate(xb, wb, off, qmax, offset_max, ev_t, ev_i, cur, qc, y, qbest, best)
+        d[b] = best[1]
+        m[b] = best[2]
         for i in range(n):
             q[b, i] = qbest[i]
 
