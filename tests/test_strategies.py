@@ -43,7 +43,9 @@ def test_rtn_is_sane_and_ggml_search_helps(type_name, golden_manifest, golden_in
         assert rtn <= 2 * ggml + 0.05, f"{case}: rtn error {rtn:.4g} vs ggml {ggml:.4g}"
         if imatrix is not None and not case.startswith("edge") and qtype.uses_imatrix and rtn_w > 0:
             ratios.append(ggml_w / rtn_w)
-    if ratios:  # where ggml searches with importance weights, it wins on average
+    # where ggml searches with importance weights, it wins on average (super-block types excepted: their packing
+    # of any generic solution refines the stored scales against the weighted error, which rtn then profits from)
+    if ratios and "superblock" not in qtype.problems:
         assert np.mean(ratios) < 1.0, ratios
 
 
@@ -64,3 +66,110 @@ def test_unsupported_pair_is_a_clear_error():
         pytest.skip("every registered type supports rtn")
     with pytest.raises(UsageError, match="does not support"):
         qf.quantize_rows(grid_like[0], np.zeros((1, 256), np.float32), np.ones(256, np.float32), "rtn")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# exhaustive and gradient: never worse than llama.cpp, never worse than ik_llama.cpp, on every golden case
+
+SEARCH_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
+# the one case where `gradient` stops in a worse local optimum than llama.cpp (a row of ±1.6e5 values dominates it)
+KNOWN_WORSE = {("gradient", "Q4_K", "edge_imat")}
+
+
+@pytest.fixture(scope="module")
+def ik_errors():
+    import json
+
+    from paths import ANCHORS, need
+
+    return json.loads(need(ANCHORS / "ik" / "wrmse.json").read_text())
+
+
+def weighted_error(type_name, strategy, x, imatrix):
+    y = qf.dequantize_rows(type_name, qf.quantize_rows(type_name, x, imatrix, strategy), x.shape[1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        return relative_rmse(x, y, imatrix)
+
+
+@pytest.mark.parametrize("strategy", ["exhaustive", "gradient"])
+@pytest.mark.parametrize("type_name", SEARCH_TYPES)
+def test_search_never_worse_than_ggml_or_ik(type_name, strategy, golden_inputs, ik_errors):
+    """Weighted RMSE (w = the case's imatrix, ones without) per golden case vs llama.cpp's and ik_llama.cpp's."""
+    worse, ratios = [], []
+    for case, ref in ik_errors[type_name].items():
+        if not (np.isfinite(ref["ggml"]) and np.isfinite(ref["ik"])):  # values beyond fp16: every tool overflows
+            continue
+        x, imatrix = golden_case(golden_inputs, case)
+        ours = weighted_error(type_name, strategy, x, imatrix)
+        bound = min(ref["ggml"], ref["ik"])
+        if ours > bound * (1 + 1e-6) + 1e-12 and (strategy, type_name, case) not in KNOWN_WORSE:
+            worse.append(f"{case}: {ours:.6g} > min(ggml {ref['ggml']:.6g}, ik {ref['ik']:.6g})")
+        if ref["ggml"] > 0:
+            ratios.append(ours / ref["ggml"])
+    assert not worse, "\n".join(worse)
+    assert np.mean(ratios) < 1.0, f"{strategy} {type_name}: mean error ratio to ggml {np.mean(ratios):.4f}"
+
+
+@pytest.mark.parametrize("strategy, type_name, case", sorted(KNOWN_WORSE))
+def test_known_worse_case_is_still_close(strategy, type_name, case, golden_inputs, ik_errors):
+    x, imatrix = golden_case(golden_inputs, case)
+    ref = ik_errors[type_name][case]
+    assert weighted_error(type_name, strategy, x, imatrix) <= ref["ggml"] * 1.002
+
+
+def test_ggml_strategy_error_matches_the_anchor_table(golden_inputs, ik_errors):
+    """The anchor table's llama.cpp errors are what qf's byte-identical `ggml` strategy measures."""
+    for type_name in SEARCH_TYPES:
+        for case, ref in ik_errors[type_name].items():
+            if np.isfinite(ref["ggml"]):
+                x, imatrix = golden_case(golden_inputs, case)
+                assert weighted_error(type_name, "ggml", x, imatrix) == pytest.approx(ref["ggml"], rel=1e-6), case
+
+
+@pytest.mark.parametrize("strategy", ["exhaustive", "gradient"])
+def test_search_output_is_deterministic_and_row_independent(strategy):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((6, 512)) * rng.lognormal(size=(6, 1))).astype(np.float32)
+    im = rng.lognormal(size=512).astype(np.float32)
+    for type_name in ("Q4_1", "Q3_K", "IQ4_XS"):
+        full = qf.quantize_rows(type_name, x, im, strategy)
+        assert np.array_equal(full, qf.quantize_rows(type_name, x, im, strategy))
+        halves = np.vstack([qf.quantize_rows(type_name, x[:3], im, strategy),
+                            qf.quantize_rows(type_name, x[3:], im, strategy)])
+        assert np.array_equal(full, halves)  # what any split of rows over threads produces
+
+
+def test_exhaustive_is_the_optimum_of_the_block_problem():
+    """On tiny blocks, brute force over every scale agrees with the breakpoint walk (symmetric and table)."""
+    from qf_plugins.strategies import _exhaustive_kernels as k
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    w = rng.lognormal(size=(40, 6)).astype(np.float32)
+    d = np.empty(40, np.float32)
+    q = np.empty((40, 6), np.int32)
+    k.symmetric(x, w, -4, 3, d, q)
+    table = np.array([-6.0, -3.0, -1.0, 0.5, 2.0, 5.0], np.float32)
+    dt = np.empty(40, np.float32)
+    qt = np.empty((40, 6), np.int32)
+    k.table(x, w, table, dt, qt)
+    for b in range(40):
+        xb, wb = x[b].astype(np.float64), w[b].astype(np.float64)
+
+        def err(v):
+            s2 = (wb * v * v).sum()
+            return (wb * xb * xb).sum() - ((wb * xb * v).sum() ** 2 / s2 if s2 > 0 else 0.0)
+
+        brute_sym = min(err(np.clip(np.round(xb * t), -4, 3)) for t in np.linspace(-40, 40, 40001))
+        brute_tab = min(err(table[np.abs(xb[:, None] * t - table).argmin(axis=1)].astype(np.float64))
+                        for t in np.linspace(-40, 40, 40001))
+        assert err(q[b].astype(np.float64)) <= brute_sym + 1e-9
+        assert err(table[qt[b]].astype(np.float64)) <= brute_tab + 1e-9
+
+
+@pytest.mark.parametrize("strategy", ["exhaustive", "gradient"])
+def test_unsupported_pair_names_the_strategy(strategy):
+    from qf.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"{strategy}.*IQ2_XXS|IQ2_XXS.*{strategy}"):
+        qf.quantize_rows("IQ2_XXS", np.zeros((1, 256), np.float32), np.ones(256, np.float32), strategy)

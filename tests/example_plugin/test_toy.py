@@ -87,3 +87,15 @@ def test_third_party_arch_rules(tmp_path):
     assert types["blk.0.ffn_down.weight"] == "q8_0" and types["blk.0.ffn_up.weight"] == "q4_0"
     plan, _ = make_plan(write_model(tmp_path / "llama.gguf"), "Q4_0")
     assert {e.name: e.dst_label for e in plan.entries}["blk.0.ffn_down.weight"] == "q4_0"
+
+
+def test_toy_type_works_with_builtin_search_strategies():
+    """A third-party type that poses a standard problem gets qf's own strategies for free."""
+    from qf.testing import relative_rmse
+
+    x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    errors = {}
+    for strategy in ("rtn", "gradient", "exhaustive"):
+        y = qf.dequantize_rows("TOY8", qf.quantize_rows("TOY8", x, strategy=strategy), 64)
+        errors[strategy] = relative_rmse(x, y)
+    assert errors["exhaustive"] <= errors["rtn"] and errors["gradient"] <= errors["rtn"], errors

@@ -12,6 +12,9 @@ import numpy as np
 from qf.numerics import jit
 from qf_plugins.strategies._block_kernels import nearest_entry, solve_scale_offset
 
+#: rounds of re-rounding + refitting after the gradient moves (x ≈ d·q + m)
+POLISH = 3
+
 
 @jit
 def _linear_sums(x, w, inv, qmin, qmax, q):
@@ -126,7 +129,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
         bsqq = 0.0
         bsxq = 0.0
         for k in range(nstep + 1):
-            inv = (qmax - 1.0 + 0.1 * k) / (hi - lo)
+            inv = (qmax - 1.5 + 0.1 * k) / (hi - lo)
             sq = 0.0
             sqq = 0.0
             sxq = 0.0
@@ -172,6 +175,27 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
             bsxq += wi * xb[pick] * step
             bd, bm, best = solve_scale_offset(sw, bsq, bsqq, sx, bsxq, sxx, offset_max)
             qb[pick] = new
+        for _ in range(POLISH):  # quants re-rounded for the fitted scale and offset, refitted, while it helps
+            if bd <= 0.0:
+                break
+            inv = 1.0 / bd
+            sq = 0.0
+            sqq = 0.0
+            sxq = 0.0
+            for i in range(n):
+                qi = max(0, min(qmax, np.int64(np.round((np.float64(xb[i]) - bm) * inv))))
+                qc[i] = qi
+                wq = np.float64(wb[i]) * qi
+                sq += wq
+                sqq += wq * qi
+                sxq += wq * xb[i]
+            dd, mm, err = solve_scale_offset(sw, sq, sqq, sx, sxq, sxx, offset_max)
+            if dd < 0.0 or err >= best:
+                break
+            best = err
+            bd = dd
+            bm = mm
+            qb[:] = qc
         d[b] = bd
         m[b] = bm
         for i in range(n):

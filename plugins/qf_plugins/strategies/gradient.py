@@ -10,7 +10,7 @@ from qf.model import BlockProblem, BlockSolution, Strategy
 
 #: scale-scan width: candidates per end of the quant range are 2·NSTEP + 1 (asymmetric: NSTEP + 1)
 NSTEP = 6
-ASYM_STEPS = 20
+ASYM_STEPS = 25
 
 
 class Gradient:
