@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -139,6 +141,12 @@ def test_search_output_is_deterministic_and_row_independent(strategy):
         assert np.array_equal(full, halves)  # what any split of rows over threads produces
 
 
+def fit_error(x, w, v):
+    """Σw(x − d·v)² at the least-squares d."""
+    s2 = (w * v * v).sum()
+    return (w * x * x).sum() - ((w * x * v).sum() ** 2 / s2 if s2 > 0 else 0.0)
+
+
 def test_exhaustive_is_the_optimum_of_the_block_problem():
     """On tiny blocks, brute force over every scale agrees with the breakpoint walk (symmetric and table)."""
     from qf_plugins.strategies import _exhaustive_kernels as k
@@ -155,11 +163,7 @@ def test_exhaustive_is_the_optimum_of_the_block_problem():
     k.table(x, w, table, dt, qt)
     for b in range(40):
         xb, wb = x[b].astype(np.float64), w[b].astype(np.float64)
-
-        def err(v):
-            s2 = (wb * v * v).sum()
-            return (wb * xb * xb).sum() - ((wb * xb * v).sum() ** 2 / s2 if s2 > 0 else 0.0)
-
+        err = functools.partial(fit_error, xb, wb)
         brute_sym = min(err(np.clip(np.round(xb * t), -4, 3)) for t in np.linspace(-40, 40, 40001))
         brute_tab = min(err(table[np.abs(xb[:, None] * t - table).argmin(axis=1)].astype(np.float64))
                         for t in np.linspace(-40, 40, 40001))
