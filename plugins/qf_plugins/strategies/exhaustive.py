@@ -8,6 +8,10 @@ import numpy as np
 from qf import hookimpl
 from qf.model import BlockProblem, BlockSolution, Strategy
 
+#: widest integer range walked exhaustively (6 bits): the walk's cost grows with the range while its gain over the
+#: gradient search vanishes, so 8-bit problems (Q8_0) are handed to ``gradient``
+WIDEST = 64
+
 
 class Exhaustive:
     def solve(self, problem: BlockProblem) -> BlockSolution:
@@ -18,6 +22,10 @@ class Exhaustive:
         n = x.shape[0]
         d = np.empty(n, np.float32)
         q = np.empty(x.shape, np.int32)
+        if problem.kind == "symmetric" and problem.qmax - problem.qmin > WIDEST:
+            from qf_plugins.strategies.gradient import SOLVER as gradient
+
+            return gradient.solve(problem)
         if problem.kind == "symmetric":
             k.symmetric(x, w, problem.qmin, problem.qmax, d, q)
             return BlockSolution(d, q)
@@ -37,7 +45,8 @@ EXHAUSTIVE = Strategy(
     "exhaustive",
     solves=("symmetric", "asymmetric", "table"),
     solver=f"{__name__}:SOLVER",
-    description="exact optimum per block over every scale breakpoint (compilade's cumulative search)",
+    description="exact optimum per block over every scale breakpoint (compilade's cumulative search); "
+                "8-bit ranges (Q8_0) use gradient",
 )
 
 
