@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from bench_types import best_time  # noqa: E402
 
 import qf  # noqa: E402
 
@@ -51,16 +51,6 @@ def error_table(types, strategies, inputs, anchors):
     return rows
 
 
-def best_time(fn, repeat=3):
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def time_table(types, strategies, rows=256, cols=4096):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32)
@@ -68,7 +58,7 @@ def time_table(types, strategies, rows=256, cols=4096):
     out = []
     for name in types:
         for im in (None, imatrix):
-            t = {s: best_time(lambda s=s: qf.quantize_rows(name, x, im, s)) for s in ("ggml", *strategies)}
+            t = {s: best_time(lambda s=s: qf.quantize_rows(name, x, im, s), 3) for s in ("ggml", *strategies)}
             out.append({"type": name, "imatrix": im is not None, **t})
     return out
 

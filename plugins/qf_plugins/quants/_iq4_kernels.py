@@ -246,10 +246,6 @@ def quantize_iq4_xs_imatrix(x, qw, out):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# importance weights for pose (what the native search weighs the error with)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # packing of generic solutions (d per block of 32, q indexing the ascending table VALUES)
 
 
@@ -287,8 +283,8 @@ def pack_xs(x, w, d, out):
             for ib in range(nsub):
                 ds[ib] = d[r, ibl * nsub + ib]
             xs = x[r, ibl * QK_K:(ibl + 1) * QK_K]
-            D2, _ = refine_superblock(xs, w[r, ibl * QK_K:(ibl + 1) * QK_K], QK, ds, ms, sc, -32, 31, mn, 0, 0, False,
-                                      0, 0, table, q, 3)
+            ws = w[r, ibl * QK_K:(ibl + 1) * QK_K]
+            D2, _ = refine_superblock(xs, ws, QK, ds, ms, sc, -32, 31, mn, 0, 0, False, 0, 0, table, q, 3)
             o = ibl * XS_BYTES
             put_f16(out, r, o, F32(D2))
             scales_h = 0
@@ -299,7 +295,7 @@ def pack_xs(x, w, d, out):
                 else:
                     out[r, o + 4 + ib // 2] |= (l & 0xF) << 4
                 scales_h |= (l >> 4) << (2 * ib)
-                group_error(xs, xs, ib * QK, QK, D2 * sc[ib], 0.0, 0, 0, table, q)
+                group_error(xs, ws, ib * QK, QK, D2 * sc[ib], 0.0, 0, 0, table, q)  # the block's nibbles
                 for j in range(16):
                     out[r, o + 8 + 16 * ib + j] = (q[ib * QK + j] & 0xF) | ((q[ib * QK + 16 + j] & 0xF) << 4)
             out[r, o + 2] = scales_h & 0xFF

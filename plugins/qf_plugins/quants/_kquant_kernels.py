@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16
-from qf_plugins.quants._refine_kernels import refine_superblock
+from qf_plugins.quants._refine_kernels import NO_TABLE, refine_superblock
 from qf_plugins.quants._search_kernels import (
     _3BAD,
     _3SCALE,
@@ -717,7 +717,6 @@ def _asym_scale_min(d, m, qmax):
 
 #: coordinate-descent rounds of the stored-scale refinement (qf_plugins.quants._refine_kernels)
 REFINE_ITERS = 3
-_NO_TABLE = np.empty(0)
 
 
 @jit
@@ -764,7 +763,7 @@ def _pack_k(x, w, d, m, q, out, kind):
             _solution_scales(d, m, r, ib * nsub, nsub, qhi, ds, ms)
             _solution_L(q, r, xo, qlo, qhi, L)
             D, Dm = refine_superblock(x[r, xo:xo + QK_K], w[r, xo:xo + QK_K], sub, ds, ms, sc, lo, hi, mn, 0, hi,
-                                      has_min, qlo, qhi, _NO_TABLE, qs, REFINE_ITERS)
+                                      has_min, qlo, qhi, NO_TABLE, qs, REFINE_ITERS)
             if kind == 2:
                 for j in range(16):
                     row[o + j] = sc[j] | (mn[j] << 4)

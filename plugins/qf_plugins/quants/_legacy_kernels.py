@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, f32_bits, fp32_to_fp16, get_f16, inline, jit, opaque, put_f16, roundf
-from qf_plugins.quants._refine_kernels import refine_block_scale
+from qf_plugins.quants._refine_kernels import NO_TABLE, refine_block_scale
 from qf_plugins.quants._search_kernels import (
     _BAD,
     _MN,
@@ -374,7 +374,7 @@ def pack_symmetric(x, w, d, qmin, nbits, out):
         for ib in range(nb):
             o = ib * bsize
             dd, _ = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib], 0.0,
-                                       False, qmin, qmax, _NO_TABLE, q)
+                                       False, qmin, qmax, NO_TABLE, q)
             put_f16(out, r, o, F32(dd))
             for j in range(QK):
                 L[j] = q[j] - qmin
@@ -398,16 +398,13 @@ def pack_asymmetric(x, w, d, m, nbits, out):
         for ib in range(nb):
             o = ib * bsize
             dd, mm = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib],
-                                        m[r, ib], True, 0, qmax, _NO_TABLE, q)
+                                        m[r, ib], True, 0, qmax, NO_TABLE, q)
             put_f16(out, r, o, F32(dd))
             put_f16(out, r, o + 2, F32(mm))
             if nbits == 4:
                 _pack_nibbles(out, r, o + 4, q, 0)
             else:
                 _pack_q5(out, r, o + 4, q, 0)
-
-
-_NO_TABLE = np.empty(0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,9 +14,13 @@ import numpy as np
 
 from qf.numerics import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, jit
 
+#: the ``table`` argument of linear (integer) quants
+NO_TABLE = np.empty(0)
+
 
 @jit
-def _nearest(v, table):
+def nearest_entry(v, table):
+    """Index of the table entry nearest to ``v`` (ascending table; ties to the lower entry)."""
     lo = 0
     hi = table.shape[0] - 1
     while hi - lo > 1:
@@ -38,7 +42,7 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
     for i in range(o, o + n):
         xi = np.float64(x[i])
         if table.shape[0] > 0:
-            qi = _nearest(xi * inv, table)
+            qi = nearest_entry(xi * inv, table)
             v = table[qi]
         else:
             qi = max(qlo, min(qhi, np.int64(np.round((xi + np.float64(b32)) * inv))))
@@ -118,7 +122,6 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     if has_min:
         Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D, sc, True, qlo, qhi, table, q)
         mn[:] = ints
-    nsub = sc.shape[0]
     errs = np.empty(nsub)
     qt = np.empty(x.shape[0], np.int64)
     total = 0.0

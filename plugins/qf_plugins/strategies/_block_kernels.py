@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import jit
+from qf_plugins.quants._refine_kernels import nearest_entry
 
 
 @jit
@@ -85,20 +86,6 @@ def round_quants(x, inv, qmin, qmax, q):
 
 
 @jit
-def nearest_entry(v, table):
-    """Index of the table entry nearest to ``v`` (ascending table; ties to the lower entry)."""
-    lo = 0
-    hi = table.shape[0] - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if v < table[mid]:
-            hi = mid
-        else:
-            lo = mid
-    return lo if v - table[lo] <= table[hi] - v else hi
-
-
-@jit
 def table_error(x, w, d, table, q):
     """Σw(x − d·T[q])² with q the nearest entries for scale d (written to ``q``)."""
     inv = 1.0 / d if d != 0.0 else 0.0
@@ -119,7 +106,7 @@ def weighted_sq(x, w):
 
 
 @jit
-def polish_table(x, w, table, d, q, tmp):
+def polish_table(x, w, table, q, tmp):
     """Alternate nearest entries for d and the least-squares d for those entries while the error falls.
     Returns (d, error); ``q`` holds the matching entries."""
     vals = np.empty(x.shape[0])

@@ -1,6 +1,7 @@
 """numba kernels of the ``exhaustive`` strategy: the cumulative breakpoint search (compilade, llama.cpp PR 12557).
 
-For an inverse scale t > 0 every element's quant is round(x·t) (or the table entry nearest x·t).  As t grows, the
+For an inverse scale t > 0 every element's quant is the table entry nearest x·t (integer quants are the table
+[qmin, qmax], where that is round(x·t)).  As t grows, the
 quants change one step at a time at known breakpoints; walking the breakpoints in order while updating Σwxv and
 Σwv² in O(1) visits every distinct rounding of the block, so the best F = (Σwxv)²/Σwv² among them is the exact
 optimum over all scales.  Negative scales are the same walk on −x.  For the asymmetric problem the walk runs on
@@ -21,93 +22,50 @@ TIE = 1.0 - 1e-12
 
 
 @jit
-def _walk_linear(x, w, sign, qmin, qmax, ev_t, ev_i, cur, q):
-    """Best rounding of sign·x ≈ d·q (d > 0) over all scales.  Returns F (−1 if none); writes q (in sign-space)."""
-    n = x.shape[0]
-    ne = 0
-    for i in range(n):
-        xi = sign * np.float64(x[i])
-        if xi == 0.0 or w[i] < 0.0:
-            continue
-        steps = qmax if xi > 0.0 else -qmin
-        ax = abs(xi)
-        for k in range(1, steps + 1):
-            ev_t[ne] = (k - 0.5) / ax
-            ev_i[ne] = i
-            ne += 1
-    order = np.argsort(ev_t[:ne], kind="mergesort")
-    for i in range(n):
-        cur[i] = 0
-    s1 = 0.0
-    s2 = 0.0
-    best = -1.0
-    best_k = 0
-    k = 0
-    while k < ne:
-        t = ev_t[order[k]]
-        while k < ne and ev_t[order[k]] == t:
-            i = ev_i[order[k]]
-            xi = sign * np.float64(x[i])
-            step = 1 if xi > 0.0 else -1
-            old = cur[i]
-            cur[i] = old + step
-            wi = np.float64(w[i])
-            s1 += wi * xi * step
-            s2 += wi * (cur[i] * cur[i] - old * old)
-            k += 1
-        if s2 > 0.0:
-            f = s1 * s1 / s2
-            if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
-                best = f
-                best_k = k
-    for i in range(n):
-        q[i] = 0
-    for j in range(best_k):
-        i = ev_i[order[j]]
-        q[i] += 1 if sign * x[i] > 0 else -1
-    return best
+def _integer_table(qmin, qmax):
+    """The integer quants [qmin, qmax] as a table (x ≈ d·q is x ≈ d·T[q − qmin]) and the index of 0."""
+    return np.arange(qmin, qmax + 1).astype(np.float64), -qmin
 
 
 @jit
 def symmetric(x, w, qmin, qmax, d, q):
     """Exact optimum of x ≈ d·q per block (rows of x)."""
     nbl, n = x.shape
-    ev_t = np.empty(n * max(qmax, -qmin))
-    ev_i = np.empty(n * max(qmax, -qmin), np.int64)
+    lin, z = _integer_table(qmin, qmax)
+    ev_t = np.empty(n * lin.shape[0])
+    ev_i = np.empty(n * lin.shape[0], np.int64)
+    ev_s = np.empty(n * lin.shape[0], np.int64)
     cur = np.empty(n, np.int64)
     qa = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk_linear(xb, wb, 1.0, qmin, qmax, ev_t, ev_i, cur, qa)
-        fb = _walk_linear(xb, wb, -1.0, qmin, qmax, ev_t, ev_i, cur, qb)
-        sign = 1.0
+        fa = _walk_table(xb, wb, 1.0, lin, z, ev_t, ev_i, ev_s, cur, qa)
+        fb = _walk_table(xb, wb, -1.0, lin, z, ev_t, ev_i, ev_s, cur, qb)
         if fb > fa:
             qa[:] = qb
-            sign = -1.0
         s1 = 0.0
         s2 = 0.0
         for i in range(n):
+            qa[i] += qmin
             s1 += np.float64(wb[i]) * np.float64(xb[i]) * qa[i]
             s2 += np.float64(wb[i]) * qa[i] * qa[i]
         d[b] = s1 / s2 if s2 > 0.0 else 0.0
         for i in range(n):
             q[b, i] = qa[i]
-        if sign < 0.0 and s2 <= 0.0:
-            d[b] = 0.0
 
 
 @jit
-def _alternate(xb, wb, off, qmax, offset_max, ev_t, ev_i, cur, qc, y, qbest, best):
+def _alternate(xb, wb, off, lin, offset_max, ev_t, ev_i, ev_s, cur, qc, y, qbest, best):
     """From offset ``off``: exact best quants for the offset, offset refitted, until stable.  Updates ``qbest`` and
-    returns (error, d, m) when it beats ``best`` = (error, d, m)."""
+    returns (error, d, m) when it beats ``best`` = (error, d, m).  ``lin`` is the integer table [0, qmax]."""
     n = xb.shape[0]
     best_err, bd, bm = best
     for _ in range(6):
         for i in range(n):
             y[i] = np.float32(np.float64(xb[i]) - off)
-        _walk_linear(y, wb, 1.0, 0, qmax, ev_t, ev_i, cur, qc)
+        _walk_table(y, wb, 1.0, lin, 0, ev_t, ev_i, ev_s, cur, qc)
         dd, mm, err = fit_scale_offset(xb, wb, qc, offset_max)
         if dd < 0.0:
             break
@@ -127,8 +85,10 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
     """x ≈ d·q + m: alternate exact quants for an offset and the least-squares offset, from a few starting
     offsets (the block minimum raised by fractions of a quant step)."""
     nbl, n = x.shape
-    ev_t = np.empty(n * qmax)
-    ev_i = np.empty(n * qmax, np.int64)
+    lin, _ = _integer_table(0, qmax)
+    ev_t = np.empty(n * lin.shape[0])
+    ev_i = np.empty(n * lin.shape[0], np.int64)
+    ev_s = np.empty(n * lin.shape[0], np.int64)
     cur = np.empty(n, np.int64)
     qc = np.empty(n, np.int64)
     qbest = np.empty(n, np.int64)
@@ -146,7 +106,7 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
         best = (weighted_sq(xb, wb) * 4.0 + 1.0, 0.0, 0.0)
         for frac in STARTS:
             off = min(lo + frac * (hi - lo) / qmax, offset_max)
-            best = _alternate(xb, wb, off, qmax, offset_max, ev_t, ev_i, cur, qc, y, qbest, best)
+            best = _alternate(xb, wb, off, lin, offset_max, ev_t, ev_i, ev_s, cur, qc, y, qbest, best)
         d[b] = best[1]
         m[b] = best[2]
         for i in range(n):
@@ -155,7 +115,8 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
 
 @jit
 def _walk_table(x, w, sign, table, z, ev_t, ev_i, ev_s, cur, q):
-    """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F, writes q."""
+    """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales, walking from index ``z`` (the entry
+    nearest 0); returns F (−1 if none) and writes the table indices to q.  An integer table gives x ≈ d·q."""
     n = x.shape[0]
     nt = table.shape[0]
     ne = 0
@@ -242,7 +203,7 @@ def table(x, w, tab, d, q):
             for i in range(n):
                 q[b, i] = z
             continue
-        dd, _ = polish_table(xb, wb, t64, 0.0, qa, tmp)
+        dd, _ = polish_table(xb, wb, t64, qa, tmp)
         d[b] = dd
         for i in range(n):
             q[b, i] = qa[i]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import jit
-from qf_plugins.strategies._block_kernels import nearest_entry, solve_scale_offset
+from qf_plugins.quants._refine_kernels import nearest_entry
+from qf_plugins.strategies._block_kernels import solve_scale_offset
 
 #: rounds of re-rounding + refitting after the gradient moves (x ≈ d·q + m)
 POLISH = 3
@@ -30,17 +31,60 @@ def _linear_sums(x, w, inv, qmin, qmax, q):
 
 
 @jit
+def _signed_absmax(x):
+    """The value of largest magnitude (the first of equal ones)."""
+    mx = 0.0
+    for i in range(x.shape[0]):
+        if abs(np.float64(x[i])) > abs(mx):
+            mx = np.float64(x[i])
+    return mx
+
+
+@jit
+def _descend(xb, wb, vals, idx, s1, s2):
+    """Move one quant (an index into the ascending values ``vals``) a step towards its value, the move that raises
+    F = s1²/s2 most, while F rises; ``idx`` is updated, the final (s1, s2) returned."""
+    n = xb.shape[0]
+    nt = vals.shape[0]
+    for _ in range(n):
+        dd = s1 / s2
+        fb = s1 * s1 / s2
+        pick = -1
+        step = 0
+        for i in range(n):
+            s = 1 if (np.float64(xb[i]) - dd * vals[idx[i]]) * dd > 0.0 else -1
+            if idx[i] + s < 0 or idx[i] + s >= nt:
+                continue
+            wi = np.float64(wb[i])
+            old = vals[idx[i]]
+            new = vals[idx[i] + s]
+            n1 = s1 + wi * xb[i] * (new - old)
+            n2 = s2 + wi * (new * new - old * old)
+            if n2 > 0.0 and n1 * n1 / n2 > fb:
+                fb = n1 * n1 / n2
+                pick = i
+                step = s
+        if pick < 0:
+            break
+        wi = np.float64(wb[pick])
+        old = vals[idx[pick]]
+        new = vals[idx[pick] + step]
+        s1 += wi * xb[pick] * (new - old)
+        s2 += wi * (new * new - old * old)
+        idx[pick] += step
+    return s1, s2
+
+
+@jit
 def symmetric(x, w, qmin, qmax, nstep, d, q):
     nbl, n = x.shape
+    lin = np.arange(qmin, qmax + 1).astype(np.float64)  # x ≈ d·q as x ≈ d·lin[q − qmin]
     qc = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        mx = 0.0
-        for i in range(n):
-            if abs(np.float64(xb[i])) > abs(mx):
-                mx = np.float64(xb[i])
+        mx = _signed_absmax(xb)
         if mx == 0.0:
             d[b] = 0.0
             for i in range(n):
@@ -63,31 +107,11 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
             for i in range(n):
                 q[b, i] = 0
             continue
-        for _ in range(n):
-            dd = s1b / s2b
-            fb = s1b * s1b / s2b
-            pick = -1
-            step = 0
-            for i in range(n):
-                s = 1 if (np.float64(xb[i]) - dd * qb[i]) * dd > 0.0 else -1
-                new = qb[i] + s
-                if new < qmin or new > qmax:
-                    continue
-                wi = np.float64(wb[i])
-                n1 = s1b + wi * xb[i] * s
-                n2 = s2b + wi * (new * new - qb[i] * qb[i])
-                if n2 > 0.0 and n1 * n1 / n2 > fb:
-                    fb = n1 * n1 / n2
-                    pick = i
-                    step = s
-            if pick < 0:
-                break
-            wi = np.float64(wb[pick])
-            old = qb[pick]
-            new = old + step
-            s1b += wi * xb[pick] * step
-            s2b += wi * (new * new - old * old)
-            qb[pick] = new
+        for i in range(n):
+            qb[i] -= qmin
+        s1b, s2b = _descend(xb, wb, lin, qb, s1b, s2b)
+        for i in range(n):
+            qb[i] += qmin
         d[b] = s1b / s2b
         for i in range(n):
             q[b, i] = qb[i]
@@ -212,10 +236,7 @@ def table(x, w, tab, nstep, d, q):
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        mx = 0.0
-        for i in range(n):
-            if abs(np.float64(xb[i])) > abs(mx):
-                mx = np.float64(xb[i])
+        mx = _signed_absmax(xb)
         if mx == 0.0:
             d[b] = 0.0
             z = nearest_entry(0.0, t64)
@@ -246,32 +267,7 @@ def table(x, w, tab, nstep, d, q):
             for i in range(n):
                 q[b, i] = qb[i]
             continue
-        for _ in range(n):
-            dd = s1b / s2b
-            fb = s1b * s1b / s2b
-            pick = -1
-            step = 0
-            for i in range(n):
-                s = 1 if (np.float64(xb[i]) - dd * t64[qb[i]]) * dd > 0.0 else -1
-                if qb[i] + s < 0 or qb[i] + s >= nt:
-                    continue
-                wi = np.float64(wb[i])
-                old = t64[qb[i]]
-                new = t64[qb[i] + s]
-                n1 = s1b + wi * xb[i] * (new - old)
-                n2 = s2b + wi * (new * new - old * old)
-                if n2 > 0.0 and n1 * n1 / n2 > fb:
-                    fb = n1 * n1 / n2
-                    pick = i
-                    step = s
-            if pick < 0:
-                break
-            wi = np.float64(wb[pick])
-            old = t64[qb[pick]]
-            new = t64[qb[pick] + step]
-            s1b += wi * xb[pick] * (new - old)
-            s2b += wi * (new * new - old * old)
-            qb[pick] += step
+        s1b, s2b = _descend(xb, wb, t64, qb, s1b, s2b)
         d[b] = s1b / s2b
         for i in range(n):
             q[b, i] = qb[i]
