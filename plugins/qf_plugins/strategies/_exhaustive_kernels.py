@@ -1,11 +1,12 @@
 """numba kernels of the ``exhaustive`` strategy: the cumulative breakpoint search (compilade, llama.cpp PR 12557).
 
 For an inverse scale t > 0 every element's quant is the table entry nearest x·t (integer quants are the table
-[qmin, qmax], where that is round(x·t)).  As t grows, the
-quants change one step at a time at known breakpoints; walking the breakpoints in order while updating Σwxv and
-Σwv² in O(1) visits every distinct rounding of the block, so the best F = (Σwxv)²/Σwv² among them is the exact
-optimum over all scales.  Negative scales are the same walk on −x.  For the asymmetric problem the walk runs on
-x − m for a fixed offset m, and the offset is refitted by least squares in turn until the quants stop changing.
+[qmin, qmax], where that is round(x·t)).  As t grows, the quants change one step at a time at known breakpoints;
+walking the breakpoints in order while updating Σwxv and Σwv² in O(1) visits every distinct rounding of the block, so
+the best F = (Σwxv)²/Σwv² among them is the exact optimum over all scales.  Negative scales are the same walk on −x.
+Each element's breakpoints come in increasing order, so the walk merges them with a heap of one pending breakpoint
+per element (O(n) memory, O(log n) a step).  For the asymmetric problem the walk runs on x − m for a fixed offset m,
+and the offset is refitted by least squares in turn until the quants stop changing.
 """
 
 from __future__ import annotations
@@ -23,26 +24,144 @@ TIE = 1.0 - 1e-12
 
 @jit
 def _integer_table(qmin, qmax):
-    """The integer quants [qmin, qmax] as a table (x ≈ d·q is x ≈ d·T[q − qmin]) and the index of 0."""
-    return np.arange(qmin, qmax + 1).astype(np.float64), -qmin
+    """The integer quants [qmin, qmax] as a table: x ≈ d·q is x ≈ d·T[q − qmin]."""
+    return np.arange(qmin, qmax + 1).astype(np.float64)
+
+
+@jit
+def _starts(table):
+    """Each element's table index as the inverse scale t → 0⁺, for x = 0, x > 0 and x < 0: the entry nearest 0, 0⁺
+    and 0⁻ (the first entry whose upper midpoint lies above 0⁺, or at or above 0⁻)."""
+    nt = table.shape[0]
+    z0 = 0
+    for k in range(nt):
+        if abs(table[k]) < abs(table[z0]):
+            z0 = k
+    zp = nt - 1
+    zn = nt - 1
+    for k in range(nt - 2, -1, -1):
+        mid = 0.5 * (table[k] + table[k + 1])
+        if mid > 0.0:
+            zp = k
+        if mid >= 0.0:
+            zn = k
+    return z0, zp, zn
+
+
+@jit
+def _breakpoint(xi, table, k):
+    """The inverse scale at which an element (value xi, table index k) moves one entry away from 0, or -1."""
+    if xi > 0.0 and k < table.shape[0] - 1:
+        return 0.5 * (table[k] + table[k + 1]) / xi
+    if xi < 0.0 and k > 0:
+        return 0.5 * (table[k - 1] + table[k]) / xi
+    return -1.0
+
+
+@jit
+def _sift_down(ht, hi, hn, j):
+    while True:
+        c = 2 * j + 1
+        if c >= hn:
+            return
+        if c + 1 < hn and ht[c + 1] < ht[c]:
+            c += 1
+        if ht[j] <= ht[c]:
+            return
+        ht[j], ht[c] = ht[c], ht[j]
+        hi[j], hi[c] = hi[c], hi[j]
+        j = c
+
+
+@jit
+def _start_index(xi, starts):
+    z0, zp, zn = starts
+    return zp if xi > 0.0 else zn if xi < 0.0 else z0
+
+
+@jit
+def _walk(x, w, sign, table, starts, log, ht, hi, cur, q):
+    """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes
+    the table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``ht``, ``hi``, ``cur`` (n)
+    are scratch."""
+    n = x.shape[0]
+    s1 = 0.0
+    s2 = 0.0
+    hn = 0
+    for i in range(n):
+        xi = sign * np.float64(x[i])
+        k = _start_index(xi, starts)
+        cur[i] = k
+        wi = np.float64(w[i])
+        s1 += wi * xi * table[k]
+        s2 += wi * table[k] * table[k]
+        t = _breakpoint(xi, table, k)
+        if t > 0.0:  # push
+            j = hn
+            hn += 1
+            ht[j] = t
+            hi[j] = i
+            while j > 0 and ht[(j - 1) // 2] > ht[j]:
+                p = (j - 1) // 2
+                ht[j], ht[p] = ht[p], ht[j]
+                hi[j], hi[p] = hi[p], hi[j]
+                j = p
+    best = s1 * s1 / s2 if s2 > 0.0 and s1 > 0.0 else -1.0
+    best_k = 0
+    ne = 0
+    while hn > 0:
+        t = ht[0]
+        while hn > 0 and ht[0] == t:  # every breakpoint at this scale, before F is looked at
+            i = hi[0]
+            xi = sign * np.float64(x[i])
+            wi = np.float64(w[i])
+            old = table[cur[i]]
+            cur[i] += 1 if xi > 0.0 else -1
+            new = table[cur[i]]
+            s1 += wi * xi * (new - old)
+            s2 += wi * (new * new - old * old)
+            log[ne] = i
+            ne += 1
+            tn = _breakpoint(xi, table, cur[i])
+            if tn > 0.0:
+                ht[0] = tn
+            else:
+                hn -= 1
+                ht[0] = ht[hn]
+                hi[0] = hi[hn]
+            _sift_down(ht, hi, hn, 0)
+        if s2 > 0.0 and s1 > 0.0:
+            f = s1 * s1 / s2
+            if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
+                best = f
+                best_k = ne
+    for i in range(n):
+        q[i] = _start_index(sign * np.float64(x[i]), starts)
+    for j in range(best_k):
+        i = log[j]
+        q[i] += 1 if sign * x[i] > 0 else -1
+    return best
+
+
+@jit
+def _scratch(n, nt):
+    return np.empty(n * nt, np.int64), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
 
 
 @jit
 def symmetric(x, w, qmin, qmax, d, q):
     """Exact optimum of x ≈ d·q per block (rows of x)."""
     nbl, n = x.shape
-    lin, z = _integer_table(qmin, qmax)
-    ev_t = np.empty(n * lin.shape[0])
-    ev_i = np.empty(n * lin.shape[0], np.int64)
-    ev_s = np.empty(n * lin.shape[0], np.int64)
-    cur = np.empty(n, np.int64)
+    lin = _integer_table(qmin, qmax)
+    starts = _starts(lin)
+    log, ht, hi, cur = _scratch(n, lin.shape[0])
     qa = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk_table(xb, wb, 1.0, lin, z, ev_t, ev_i, ev_s, cur, qa)
-        fb = _walk_table(xb, wb, -1.0, lin, z, ev_t, ev_i, ev_s, cur, qb)
+        fa = _walk(xb, wb, 1.0, lin, starts, log, ht, hi, cur, qa)
+        fb = _walk(xb, wb, -1.0, lin, starts, log, ht, hi, cur, qb)
         if fb > fa:
             qa[:] = qb
         s1 = 0.0
@@ -57,15 +176,17 @@ def symmetric(x, w, qmin, qmax, d, q):
 
 
 @jit
-def _alternate(xb, wb, off, lin, offset_max, ev_t, ev_i, ev_s, cur, qc, y, qbest, best):
+def _alternate(xb, wb, off, lin, offset_max, scratch, qc, y, qbest, best):
     """From offset ``off``: exact best quants for the offset, offset refitted, until stable.  Updates ``qbest`` and
     returns (error, d, m) when it beats ``best`` = (error, d, m).  ``lin`` is the integer table [0, qmax]."""
     n = xb.shape[0]
+    log, ht, hi, cur = scratch
+    starts = (0, 0, 0)
     best_err, bd, bm = best
     for _ in range(6):
         for i in range(n):
             y[i] = np.float32(np.float64(xb[i]) - off)
-        _walk_table(y, wb, 1.0, lin, 0, ev_t, ev_i, ev_s, cur, qc)
+        _walk(y, wb, 1.0, lin, starts, log, ht, hi, cur, qc)
         dd, mm, err = fit_scale_offset(xb, wb, qc, offset_max)
         if dd < 0.0:
             break
@@ -85,11 +206,8 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
     """x ≈ d·q + m: alternate exact quants for an offset and the least-squares offset, from a few starting
     offsets (the block minimum raised by fractions of a quant step)."""
     nbl, n = x.shape
-    lin, _ = _integer_table(0, qmax)
-    ev_t = np.empty(n * lin.shape[0])
-    ev_i = np.empty(n * lin.shape[0], np.int64)
-    ev_s = np.empty(n * lin.shape[0], np.int64)
-    cur = np.empty(n, np.int64)
+    lin = _integer_table(0, qmax)
+    scratch = _scratch(n, lin.shape[0])
     qc = np.empty(n, np.int64)
     qbest = np.empty(n, np.int64)
     y = np.empty(n, np.float32)
@@ -106,7 +224,7 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
         best = (weighted_sq(xb, wb) * 4.0 + 1.0, 0.0, 0.0)
         for frac in STARTS:
             off = min(lo + frac * (hi - lo) / qmax, offset_max)
-            best = _alternate(xb, wb, off, lin, offset_max, ev_t, ev_i, ev_s, cur, qc, y, qbest, best)
+            best = _alternate(xb, wb, off, lin, offset_max, scratch, qc, y, qbest, best)
         d[b] = best[1]
         m[b] = best[2]
         for i in range(n):
@@ -114,94 +232,26 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
 
 
 @jit
-def _walk_table(x, w, sign, table, z, ev_t, ev_i, ev_s, cur, q):
-    """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales, walking from index ``z`` (the entry
-    nearest 0); returns F (−1 if none) and writes the table indices to q.  An integer table gives x ≈ d·q."""
-    n = x.shape[0]
-    nt = table.shape[0]
-    ne = 0
-    s1 = 0.0
-    s2 = 0.0
-    for i in range(n):
-        cur[i] = z
-        xi = sign * np.float64(x[i])
-        wi = np.float64(w[i])
-        s1 += wi * xi * table[z]
-        s2 += wi * table[z] * table[z]
-        if xi > 0.0:
-            for k in range(z, nt - 1):
-                mid = 0.5 * (table[k] + table[k + 1])
-                if mid > 0.0:
-                    ev_t[ne] = mid / xi
-                    ev_i[ne] = i
-                    ev_s[ne] = 1
-                    ne += 1
-        elif xi < 0.0:
-            for k in range(z, 0, -1):
-                mid = 0.5 * (table[k - 1] + table[k])
-                if mid < 0.0:
-                    ev_t[ne] = mid / xi
-                    ev_i[ne] = i
-                    ev_s[ne] = -1
-                    ne += 1
-    order = np.argsort(ev_t[:ne], kind="mergesort")
-    best = s1 * s1 / s2 if s2 > 0.0 and s1 > 0.0 else -1.0
-    best_k = 0
-    k = 0
-    while k < ne:
-        t = ev_t[order[k]]
-        while k < ne and ev_t[order[k]] == t:
-            e = order[k]
-            i = ev_i[e]
-            xi = sign * np.float64(x[i])
-            wi = np.float64(w[i])
-            old = table[cur[i]]
-            cur[i] += ev_s[e]
-            new = table[cur[i]]
-            s1 += wi * xi * (new - old)
-            s2 += wi * (new * new - old * old)
-            k += 1
-        if s2 > 0.0 and s1 > 0.0:
-            f = s1 * s1 / s2
-            if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
-                best = f
-                best_k = k
-    for i in range(n):
-        q[i] = z
-    for j in range(best_k):
-        e = order[j]
-        q[ev_i[e]] += ev_s[e]
-    return best
-
-
-@jit
 def table(x, w, tab, d, q):
     """Exact optimum of x ≈ d·T[q] per block over every scale of either sign."""
     nbl, n = x.shape
-    nt = tab.shape[0]
     t64 = tab.astype(np.float64)
-    z = 0
-    for k in range(nt):
-        if abs(t64[k]) < abs(t64[z]):
-            z = k
-    ev_t = np.empty(n * nt)
-    ev_i = np.empty(n * nt, np.int64)
-    ev_s = np.empty(n * nt, np.int64)
-    cur = np.empty(n, np.int64)
+    starts = _starts(t64)
+    log, ht, hi, cur = _scratch(n, t64.shape[0])
     qa = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     tmp = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk_table(xb, wb, 1.0, t64, z, ev_t, ev_i, ev_s, cur, qa)
-        fb = _walk_table(xb, wb, -1.0, t64, z, ev_t, ev_i, ev_s, cur, qb)
+        fa = _walk(xb, wb, 1.0, t64, starts, log, ht, hi, cur, qa)
+        fb = _walk(xb, wb, -1.0, t64, starts, log, ht, hi, cur, qb)
         if fb > fa:
             qa[:] = qb
         if max(fa, fb) <= 0.0:
             d[b] = 0.0
             for i in range(n):
-                q[b, i] = z
+                q[b, i] = starts[0]
             continue
         dd, _ = polish_table(xb, wb, t64, qa, tmp)
         d[b] = dd
