@@ -171,6 +171,26 @@ def test_exhaustive_is_the_optimum_of_the_block_problem():
         assert err(table[qt[b]].astype(np.float64)) <= brute_tab + 1e-9
 
 
+@pytest.mark.parametrize("table", [[-1.0, 1.0], [-2.0, -0.5, 0.5, 2.0], [-3.0, 0.0, 1.0]])
+def test_exhaustive_table_walk_starts_on_the_right_side_of_zero(table):
+    """Tables with no entry nearest 0 from both sides (±1, ±0.5): x > 0 starts on the positive entry."""
+    from qf_plugins.strategies import _exhaustive_kernels as k
+
+    table = np.array(table, np.float32)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((30, 5)).astype(np.float32)
+    w = np.ones_like(x)
+    d = np.empty(30, np.float32)
+    q = np.empty((30, 5), np.int32)
+    k.table(x, w, table, d, q)
+    for b in range(30):
+        xb = x[b].astype(np.float64)
+        err = functools.partial(fit_error, xb, np.ones(5))
+        brute = min(err(table[np.abs(xb[:, None] * t - table).argmin(axis=1)].astype(np.float64))
+                    for t in np.linspace(-20, 20, 20001))
+        assert err(table[q[b]].astype(np.float64)) <= brute + 1e-9
+
+
 @pytest.mark.parametrize("strategy", ["exhaustive", "gradient"])
 def test_unsupported_pair_names_the_strategy(strategy):
     from qf.errors import UsageError
