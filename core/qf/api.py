@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qf.codec import keep_better_blocks
 from qf.errors import ImatrixError, InvalidWeightsError, UsageError
 from qf.model import QuantType, Strategy
 from qf.plugins import get_registry
@@ -69,7 +70,10 @@ def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: 
     """Quantize rows that already passed :func:`check_rows` / :func:`check_imatrix` (the executor's hot path)."""
     if imatrix is not None and not qtype.uses_imatrix:
         imatrix = None
-    out = qtype.load_codec().quantize(x, imatrix, strat)
+    codec = qtype.load_codec()
+    out = codec.quantize(x, imatrix, strat)
+    if strat.keeps_native and not strat.native and "copy" not in qtype.problems:
+        out = keep_better_blocks(qtype, codec, x, imatrix, out, codec.quantize_native(x, imatrix))
     expected = (x.shape[0], qtype.row_bytes(x.shape[1]))
     if out.shape != expected or out.dtype != np.uint8:
         raise RuntimeError(f"{qtype.name} codec returned {out.dtype}{out.shape}, expected uint8{expected}")

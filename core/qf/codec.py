@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from qf.model import BlockProblem, BlockSolution, Strategy
+from qf.model import BlockProblem, BlockSolution, QuantType, Strategy
 
 
 class Codec:
@@ -76,3 +76,22 @@ def importance(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
     if imatrix is None:
         return np.ones_like(x)
     return np.ascontiguousarray(np.broadcast_to(imatrix.astype(np.float32)[None, :], x.shape))
+
+
+def keep_better_blocks(qtype: QuantType, codec: Codec, x: np.ndarray, imatrix: np.ndarray | None, ours: np.ndarray,
+                       native: np.ndarray) -> np.ndarray:
+    """``ours`` with every block replaced by ``native``'s where that has the smaller importance-weighted error
+    Σw(x − x̂)² (w as :func:`importance`); a non-finite error never wins over a finite one."""
+    n, k = x.shape
+    nb = k // qtype.block_size
+
+    def block_errors(data: np.ndarray) -> np.ndarray:
+        y = codec.dequantize(data, k).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = (importance(x, imatrix) * (x - y) ** 2).reshape(n, nb, -1).sum(axis=-1)
+        return np.where(np.isfinite(e), e, np.inf)
+
+    better = block_errors(native) < block_errors(ours)
+    if better.any():
+        ours.reshape(n, nb, qtype.type_size)[better] = native.reshape(n, nb, qtype.type_size)[better]
+    return ours

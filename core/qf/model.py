@@ -112,6 +112,8 @@ class Strategy:
     solves: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_check_problems)
     solver: str | None = attrs.field(default=None, validator=_check_ref)
     native: bool = False
+    #: per block, keep the type's own (``ggml``) result where its importance-weighted error is smaller
+    keeps_native: bool = False
     description: str = ""
     plugin: str = ""
 

@@ -41,7 +41,9 @@ GRADIENT = Strategy(
     "gradient",
     solves=("symmetric", "asymmetric", "table"),
     solver=f"{__name__}:SOLVER",
-    description="best of a scale scan, then quant moves along the error gradient (ik_llama.cpp PR 295/302)",
+    keeps_native=True,
+    description="best of a scale scan, then quant moves along the error gradient (ik_llama.cpp PR 295/302); "
+                "per block never worse than ggml",
 )
 
 
