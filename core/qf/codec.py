@@ -82,16 +82,12 @@ def keep_better_blocks(qtype: QuantType, codec: Codec, x: np.ndarray, imatrix: n
                        native: np.ndarray) -> np.ndarray:
     """``ours`` with every block replaced by ``native``'s where that has the smaller importance-weighted error
     Σw(x − x̂)² (w as :func:`importance`); a non-finite error never wins over a finite one."""
+    from qf.numerics import better_blocks
+
     n, k = x.shape
     nb = k // qtype.block_size
-
-    def block_errors(data: np.ndarray) -> np.ndarray:
-        y = codec.dequantize(data, k).astype(np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):
-            e = (importance(x, imatrix) * (x - y) ** 2).reshape(n, nb, -1).sum(axis=-1)
-        return np.where(np.isfinite(e), e, np.inf)
-
-    better = block_errors(native) < block_errors(ours)
+    w = np.empty(0, np.float32) if imatrix is None else np.ascontiguousarray(imatrix, np.float32)
+    better = better_blocks(x, w, codec.dequantize(ours, k), codec.dequantize(native, k), qtype.block_size)
     if better.any():
         ours.reshape(n, nb, qtype.type_size)[better] = native.reshape(n, nb, qtype.type_size)[better]
     return ours

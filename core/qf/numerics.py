@@ -224,3 +224,31 @@ def scan_rows(x):
                     return i, j, F32(0.0)
         top = max(top, row_top)
     return -1, -1, bits_f32(top)
+
+
+@jit
+def better_blocks(x, imatrix, a, b, block):
+    """Per block of ``block`` values of the rows ``x``: does ``b`` fit better than ``a``, i.e. is
+    Σw(x − b)² < Σw(x − a)² with w = ``imatrix`` (ones when it is empty)?  A non-finite error never wins over a
+    finite one (it counts as +inf)."""
+    n, k = x.shape
+    nb_ = k // block
+    out = np.zeros((n, nb_), np.bool_)
+    weighted = imatrix.shape[0] > 0
+    for r in range(n):
+        for j in range(nb_):
+            ea = 0.0
+            eb = 0.0
+            for i in range(j * block, (j + 1) * block):
+                xi = np.float64(x[r, i])
+                da = xi - np.float64(a[r, i])
+                db = xi - np.float64(b[r, i])
+                wi = np.float64(imatrix[i]) if weighted else 1.0
+                ea += wi * da * da
+                eb += wi * db * db
+            if not np.isfinite(ea):
+                ea = np.inf
+            if not np.isfinite(eb):
+                eb = np.inf
+            out[r, j] = eb < ea
+    return out
