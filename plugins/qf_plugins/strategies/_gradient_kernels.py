@@ -18,16 +18,32 @@ POLISH = 3
 
 
 @jit
-def _linear_sums(x, w, inv, qmin, qmax, q):
-    s1 = 0.0
-    s2 = 0.0
+def _scan_sums(x, w, invs, qmin, qmax, s1, s2):
+    """For every candidate inverse scale ``invs[c]``: s1[c] = Σw·x·q, s2[c] = Σw·q² with q = clamp(round(x·inv)).
+    One pass over the values with the candidates innermost (that loop vectorises)."""
+    nc = invs.shape[0]
+    lo = np.float64(qmin)
+    hi = np.float64(qmax)
+    for c in range(nc):
+        s1[c] = 0.0
+        s2[c] = 0.0
     for i in range(x.shape[0]):
-        qi = max(qmin, min(qmax, np.int64(np.round(np.float64(x[i]) * inv))))
-        q[i] = qi
-        wq = np.float64(w[i]) * qi
-        s1 += wq * x[i]
-        s2 += wq * qi
-    return s1, s2
+        xi = np.float64(x[i])
+        wi = np.float64(w[i])
+        for c in range(nc):
+            qi = min(hi, max(lo, np.rint(xi * invs[c])))
+            wq = wi * qi
+            s1[c] += wq * xi
+            s2[c] += wq * qi
+
+
+@jit
+def _round_linear(x, inv, qmin, qmax, q):
+    """q = clamp(round(x·inv)) − qmin (indices into the quant values qmin..qmax), rounded as _scan_sums does."""
+    lo = np.float64(qmin)
+    hi = np.float64(qmax)
+    for i in range(x.shape[0]):
+        q[i] = np.int64(min(hi, max(lo, np.rint(np.float64(x[i]) * inv)))) - qmin
 
 
 @jit
@@ -76,52 +92,91 @@ def _descend(xb, wb, vals, idx, s1, s2):
 
 
 @jit
+def _best_candidate(s1, s2):
+    """Index of the candidate with the largest F = s1²/s2 (the first of equal ones), or -1 if none has s2 > 0."""
+    pick = -1
+    best = -1.0
+    for c in range(s1.shape[0]):
+        if s2[c] > 0.0 and s1[c] * s1[c] / s2[c] > best:
+            best = s1[c] * s1[c] / s2[c]
+            pick = c
+    return pick
+
+
+@jit
 def symmetric(x, w, qmin, qmax, nstep, d, q):
     nbl, n = x.shape
     lin = np.arange(qmin, qmax + 1).astype(np.float64)  # x ≈ d·q as x ≈ d·lin[q − qmin]
-    qc = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
+    steps = np.empty(2 * (2 * nstep + 1))  # the extreme value mapped near either end of the quant range
+    c = 0
+    for end in (qmin, qmax):
+        for k in range(-nstep, nstep + 1):
+            steps[c] = end + 0.1 * k * (1 if end > 0 else -1)
+            c += 1
+    invs = np.empty_like(steps)
+    s1 = np.empty_like(steps)
+    s2 = np.empty_like(steps)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
         mx = _signed_absmax(xb)
-        if mx == 0.0:
+        pick = -1
+        if mx != 0.0:
+            for c in range(steps.shape[0]):
+                invs[c] = steps[c] / mx
+            _scan_sums(xb, wb, invs, qmin, qmax, s1, s2)
+            pick = _best_candidate(s1, s2)
+        if pick < 0 or s1[pick] * s1[pick] / s2[pick] <= 0.0:
             d[b] = 0.0
             for i in range(n):
                 q[b, i] = 0
             continue
-        best = -1.0
-        s1b = 0.0
-        s2b = 0.0
-        for end in (qmin, qmax):  # the extreme value mapped near either end of the quant range
-            for k in range(-nstep, nstep + 1):
-                inv = (end + 0.1 * k * (1 if end > 0 else -1)) / mx
-                s1, s2 = _linear_sums(xb, wb, inv, qmin, qmax, qc)
-                if s2 > 0.0 and s1 * s1 / s2 > best:
-                    best = s1 * s1 / s2
-                    s1b = s1
-                    s2b = s2
-                    qb[:] = qc
-        if best <= 0.0:
-            d[b] = 0.0
-            for i in range(n):
-                q[b, i] = 0
-            continue
-        for i in range(n):
-            qb[i] -= qmin
-        s1b, s2b = _descend(xb, wb, lin, qb, s1b, s2b)
-        for i in range(n):
-            qb[i] += qmin
+        _round_linear(xb, invs[pick], qmin, qmax, qb)
+        s1b, s2b = _descend(xb, wb, lin, qb, s1[pick], s2[pick])
         d[b] = s1b / s2b
         for i in range(n):
-            q[b, i] = qb[i]
+            q[b, i] = qb[i] + qmin
+
+
+@jit
+def _scan_offset_sums(x, w, lo, invs, qmax, sq, sqq, sxq):
+    """For every candidate ``invs[c]``: the sums Σwq, Σwq², Σwxq of q = clamp(round((x − lo)·inv), 0, qmax); the
+    candidates innermost (that loop vectorises)."""
+    nc = invs.shape[0]
+    hi = np.float64(qmax)
+    for c in range(nc):
+        sq[c] = 0.0
+        sqq[c] = 0.0
+        sxq[c] = 0.0
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        wi = np.float64(w[i])
+        for c in range(nc):
+            qi = min(hi, max(0.0, np.rint((xi - lo) * invs[c])))
+            wq = wi * qi
+            sq[c] += wq
+            sqq[c] += wq * qi
+            sxq[c] += wq * xi
+
+
+@jit
+def _round_offset(x, lo, inv, qmax, q):
+    """q = clamp(round((x − lo)·inv), 0, qmax), rounded as _scan_offset_sums does."""
+    hi = np.float64(qmax)
+    for i in range(x.shape[0]):
+        q[i] = np.int64(min(hi, max(0.0, np.rint((np.float64(x[i]) - lo) * inv))))
 
 
 @jit
 def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     nbl, n = x.shape
     qc = np.empty(n, np.int64)
-    qb = np.empty(n, np.int64)
+    qb = np.zeros(n, np.int64)
+    invs = np.empty(nstep + 1)
+    csq = np.empty(nstep + 1)
+    csqq = np.empty(nstep + 1)
+    csxq = np.empty(nstep + 1)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
@@ -146,33 +201,27 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
             for i in range(n):
                 q[b, i] = 0
             continue
+        for c in range(nstep + 1):
+            invs[c] = (qmax - 1.5 + 0.1 * c) / (hi - lo)
+        _scan_offset_sums(xb, wb, lo, invs, qmax, csq, csqq, csxq)
         best = sxx * 4.0 + 1.0
         bd = 0.0
         bm = lo
-        bsq = 0.0
-        bsqq = 0.0
-        bsxq = 0.0
-        for k in range(nstep + 1):
-            inv = (qmax - 1.5 + 0.1 * k) / (hi - lo)
-            sq = 0.0
-            sqq = 0.0
-            sxq = 0.0
-            for i in range(n):
-                qi = max(0, min(qmax, np.int64(np.round((np.float64(xb[i]) - lo) * inv))))
-                qc[i] = qi
-                wq = np.float64(wb[i]) * qi
-                sq += wq
-                sqq += wq * qi
-                sxq += wq * xb[i]
-            dd, mm, err = solve_scale_offset(sw, sq, sqq, sx, sxq, sxx, offset_max)
+        pick = -1
+        for c in range(nstep + 1):
+            dd, mm, err = solve_scale_offset(sw, csq[c], csqq[c], sx, csxq[c], sxx, offset_max)
             if dd >= 0.0 and err < best:
                 best = err
                 bd = dd
                 bm = mm
-                bsq = sq
-                bsqq = sqq
-                bsxq = sxq
-                qb[:] = qc
+                pick = c
+        bsq = csq[pick] if pick >= 0 else 0.0
+        bsqq = csqq[pick] if pick >= 0 else 0.0
+        bsxq = csxq[pick] if pick >= 0 else 0.0
+        if pick >= 0:
+            _round_offset(xb, lo, invs[pick], qmax, qb)
+        else:
+            qb[:] = 0
         for _ in range(n):
             pick = -1
             step = 0
@@ -227,47 +276,73 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
 
 
 @jit
+def _scan_table_sums(x, w, invs, t64, v, val, s1, s2):
+    """For every candidate inverse scale ``invs[c]``: s1[c] = Σw·x·T, s2[c] = Σw·T² with T the table entry nearest
+    to x·inv (ties to the lower entry, exactly as nearest_entry).  The candidates are innermost and the entry is
+    found by a monotone compare-and-select over the table, so the loops vectorise; ``v``/``val`` are scratch."""
+    nc = invs.shape[0]
+    nt = t64.shape[0]
+    for c in range(nc):
+        s1[c] = 0.0
+        s2[c] = 0.0
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        wi = np.float64(w[i])
+        for c in range(nc):
+            v[c] = xi * invs[c]
+            val[c] = t64[0]
+        for j in range(nt - 1):
+            lo = t64[j]
+            hi = t64[j + 1]
+            for c in range(nc):
+                val[c] = hi if v[c] - lo > hi - v[c] else val[c]
+        for c in range(nc):
+            wv = wi * val[c]
+            s1[c] += wv * xi
+            s2[c] += wv * val[c]
+
+
+@jit
 def table(x, w, tab, nstep, d, q):
     nbl, n = x.shape
     nt = tab.shape[0]
     t64 = tab.astype(np.float64)
-    qc = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
+    steps = np.empty(2 * (2 * nstep + 1))  # the extreme value mapped near either end of the table
+    c = 0
+    for end in (t64[0], t64[nt - 1]):
+        for k in range(-nstep, nstep + 1):
+            steps[c] = end + k * (1.0 if end > 0 else -1.0)
+            c += 1
+    invs = np.empty_like(steps)
+    s1 = np.empty_like(steps)
+    s2 = np.empty_like(steps)
+    v = np.empty_like(steps)
+    val = np.empty_like(steps)
+    z = nearest_entry(0.0, t64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
         mx = _signed_absmax(xb)
-        if mx == 0.0:
+        pick = -1
+        if mx != 0.0:
+            for c in range(steps.shape[0]):
+                invs[c] = steps[c] / mx
+            _scan_table_sums(xb, wb, invs, t64, v, val, s1, s2)
+            pick = _best_candidate(s1, s2)
+        if pick < 0:
             d[b] = 0.0
-            z = nearest_entry(0.0, t64)
             for i in range(n):
                 q[b, i] = z
             continue
-        best = -1.0
-        s1b = 0.0
-        s2b = 0.0
-        for end in (t64[0], t64[nt - 1]):
-            for k in range(-nstep, nstep + 1):
-                inv = (end + k * (1.0 if end > 0 else -1.0)) / mx
-                s1 = 0.0
-                s2 = 0.0
-                for i in range(n):
-                    qi = nearest_entry(np.float64(xb[i]) * inv, t64)
-                    qc[i] = qi
-                    wv = np.float64(wb[i]) * t64[qi]
-                    s1 += wv * xb[i]
-                    s2 += wv * t64[qi]
-                if s2 > 0.0 and s1 * s1 / s2 > best:
-                    best = s1 * s1 / s2
-                    s1b = s1
-                    s2b = s2
-                    qb[:] = qc
-        if best <= 0.0:
+        for i in range(n):
+            qb[i] = nearest_entry(np.float64(xb[i]) * invs[pick], t64)
+        if s1[pick] * s1[pick] / s2[pick] <= 0.0:
             d[b] = 0.0
             for i in range(n):
                 q[b, i] = qb[i]
             continue
-        s1b, s2b = _descend(xb, wb, t64, qb, s1b, s2b)
+        s1b, s2b = _descend(xb, wb, t64, qb, s1[pick], s2[pick])
         d[b] = s1b / s2b
         for i in range(n):
             q[b, i] = qb[i]
