@@ -54,6 +54,37 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
 
 
 @jit
+def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs):
+    """group_error for ``nc`` candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over x[o:o+n], each
+    with its own rounded quants (not written).  Same sums as group_error, candidates innermost (vectorised)."""
+    A = np.empty(nc)
+    B = np.empty(nc)
+    INV = np.empty(nc)
+    v = np.empty(nc)
+    for c in range(nc):
+        a32 = F32(a[c])
+        A[c] = np.float64(a32)
+        B[c] = np.float64(F32(b[c]))
+        INV[c] = 1.0 / A[c] if a32 != F32(0.0) else 0.0
+        errs[c] = 0.0
+    nt = table.shape[0]
+    lo = np.float64(qlo)
+    hi = np.float64(qhi)
+    for i in range(o, o + n):
+        xi = np.float64(x[i])
+        wi = np.float64(w[i])
+        if nt > 0:
+            for c in range(nc):
+                v[c] = table[nearest_entry(xi * INV[c], table)]
+        else:
+            for c in range(nc):
+                v[c] = min(hi, max(lo, np.rint((xi + B[c]) * INV[c])))
+        for c in range(nc):
+            r = xi - (A[c] * v[c] - B[c])
+            errs[c] += wi * r * r
+
+
+@jit
 def _value(q, table):
     return table[q] if table.shape[0] > 0 else np.float64(q)
 
@@ -77,25 +108,42 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
     if big == 0.0:
         return 0.0, ints
     end = lo if lo < 0 and -lo >= hi else hi
-    best = np.inf
-    bD = 0.0
-    bints = np.zeros(nsub, np.int64)
+    nf = len(INIT_FACTORS)
+    Ds = np.empty(nf)
+    cints = np.empty((nf, nsub), np.int64)
+    nc = 0
     for f in INIT_FACTORS:
         D = np.float64(fp16_round(F32(big / end / f)))
         if D == 0.0 or not np.isfinite(D):
             continue
+        Ds[nc] = D
         for j in range(nsub):
-            ints[j] = max(lo, min(hi, np.int64(np.round(vals[j] / D))))
-        e = 0.0
-        for j in range(nsub):
+            cints[nc, j] = max(lo, min(hi, np.int64(np.round(vals[j] / D))))
+        nc += 1
+    # every candidate's error, summed over the sub-blocks in order
+    e = np.zeros(nc)
+    a = np.empty(nc)
+    b = np.empty(nc)
+    ej = np.empty(nc)
+    for j in range(nsub):
+        for c in range(nc):
             if is_min:
-                e += group_error(x, w, j * sub, sub, other * other_sc[j], D * ints[j], qlo, qhi, table, q)
+                a[c] = other * other_sc[j]
+                b[c] = Ds[c] * cints[c, j]
             else:
-                e += group_error(x, w, j * sub, sub, D * ints[j], other * other_sc[j], qlo, qhi, table, q)
-        if e < best:
-            best = e
-            bD = D
-            bints[:] = ints
+                a[c] = Ds[c] * cints[c, j]
+                b[c] = other * other_sc[j]
+        group_errors(x, w, j * sub, sub, a, b, nc, qlo, qhi, table, ej)
+        for c in range(nc):
+            e[c] += ej[c]
+    best = np.inf
+    bD = 0.0
+    bints = np.zeros(nsub, np.int64)
+    for c in range(nc):
+        if e[c] < best:
+            best = e[c]
+            bD = Ds[c]
+            bints[:] = cints[c]
     return bD, bints
 
 
@@ -124,6 +172,11 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
         mn[:] = ints
     errs = np.empty(nsub)
     qt = np.empty(x.shape[0], np.int64)
+    cand_a = np.empty(8, np.int64)
+    cand_b = np.empty(8, np.int64)
+    ca_f = np.empty(8)
+    cb_f = np.empty(8)
+    cand_e = np.empty(8)
     total = 0.0
     for j in range(nsub):
         errs[j] = group_error(x, w, j * sub, sub, D * sc[j], Dm * mn[j], qlo, qhi, table, q)
@@ -159,22 +212,32 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
                     continue
                 ta = sxv / svv / D if D != 0.0 else 0.0
                 tb = 0.0
-            best = errs[j]
-            bs = sc[j]
-            bm = mn[j]
             fa = np.int64(np.floor(ta))
             fb = np.int64(np.floor(tb))
+            nc = 0  # the candidate (scale, min) pairs, each once, without the current one
             for ca in (fa, fa + 1, sc[j] - 1, sc[j] + 1):
                 ca = max(sc_lo, min(sc_hi, ca))
                 for kb in range(2 if has_min else 1):
                     cb = max(mn_lo, min(mn_hi, fb + kb)) if has_min else mn[j]
-                    if ca == bs and cb == bm:
-                        continue
-                    e = group_error(x, w, o, sub, D * ca, Dm * cb, qlo, qhi, table, qt)
-                    if e < best:
-                        best = e
-                        bs = ca
-                        bm = cb
+                    fresh = not (ca == sc[j] and cb == mn[j])
+                    for t in range(nc):
+                        if cand_a[t] == ca and cand_b[t] == cb:
+                            fresh = False
+                    if fresh:
+                        cand_a[nc] = ca
+                        cand_b[nc] = cb
+                        ca_f[nc] = D * ca
+                        cb_f[nc] = Dm * cb
+                        nc += 1
+            group_errors(x, w, o, sub, ca_f, cb_f, nc, qlo, qhi, table, cand_e)
+            best = errs[j]
+            bs = sc[j]
+            bm = mn[j]
+            for t in range(nc):
+                if cand_e[t] < best:
+                    best = cand_e[t]
+                    bs = cand_a[t]
+                    bm = cand_b[t]
             if bs != sc[j] or bm != mn[j]:
                 sc[j] = bs
                 mn[j] = bm
