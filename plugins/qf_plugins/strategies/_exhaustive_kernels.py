@@ -83,18 +83,28 @@ def _start_index(xi, starts):
 def _walk(x, w, sign, table, starts, log, ht, hi, cur, q):
     """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes
     the table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``ht``, ``hi``, ``cur`` (n)
-    are scratch."""
+    are scratch.
+
+    The walk stops early once no larger scale can reach the best F: an element at the end of its walk keeps its
+    entry for every larger t, so with S those elements, F(t') ≤ Σwx² − min_d Σ_S w(x − d·v)² for all t' ≥ t (the
+    others relaxed to fit exactly); that bound only falls as S grows."""
     n = x.shape[0]
     s1 = 0.0
     s2 = 0.0
+    sxx = 0.0  # Σwx² of the block, and Σwx², Σwxv, Σwv² of the elements that reached the end of their walk
+    fxx = 0.0
+    fxv = 0.0
+    fvv = 0.0
     hn = 0
     for i in range(n):
         xi = sign * np.float64(x[i])
         k = _start_index(xi, starts)
         cur[i] = k
         wi = np.float64(w[i])
-        s1 += wi * xi * table[k]
-        s2 += wi * table[k] * table[k]
+        v = table[k]
+        s1 += wi * xi * v
+        s2 += wi * v * v
+        sxx += wi * xi * xi
         t = _breakpoint(xi, table, k)
         if t > 0.0:  # push
             j = hn
@@ -106,6 +116,10 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q):
                 ht[j], ht[p] = ht[p], ht[j]
                 hi[j], hi[p] = hi[p], hi[j]
                 j = p
+        else:
+            fxx += wi * xi * xi
+            fxv += wi * xi * v
+            fvv += wi * v * v
     best = s1 * s1 / s2 if s2 > 0.0 and s1 > 0.0 else -1.0
     best_k = 0
     ne = 0
@@ -129,12 +143,19 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q):
                 hn -= 1
                 ht[0] = ht[hn]
                 hi[0] = hi[hn]
+                fxx += wi * xi * xi
+                fxv += wi * xi * new
+                fvv += wi * new * new
             _sift_down(ht, hi, hn, 0)
         if s2 > 0.0 and s1 > 0.0:
             f = s1 * s1 / s2
             if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
                 best = f
                 best_k = ne
+        if best > 0.0:
+            resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
+            if (sxx - resid) * (1.0 + 1e-9) < best * TIE:
+                break
     for i in range(n):
         q[i] = _start_index(sign * np.float64(x[i]), starts)
     for j in range(best_k):
