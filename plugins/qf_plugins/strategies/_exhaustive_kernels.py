@@ -17,9 +17,11 @@ from qf.numerics import jit
 from qf_plugins.strategies._block_kernels import fit_scale_offset, polish_table, weighted_sq
 
 #: offsets the alternation starts from: the block minimum raised by these fractions of a quant step
-STARTS = (0.0, 0.25, 0.5)
+STARTS = (0.0, 0.5)
 #: relative slack under which two values of F count as equal
 TIE = 1.0 - 1e-12
+#: most exact-walk + offset-refit rounds per start (asymmetric)
+ROUNDS = 3
 
 
 @jit
@@ -204,7 +206,7 @@ def _alternate(xb, wb, off, lin, offset_max, scratch, qc, y, qbest, best):
     log, ht, hi, cur = scratch
     starts = (0, 0, 0)
     best_err, bd, bm = best
-    for _ in range(6):
+    for _ in range(ROUNDS):
         for i in range(n):
             y[i] = np.float32(np.float64(xb[i]) - off)
         _walk(y, wb, 1.0, lin, starts, log, ht, hi, cur, qc)
