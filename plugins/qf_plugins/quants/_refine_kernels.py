@@ -57,10 +57,11 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
 def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs):
     """group_error for ``nc`` candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over x[o:o+n], each
     with its own rounded quants (not written).  Same sums as group_error, candidates innermost (vectorised)."""
-    A = np.empty(nc)
-    B = np.empty(nc)
-    INV = np.empty(nc)
-    v = np.empty(nc)
+    tmp = np.empty((4, nc))
+    A = tmp[0]
+    B = tmp[1]
+    INV = tmp[2]
+    v = tmp[3]
     for c in range(nc):
         a32 = F32(a[c])
         A[c] = np.float64(a32)
@@ -292,24 +293,34 @@ def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q):
     """An fp16 scale (and fp16 offset x ≈ d·q + m) for one block: the rounded solution and its fp16 neighbours,
     quants re-derived for each; returns the best (d, m) and writes its quants to ``q``."""
     n = x.shape[0]
-    qt = np.empty(n, np.int64)
-    best = np.inf
-    bd = np.float64(fp16_round(F32(d)))
-    bm = np.float64(fp16_round(F32(m)))
-    d16 = F32(bd)
-    m16 = F32(bm)
-    for kd in range(3):
-        cd = _fp16_neighbour(d16, kd)
-        for km in range(3 if has_min else 1):
-            cm = _fp16_neighbour(m16, km) if has_min else F32(0.0)
-            # x ≈ cd·v + cm  ==  a·v − b with a = cd, b = −cm
-            e = group_error(x, w, 0, n, np.float64(cd), -np.float64(cm), qlo, qhi, table, qt)
+    d16 = F32(np.float64(fp16_round(F32(d))))
+    m16 = F32(np.float64(fp16_round(F32(m))))
+    if not has_min:  # three candidates: one at a time
+        best = np.inf
+        bd = np.float64(d16)
+        for kd in range(3):
+            cd = np.float64(_fp16_neighbour(d16, kd))
+            e = group_error(x, w, 0, n, cd, 0.0, qlo, qhi, table, q)
             if e < best:
                 best = e
-                bd = np.float64(cd)
-                bm = np.float64(cm)
-                q[:] = qt
-    return bd, bm
+                bd = cd
+        group_error(x, w, 0, n, bd, 0.0, qlo, qhi, table, q)
+        return bd, 0.0
+    ab = np.empty((3, 9))  # nine: evaluated together
+    nc = 0
+    for kd in range(3):
+        cd = _fp16_neighbour(d16, kd)
+        for km in range(3):
+            ab[0, nc] = np.float64(cd)  # x ≈ cd·v + cm  ==  a·v − b with a = cd, b = −cm
+            ab[1, nc] = -np.float64(_fp16_neighbour(m16, km))
+            nc += 1
+    group_errors(x, w, 0, n, ab[0], ab[1], nc, qlo, qhi, table, ab[2])
+    pick = 0
+    for c in range(1, nc):
+        if ab[2, c] < ab[2, pick]:
+            pick = c
+    group_error(x, w, 0, n, ab[0, pick], ab[1, pick], qlo, qhi, table, q)
+    return ab[0, pick], -ab[1, pick]
 
 
 @jit
