@@ -5,7 +5,8 @@
 Error: weighted relative RMSE sqrt(Σw(x−x̂)²/Σwx²), w = the case's imatrix (ones without), on every case of
 ../shared/golden/inputs.npz; ik_llama.cpp's and llama.cpp's figures come from ../shared/anchors/ik/wrmse.json
 (qf's ``ggml`` strategy is byte-identical to llama.cpp, so its error is recomputed here as a check).
-Time: single thread, 256×4096 normal·0.02 rows (lognormal imatrix), best of 3, per strategy relative to ``ggml``.
+Time: single thread, 256×4096 normal·0.02 rows (lognormal imatrix), best of 3, per strategy relative to qf's ``ggml``
+and, when llama-cpp-python is installed, to llama.cpp's own C quantizer (``ggml_quantize_chunk``) in the same run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 from bench_types import best_time  # noqa: E402
+from cggml import CGGML  # noqa: E402
 
 import qf  # noqa: E402
 
@@ -55,10 +57,13 @@ def time_table(types, strategies, rows=256, cols=4096):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32)
     imatrix = rng.lognormal(size=cols).astype(np.float32)
+    c = CGGML.load()
     out = []
     for name in types:
+        type_id = qf.get_registry().quant_type(name).type_id
         for im in (None, imatrix):
             t = {s: best_time(lambda s=s: qf.quantize_rows(name, x, im, s), 3) for s in ("ggml", *strategies)}
+            t["C"] = best_time(lambda: c.quantize(type_id, x, im), 3) if c else float("nan")
             out.append({"type": name, "imatrix": im is not None, **t})
     return out
 
@@ -92,11 +97,12 @@ def main() -> None:
                   + " | " + " ".join(f"{s}: >ik {worse_ik[s]}, >ggml {worse_gg[s]}" for s in strategies) + " |")
     if not args.no_time:
         print()
-        print("| type | imatrix | ggml s | " + " | ".join(f"{s} s | ×ggml" for s in strategies) + " |")
-        print("|---" * (3 + 2 * len(strategies)) + "|")
+        print("| type | imatrix | C s | ggml s | " + " | ".join(f"{s} s | ×ggml | ×C" for s in strategies) + " |")
+        print("|---" * (4 + 3 * len(strategies)) + "|")
         for r in time_table(types, strategies):
-            print(f"| {r['type']} | {'yes' if r['imatrix'] else 'no'} | {r['ggml']:.3f} | "
-                  + " | ".join(f"{r[s]:.3f} | {r[s] / r['ggml']:.2f}" for s in strategies) + " |")
+            print(f"| {r['type']} | {'yes' if r['imatrix'] else 'no'} | {r['C']:.4f} | {r['ggml']:.4f} | "
+                  + " | ".join(f"{r[s]:.3f} | {r[s] / r['ggml']:.1f} | {r[s] / r['C']:.1f}" for s in strategies)
+                  + " |")
 
 
 if __name__ == "__main__":

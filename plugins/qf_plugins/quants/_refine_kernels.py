@@ -54,10 +54,10 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
 
 
 @jit
-def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs):
+def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
     """group_error for ``nc`` candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over x[o:o+n], each
-    with its own rounded quants (not written).  Same sums as group_error, candidates innermost (vectorised)."""
-    tmp = np.empty((4, nc))
+    with its own rounded quants (not written).  Same sums as group_error, candidates innermost (vectorised);
+    ``tmp`` is (4, >= nc) scratch."""
     A = tmp[0]
     B = tmp[1]
     INV = tmp[2]
@@ -96,7 +96,7 @@ INIT_FACTORS = (1.0, 0.8, 0.65, 0.5, 0.4, 0.3)
 
 
 @jit
-def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, q):
+def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, q, tmp):
     """The fp16 super-block scale (and integer scales in ``other_sc`` / the matching ints) that fits best among
     INIT_FACTORS, for float sub-block values ``vals`` (scales, or mins when ``is_min``); ``other`` is the other
     super-block scale (kept fixed)."""
@@ -134,7 +134,7 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
             else:
                 a[c] = Ds[c] * cints[c, j]
                 b[c] = other * other_sc[j]
-        group_errors(x, w, j * sub, sub, a, b, nc, qlo, qhi, table, ej)
+        group_errors(x, w, j * sub, sub, a, b, nc, qlo, qhi, table, ej, tmp)
         for c in range(nc):
             e[c] += ej[c]
     best = np.inf
@@ -154,6 +154,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     scales ``dsub`` (and mins ``msub`` >= 0), decoded as x̂ = f32(D·sc_j)·v(q) − f32(Dm·mn_j).  Writes the integer
     scales ``sc`` (and mins ``mn``) and returns the fp16 ``(D, Dm)``; ``q`` (int64, len(x)) is scratch."""
     nsub = dsub.shape[0]
+    tmp = np.empty((4, 9))
     for j in range(nsub):
         mn[j] = 0
     Dm = 0.0
@@ -164,12 +165,12 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
         D0 = np.float64(fp16_round(F32(big / sc_hi)))
         for j in range(nsub):
             sc[j] = max(sc_lo, min(sc_hi, np.int64(np.round(dsub[j] / D0)))) if D0 > 0.0 else 0
-        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D0, sc, True, qlo, qhi, table, q)
+        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D0, sc, True, qlo, qhi, table, q, tmp)
         mn[:] = ints
-    D, ints = _init_super(x, w, sub, dsub, sc_lo, sc_hi, Dm, mn, False, qlo, qhi, table, q)
+    D, ints = _init_super(x, w, sub, dsub, sc_lo, sc_hi, Dm, mn, False, qlo, qhi, table, q, tmp)
     sc[:] = ints
     if has_min:
-        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D, sc, True, qlo, qhi, table, q)
+        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D, sc, True, qlo, qhi, table, q, tmp)
         mn[:] = ints
     errs = np.empty(nsub)
     qt = np.empty(x.shape[0], np.int64)
@@ -230,7 +231,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
                         ca_f[nc] = D * ca
                         cb_f[nc] = Dm * cb
                         nc += 1
-            group_errors(x, w, o, sub, ca_f, cb_f, nc, qlo, qhi, table, cand_e)
+            group_errors(x, w, o, sub, ca_f, cb_f, nc, qlo, qhi, table, cand_e, tmp)
             best = errs[j]
             bs = sc[j]
             bm = mn[j]
@@ -306,7 +307,7 @@ def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q):
                 bd = cd
         group_error(x, w, 0, n, bd, 0.0, qlo, qhi, table, q)
         return bd, 0.0
-    ab = np.empty((3, 9))  # nine: evaluated together
+    ab = np.empty((7, 9))  # nine: evaluated together (rows 3.. are group_errors' scratch)
     nc = 0
     for kd in range(3):
         cd = _fp16_neighbour(d16, kd)
@@ -314,7 +315,7 @@ def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q):
             ab[0, nc] = np.float64(cd)  # x ≈ cd·v + cm  ==  a·v − b with a = cd, b = −cm
             ab[1, nc] = -np.float64(_fp16_neighbour(m16, km))
             nc += 1
-    group_errors(x, w, 0, n, ab[0], ab[1], nc, qlo, qhi, table, ab[2])
+    group_errors(x, w, 0, n, ab[0], ab[1], nc, qlo, qhi, table, ab[2], ab[3:])
     pick = 0
     for c in range(1, nc):
         if ab[2, c] < ab[2, pick]:
