@@ -82,10 +82,11 @@ def _start_index(xi, starts):
 
 
 @jit
-def _walk(x, w, sign, table, starts, log, ht, hi, cur, q):
+def _walk(x, w, sign, table, starts, log, ht, hi, cur, q, rival):
     """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes
     the table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``ht``, ``hi``, ``cur`` (n)
-    are scratch.
+    are scratch.  ``rival``: an F found elsewhere that this walk only matters if it beats (−1: none); the walk may
+    stop once it cannot, and then returns less than ``rival``.
 
     The walk stops early once no larger scale can reach the best F: an element at the end of its walk keeps its
     entry for every larger t, so with S those elements, F(t') ≤ Σwx² − min_d Σ_S w(x − d·v)² for all t' ≥ t (the
@@ -154,9 +155,10 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q):
             if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
                 best = f
                 best_k = ne
-        if best > 0.0:
+        bar = max(best, rival)
+        if bar > 0.0:
             resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
-            if (sxx - resid) * (1.0 + 1e-9) < best * TIE:
+            if (sxx - resid) * (1.0 + 1e-9) < bar * TIE:
                 break
     for i in range(n):
         q[i] = _start_index(sign * np.float64(x[i]), starts)
@@ -183,8 +185,8 @@ def symmetric(x, w, qmin, qmax, d, q):
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk(xb, wb, 1.0, lin, starts, log, ht, hi, cur, qa)
-        fb = _walk(xb, wb, -1.0, lin, starts, log, ht, hi, cur, qb)
+        fa = _walk(xb, wb, 1.0, lin, starts, log, ht, hi, cur, qa, -1.0)
+        fb = _walk(xb, wb, -1.0, lin, starts, log, ht, hi, cur, qb, fa)
         if fb > fa:
             qa[:] = qb
         s1 = 0.0
@@ -209,7 +211,7 @@ def _alternate(xb, wb, off, lin, offset_max, scratch, qc, y, qbest, best):
     for _ in range(ROUNDS):
         for i in range(n):
             y[i] = np.float32(np.float64(xb[i]) - off)
-        _walk(y, wb, 1.0, lin, starts, log, ht, hi, cur, qc)
+        _walk(y, wb, 1.0, lin, starts, log, ht, hi, cur, qc, -1.0)
         dd, mm, err = fit_scale_offset(xb, wb, qc, offset_max)
         if dd < 0.0:
             break
@@ -267,8 +269,8 @@ def table(x, w, tab, d, q):
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk(xb, wb, 1.0, t64, starts, log, ht, hi, cur, qa)
-        fb = _walk(xb, wb, -1.0, t64, starts, log, ht, hi, cur, qb)
+        fa = _walk(xb, wb, 1.0, t64, starts, log, ht, hi, cur, qa, -1.0)
+        fb = _walk(xb, wb, -1.0, t64, starts, log, ht, hi, cur, qb, fa)
         if fb > fa:
             qa[:] = qb
         if max(fa, fb) <= 0.0:

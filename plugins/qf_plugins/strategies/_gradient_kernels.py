@@ -169,6 +169,33 @@ def _round_offset(x, lo, inv, qmax, q):
 
 
 @jit
+def _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_max, trial):
+    """Every quant's move one step towards its value, refitted: trial[0] = the step (0: none possible), [1] d,
+    [2] m, [3] the error, [4] 1 where that is solve_scale_offset's plain least-squares case (its exact arithmetic),
+    else 0 (the caller then solves in full).  No calls and no early exits, so the loop vectorises."""
+    hi = np.float64(qmax)
+    for i in range(xb.shape[0]):
+        xi = np.float64(xb[i])
+        wi = np.float64(wb[i])
+        qi = np.float64(qb[i])
+        s = 1.0 if xi - bd * qi - bm > 0.0 else -1.0
+        new = qi + s
+        sq = bsq + wi * s
+        sqq = bsqq + wi * (new * new - qi * qi)
+        sxq = bsxq + wi * xi * s
+        det = sw * sqq - sq * sq
+        d = (sw * sxq - sq * sx) / det
+        m = (sqq * sx - sq * sxq) / det
+        err = sxx - 2.0 * d * sxq - 2.0 * m * sx + d * d * sqq + 2.0 * d * m * sq + m * m * sw
+        trial[0, i] = s if new >= 0.0 and new <= hi else 0.0
+        trial[1, i] = d
+        trial[2, i] = m
+        trial[3, i] = max(err, 0.0)
+        plain = sw > 0.0 and det > 1e-30 * max(sw * sqq, 1e-300) and m <= offset_max
+        trial[4, i] = 1.0 if plain else 0.0
+
+
+@jit
 def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     nbl, n = x.shape
     qc = np.empty(n, np.int64)
@@ -177,6 +204,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     csq = np.empty(nstep + 1)
     csqq = np.empty(nstep + 1)
     csxq = np.empty(nstep + 1)
+    trial = np.empty((5, n))
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
@@ -226,14 +254,18 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
             pick = -1
             step = 0
             err_pick = best
+            _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_max, trial)
             for i in range(n):
-                s = 1 if np.float64(xb[i]) - bd * qb[i] - bm > 0.0 else -1
-                new = qb[i] + s
-                if new < 0 or new > qmax:
+                s = np.int64(trial[0, i])
+                if s == 0:
                     continue
-                wi = np.float64(wb[i])
-                dd, mm, err = solve_scale_offset(sw, bsq + wi * s, bsqq + wi * (new * new - qb[i] * qb[i]), sx,
-                                                 bsxq + wi * xb[i] * s, sxx, offset_max)
+                dd = trial[1, i]
+                err = trial[3, i]
+                if not (trial[4, i] > 0.0):  # not the plain least-squares case: the full solve
+                    wi = np.float64(wb[i])
+                    new = qb[i] + s
+                    dd, mm, err = solve_scale_offset(sw, bsq + wi * s, bsqq + wi * (new * new - qb[i] * qb[i]), sx,
+                                                     bsxq + wi * xb[i] * s, sxx, offset_max)
                 if dd >= 0.0 and err < err_pick:
                     err_pick = err
                     pick = i
