@@ -51,12 +51,13 @@ def _starts(table):
 
 
 @jit
-def _breakpoint(xi, table, k):
-    """The inverse scale at which an element (value xi, table index k) moves one entry away from 0, or -1."""
+def _breakpoint(xi, ui, table, k):
+    """The inverse scale at which an element (value xi, ui = 1/xi, table index k) moves one entry away from 0,
+    or -1."""
     if xi > 0.0 and k < table.shape[0] - 1:
-        return 0.5 * (table[k] + table[k + 1]) / xi
+        return 0.5 * (table[k] + table[k + 1]) * ui
     if xi < 0.0 and k > 0:
-        return 0.5 * (table[k - 1] + table[k]) / xi
+        return 0.5 * (table[k - 1] + table[k]) * ui
     return -1.0
 
 
@@ -82,7 +83,7 @@ def _start_index(xi, starts):
 
 
 @jit
-def _walk(x, w, sign, table, starts, log, ht, hi, cur, q, rival):
+def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
     """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes
     the table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``ht``, ``hi``, ``cur`` (n)
     are scratch.  ``rival``: an F found elsewhere that this walk only matters if it beats (−1: none); the walk may
@@ -108,7 +109,8 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q, rival):
         s1 += wi * xi * v
         s2 += wi * v * v
         sxx += wi * xi * xi
-        t = _breakpoint(xi, table, k)
+        ux[i] = 1.0 / xi if xi != 0.0 else 0.0
+        t = _breakpoint(xi, ux[i], table, k)
         if t > 0.0:  # push
             j = hn
             hn += 1
@@ -126,6 +128,9 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q, rival):
     best = s1 * s1 / s2 if s2 > 0.0 and s1 > 0.0 else -1.0
     best_k = 0
     ne = 0
+    ne_done = 0  # elements that finished during the walk; the bound was last computed at fdone of them, bar_best
+    fdone = -1
+    bar_best = best
     while hn > 0:
         t = ht[0]
         while hn > 0 and ht[0] == t:  # every breakpoint at this scale, before F is looked at
@@ -139,7 +144,7 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q, rival):
             s2 += wi * (new * new - old * old)
             log[ne] = i
             ne += 1
-            tn = _breakpoint(xi, table, cur[i])
+            tn = _breakpoint(xi, ux[i], table, cur[i])
             if tn > 0.0:
                 ht[0] = tn
             else:
@@ -149,16 +154,17 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q, rival):
                 fxx += wi * xi * xi
                 fxv += wi * xi * new
                 fvv += wi * new * new
+                ne_done += 1
             _sift_down(ht, hi, hn, 0)
-        if s2 > 0.0 and s1 > 0.0:
-            f = s1 * s1 / s2
-            if f >= best * TIE:  # ties go to the later breakpoint: the smaller scale packs better
-                best = f
-                best_k = ne
-        bar = max(best, rival)
-        if bar > 0.0:
+        if s2 > 0.0 and s1 > 0.0 and s1 * s1 >= best * TIE * s2:  # F >= best: ties go to the later
+            best = s1 * s1 / s2                                      # breakpoint, the smaller scale packs better
+            best_k = ne
+        if fdone != ne_done or best != bar_best:  # the bound changes only when an element finishes or best moves
+            fdone = ne_done
+            bar_best = best
+            bar = max(best, rival)
             resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
-            if (sxx - resid) * (1.0 + 1e-9) < bar * TIE:
+            if bar > 0.0 and (sxx - resid) * (1.0 + 1e-9) < bar * TIE:
                 break
     for i in range(n):
         q[i] = _start_index(sign * np.float64(x[i]), starts)
@@ -170,7 +176,7 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, q, rival):
 
 @jit
 def _scratch(n, nt):
-    return np.empty(n * nt, np.int64), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
+    return np.empty(n * nt, np.int64), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
 
 
 @jit
@@ -179,14 +185,14 @@ def symmetric(x, w, qmin, qmax, d, q):
     nbl, n = x.shape
     lin = _integer_table(qmin, qmax)
     starts = _starts(lin)
-    log, ht, hi, cur = _scratch(n, lin.shape[0])
+    log, ht, hi, cur, ux = _scratch(n, lin.shape[0])
     qa = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk(xb, wb, 1.0, lin, starts, log, ht, hi, cur, qa, -1.0)
-        fb = _walk(xb, wb, -1.0, lin, starts, log, ht, hi, cur, qb, fa)
+        fa = _walk(xb, wb, 1.0, lin, starts, log, ht, hi, cur, ux, qa, -1.0)
+        fb = _walk(xb, wb, -1.0, lin, starts, log, ht, hi, cur, ux, qb, fa)
         if fb > fa:
             qa[:] = qb
         s1 = 0.0
@@ -205,13 +211,13 @@ def _alternate(xb, wb, off, lin, offset_max, scratch, qc, y, qbest, best):
     """From offset ``off``: exact best quants for the offset, offset refitted, until stable.  Updates ``qbest`` and
     returns (error, d, m) when it beats ``best`` = (error, d, m).  ``lin`` is the integer table [0, qmax]."""
     n = xb.shape[0]
-    log, ht, hi, cur = scratch
+    log, ht, hi, cur, ux = scratch
     starts = (0, 0, 0)
     best_err, bd, bm = best
     for _ in range(ROUNDS):
         for i in range(n):
             y[i] = np.float32(np.float64(xb[i]) - off)
-        _walk(y, wb, 1.0, lin, starts, log, ht, hi, cur, qc, -1.0)
+        _walk(y, wb, 1.0, lin, starts, log, ht, hi, cur, ux, qc, -1.0)
         dd, mm, err = fit_scale_offset(xb, wb, qc, offset_max)
         if dd < 0.0:
             break
@@ -262,15 +268,15 @@ def table(x, w, tab, d, q):
     nbl, n = x.shape
     t64 = tab.astype(np.float64)
     starts = _starts(t64)
-    log, ht, hi, cur = _scratch(n, t64.shape[0])
+    log, ht, hi, cur, ux = _scratch(n, t64.shape[0])
     qa = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     tmp = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk(xb, wb, 1.0, t64, starts, log, ht, hi, cur, qa, -1.0)
-        fb = _walk(xb, wb, -1.0, t64, starts, log, ht, hi, cur, qb, fa)
+        fa = _walk(xb, wb, 1.0, t64, starts, log, ht, hi, cur, ux, qa, -1.0)
+        fb = _walk(xb, wb, -1.0, t64, starts, log, ht, hi, cur, ux, qb, fa)
         if fb > fa:
             qa[:] = qb
         if max(fa, fb) <= 0.0:
