@@ -96,22 +96,25 @@ INIT_FACTORS = (1.0, 0.8, 0.65, 0.5, 0.4, 0.3)
 
 
 @jit
-def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, q, tmp):
-    """The fp16 super-block scale (and integer scales in ``other_sc`` / the matching ints) that fits best among
-    INIT_FACTORS, for float sub-block values ``vals`` (scales, or mins when ``is_min``); ``other`` is the other
-    super-block scale (kept fixed)."""
+def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, out, tmp, cints):
+    """The fp16 super-block scale that fits best among INIT_FACTORS, for float sub-block values ``vals`` (scales,
+    or mins when ``is_min``), with the matching integer values written to ``out``; ``other`` is the other
+    super-block scale and ``other_sc`` its integers (kept fixed).  ``tmp`` (9, 9) and ``cints`` (INIT_FACTORS,
+    sub-blocks) are scratch."""
     nsub = vals.shape[0]
     big = 0.0
     for j in range(nsub):
         if abs(vals[j]) > abs(big):
             big = vals[j]
-    ints = np.zeros(nsub, np.int64)
+    out[:] = 0
     if big == 0.0:
-        return 0.0, ints
+        return 0.0
     end = lo if lo < 0 and -lo >= hi else hi
-    nf = len(INIT_FACTORS)
-    Ds = np.empty(nf)
-    cints = np.empty((nf, nsub), np.int64)
+    Ds = tmp[4]
+    e = tmp[5]
+    a = tmp[6]
+    b = tmp[7]
+    ej = tmp[8]
     nc = 0
     for f in INIT_FACTORS:
         D = np.float64(fp16_round(F32(big / end / f)))
@@ -122,10 +125,8 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
             cints[nc, j] = max(lo, min(hi, np.int64(np.round(vals[j] / D))))
         nc += 1
     # every candidate's error, summed over the sub-blocks in order
-    e = np.zeros(nc)
-    a = np.empty(nc)
-    b = np.empty(nc)
-    ej = np.empty(nc)
+    for c in range(nc):
+        e[c] = 0.0
     for j in range(nsub):
         for c in range(nc):
             if is_min:
@@ -134,18 +135,17 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
             else:
                 a[c] = Ds[c] * cints[c, j]
                 b[c] = other * other_sc[j]
-        group_errors(x, w, j * sub, sub, a, b, nc, qlo, qhi, table, ej, tmp)
+        group_errors(x, w, j * sub, sub, a, b, nc, qlo, qhi, table, ej, tmp[:4])
         for c in range(nc):
             e[c] += ej[c]
     best = np.inf
     bD = 0.0
-    bints = np.zeros(nsub, np.int64)
     for c in range(nc):
         if e[c] < best:
             best = e[c]
             bD = Ds[c]
-            bints[:] = cints[c]
-    return bD, bints
+            out[:] = cints[c, :nsub]
+    return bD
 
 
 @jit
@@ -154,7 +154,8 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     scales ``dsub`` (and mins ``msub`` >= 0), decoded as x̂ = f32(D·sc_j)·v(q) − f32(Dm·mn_j).  Writes the integer
     scales ``sc`` (and mins ``mn``) and returns the fp16 ``(D, Dm)``; ``q`` (int64, len(x)) is scratch."""
     nsub = dsub.shape[0]
-    tmp = np.empty((4, 9))
+    tmp = np.empty((9, 9))
+    cints = np.empty((len(INIT_FACTORS), nsub), np.int64)
     for j in range(nsub):
         mn[j] = 0
     Dm = 0.0
@@ -165,20 +166,19 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
         D0 = np.float64(fp16_round(F32(big / sc_hi)))
         for j in range(nsub):
             sc[j] = max(sc_lo, min(sc_hi, np.int64(np.round(dsub[j] / D0)))) if D0 > 0.0 else 0
-        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D0, sc, True, qlo, qhi, table, q, tmp)
-        mn[:] = ints
-    D, ints = _init_super(x, w, sub, dsub, sc_lo, sc_hi, Dm, mn, False, qlo, qhi, table, q, tmp)
-    sc[:] = ints
+        Dm = _init_super(x, w, sub, msub, mn_lo, mn_hi, D0, sc, True, qlo, qhi, table, mn, tmp, cints)
+    D = _init_super(x, w, sub, dsub, sc_lo, sc_hi, Dm, mn, False, qlo, qhi, table, sc, tmp, cints)
     if has_min:
-        Dm, ints = _init_super(x, w, sub, msub, mn_lo, mn_hi, D, sc, True, qlo, qhi, table, q, tmp)
-        mn[:] = ints
-    errs = np.empty(nsub)
+        Dm = _init_super(x, w, sub, msub, mn_lo, mn_hi, D, sc, True, qlo, qhi, table, mn, tmp, cints)
+    fs = np.empty((4, max(nsub, 8)))  # the sub-block errors, and each sub-block's candidates (float, int)
+    errs = fs[0, :nsub]
+    ca_f = fs[1]
+    cb_f = fs[2]
+    cand_e = fs[3]
+    cand = np.empty((2, 8), np.int64)
+    cand_a = cand[0]
+    cand_b = cand[1]
     qt = np.empty(x.shape[0], np.int64)
-    cand_a = np.empty(8, np.int64)
-    cand_b = np.empty(8, np.int64)
-    ca_f = np.empty(8)
-    cb_f = np.empty(8)
-    cand_e = np.empty(8)
     total = 0.0
     for j in range(nsub):
         errs[j] = group_error(x, w, j * sub, sub, D * sc[j], Dm * mn[j], qlo, qhi, table, q)
@@ -231,7 +231,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
                         ca_f[nc] = D * ca
                         cb_f[nc] = Dm * cb
                         nc += 1
-            group_errors(x, w, o, sub, ca_f, cb_f, nc, qlo, qhi, table, cand_e, tmp)
+            group_errors(x, w, o, sub, ca_f, cb_f, nc, qlo, qhi, table, cand_e, tmp[:4])
             best = errs[j]
             bs = sc[j]
             bm = mn[j]
