@@ -20,9 +20,9 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 from bench_types import best_time  # noqa: E402
-from cggml import CGGML  # noqa: E402
 
 import qf  # noqa: E402
+from cggml import CGGML  # noqa: E402
 
 SHARED = Path(os.environ.get("QF_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
