@@ -53,36 +53,56 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
     return err
 
 
+#: candidates group_errors evaluates per call
+LANES = 8
+
+
+@jit
+def _linear_terms(x, w, a, b, inv, lo, hi, t):
+    """t[i] = w·(x − (a·q − b))², q = clamp(round((x + b)·inv)), for every element (a loop that vectorises)."""
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        r = xi - (a * min(hi, max(lo, np.round((xi + b) * inv))) - b)
+        t[i] = np.float64(w[i]) * r * r
+
+
+@jit
+def _table_terms(x, w, a, b, inv, table, t):
+    """t[i] = w·(x − (a·T[q] − b))², T[q] the entry nearest x·inv, for every element."""
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        r = xi - (a * table[nearest_entry(xi * inv, table)] - b)
+        t[i] = np.float64(w[i]) * r * r
+
+
 @jit
 def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
-    """group_error for ``nc`` candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over x[o:o+n], each
-    with its own rounded quants (not written).  Same sums as group_error, candidates innermost (vectorised);
-    ``tmp`` is (4, >= nc) scratch."""
+    """group_error for ``nc`` <= LANES candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over
+    x[o:o+n], each with its own rounded quants (not written).  Same sums as group_error (each candidate's in
+    element order), computed as every element's term first (a loop over the elements, which vectorises) and then
+    the candidates' sums side by side.  ``tmp`` is (3 + LANES, >= max(n, LANES)) scratch."""
     A = tmp[0]
     B = tmp[1]
     INV = tmp[2]
-    v = tmp[3]
     for c in range(nc):
         a32 = F32(a[c])
         A[c] = np.float64(a32)
         B[c] = np.float64(F32(b[c]))
         INV[c] = 1.0 / A[c] if a32 != F32(0.0) else 0.0
-        errs[c] = 0.0
-    nt = table.shape[0]
     lo = np.float64(qlo)
     hi = np.float64(qhi)
-    for i in range(o, o + n):
-        xi = np.float64(x[i])
-        wi = np.float64(w[i])
-        if nt > 0:
-            for c in range(nc):
-                v[c] = table[nearest_entry(xi * INV[c], table)]
+    xs = x[o:o + n]
+    ws = w[o:o + n]
+    for c in range(nc):
+        if table.shape[0] > 0:
+            _table_terms(xs, ws, A[c], B[c], INV[c], table, tmp[3 + c])
         else:
-            for c in range(nc):
-                v[c] = min(hi, max(lo, np.rint((xi + B[c]) * INV[c])))
+            _linear_terms(xs, ws, A[c], B[c], INV[c], lo, hi, tmp[3 + c])
+    for c in range(nc):
+        errs[c] = 0.0
+    for i in range(n):
         for c in range(nc):
-            r = xi - (A[c] * v[c] - B[c])
-            errs[c] += wi * r * r
+            errs[c] += tmp[3 + c, i]
 
 
 @jit
@@ -99,8 +119,8 @@ INIT_FACTORS = (1.0, 0.8, 0.65, 0.5, 0.4, 0.3)
 def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, out, tmp, cints):
     """The fp16 super-block scale that fits best among INIT_FACTORS, for float sub-block values ``vals`` (scales,
     or mins when ``is_min``), with the matching integer values written to ``out``; ``other`` is the other
-    super-block scale and ``other_sc`` its integers (kept fixed).  ``tmp`` (9, 9) and ``cints`` (INIT_FACTORS,
-    sub-blocks) are scratch."""
+    super-block scale and ``other_sc`` its integers (kept fixed).  ``tmp`` (8 + LANES, >= max(sub, LANES)) and
+    ``cints`` (INIT_FACTORS, sub-blocks) are scratch."""
     nsub = vals.shape[0]
     big = 0.0
     for j in range(nsub):
@@ -110,11 +130,11 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
     if big == 0.0:
         return 0.0
     end = lo if lo < 0 and -lo >= hi else hi
-    Ds = tmp[4]
-    e = tmp[5]
-    a = tmp[6]
-    b = tmp[7]
-    ej = tmp[8]
+    Ds = tmp[3 + LANES]  # the rows before: group_errors' scratch
+    e = tmp[4 + LANES]
+    a = tmp[5 + LANES]
+    b = tmp[6 + LANES]
+    ej = tmp[7 + LANES]
     nc = 0
     for f in INIT_FACTORS:
         D = np.float64(fp16_round(F32(big / end / f)))
@@ -135,7 +155,7 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
             else:
                 a[c] = Ds[c] * cints[c, j]
                 b[c] = other * other_sc[j]
-        group_errors(x, w, j * sub, sub, a, b, nc, qlo, qhi, table, ej, tmp[:4])
+        group_errors(x, w, j * sub, sub, a, b, nc, qlo, qhi, table, ej, tmp)
         for c in range(nc):
             e[c] += ej[c]
     best = np.inf
@@ -154,7 +174,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     scales ``dsub`` (and mins ``msub`` >= 0), decoded as x̂ = f32(D·sc_j)·v(q) − f32(Dm·mn_j).  Writes the integer
     scales ``sc`` (and mins ``mn``) and returns the fp16 ``(D, Dm)``; ``q`` (int64, len(x)) is scratch."""
     nsub = dsub.shape[0]
-    tmp = np.empty((9, 9))
+    tmp = np.empty((8 + LANES, max(sub, LANES)))
     cints = np.empty((len(INIT_FACTORS), nsub), np.int64)
     for j in range(nsub):
         mn[j] = 0
@@ -231,7 +251,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
                         ca_f[nc] = D * ca
                         cb_f[nc] = Dm * cb
                         nc += 1
-            group_errors(x, w, o, sub, ca_f, cb_f, nc, qlo, qhi, table, cand_e, tmp[:4])
+            group_errors(x, w, o, sub, ca_f, cb_f, nc, qlo, qhi, table, cand_e, tmp)
             best = errs[j]
             bs = sc[j]
             bm = mn[j]
@@ -307,7 +327,7 @@ def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q):
                 bd = cd
         group_error(x, w, 0, n, bd, 0.0, qlo, qhi, table, q)
         return bd, 0.0
-    ab = np.empty((7, 9))  # nine: evaluated together (rows 3.. are group_errors' scratch)
+    ab = np.empty((6 + LANES, max(n, 2 * LANES)))  # nine, LANES at a time (rows 3..: group_errors' scratch)
     nc = 0
     for kd in range(3):
         cd = _fp16_neighbour(d16, kd)
@@ -315,7 +335,8 @@ def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q):
             ab[0, nc] = np.float64(cd)  # x ≈ cd·v + cm  ==  a·v − b with a = cd, b = −cm
             ab[1, nc] = -np.float64(_fp16_neighbour(m16, km))
             nc += 1
-    group_errors(x, w, 0, n, ab[0], ab[1], nc, qlo, qhi, table, ab[2], ab[3:])
+    for c0 in range(0, nc, LANES):
+        group_errors(x, w, 0, n, ab[0, c0:], ab[1, c0:], min(LANES, nc - c0), qlo, qhi, table, ab[2, c0:], ab[3:])
     pick = 0
     for c in range(1, nc):
         if ab[2, c] < ab[2, pick]:

@@ -31,7 +31,7 @@ def _scan_sums(x, w, invs, qmin, qmax, s1, s2):
         xi = np.float64(x[i])
         wi = np.float64(w[i])
         for c in range(nc):
-            qi = min(hi, max(lo, np.rint(xi * invs[c])))
+            qi = min(hi, max(lo, np.round(xi * invs[c])))
             wq = wi * qi
             s1[c] += wq * xi
             s2[c] += wq * qi
@@ -43,7 +43,7 @@ def _round_linear(x, inv, qmin, qmax, q):
     lo = np.float64(qmin)
     hi = np.float64(qmax)
     for i in range(x.shape[0]):
-        q[i] = np.int64(min(hi, max(lo, np.rint(np.float64(x[i]) * inv)))) - qmin
+        q[i] = np.int64(min(hi, max(lo, np.round(np.float64(x[i]) * inv)))) - qmin
 
 
 @jit
@@ -153,7 +153,7 @@ def _scan_offset_sums(x, w, lo, invs, qmax, sq, sqq, sxq):
         xi = np.float64(x[i])
         wi = np.float64(w[i])
         for c in range(nc):
-            qi = min(hi, max(0.0, np.rint((xi - lo) * invs[c])))
+            qi = min(hi, max(0.0, np.round((xi - lo) * invs[c])))
             wq = wi * qi
             sq[c] += wq
             sqq[c] += wq * qi
@@ -165,7 +165,7 @@ def _round_offset(x, lo, inv, qmax, q):
     """q = clamp(round((x − lo)·inv), 0, qmax), rounded as _scan_offset_sums does."""
     hi = np.float64(qmax)
     for i in range(x.shape[0]):
-        q[i] = np.int64(min(hi, max(0.0, np.rint((np.float64(x[i]) - lo) * inv))))
+        q[i] = np.int64(min(hi, max(0.0, np.round((np.float64(x[i]) - lo) * inv))))
 
 
 @jit
