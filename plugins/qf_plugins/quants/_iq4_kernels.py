@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, bits_f32, get_f16, inline, jit, nearest_int, put_f16
-from qf_plugins.quants._refine_kernels import group_error, refine_block_scale, refine_superblock
+from qf_plugins.quants._refine_kernels import group_error, refine_block_scale, refine_superblock, scratch
 
 QK = 32  # elements per scale (IQ4_NL block, IQ4_XS sub-block)
 QK_K = 256  # IQ4_XS super-block
@@ -256,11 +256,12 @@ def pack_nl(x, w, d, out):
     n, nb = d.shape
     table = VALUES.astype(np.float64)
     q = np.empty(QK, np.int64)
+    tmp = scratch(QK)
     for r in range(n):
         for ib in range(nb):
             o = ib * NL_BYTES
             dd, _ = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib], 0.0,
-                                       False, 0, 0, table, q)
+                                       False, 0, 0, table, q, tmp)
             put_f16(out, r, o, F32(dd))
             for j in range(16):
                 out[r, o + 2 + j] = (q[j] & 0xF) | ((q[16 + j] & 0xF) << 4)

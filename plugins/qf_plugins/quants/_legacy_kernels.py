@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import F32, f32_bits, fp32_to_fp16, get_f16, inline, jit, opaque, put_f16, roundf
-from qf_plugins.quants._refine_kernels import NO_TABLE, refine_block_scale
+from qf_plugins.quants._refine_kernels import NO_TABLE, refine_block_scale, scratch
 from qf_plugins.quants._search_kernels import (
     _BAD,
     _MN,
@@ -369,12 +369,13 @@ def pack_symmetric(x, w, d, qmin, nbits, out):
     qmax = -qmin - 1 if nbits < 8 else 127
     L = np.empty(QK, np.int64)
     q = np.empty(QK, np.int64)
+    tmp = scratch(QK)
     bsize = 2 + (QK if nbits == 8 else QK // 2) + (4 if nbits == 5 else 0)
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
             dd, _ = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib], 0.0,
-                                       False, qmin, qmax, NO_TABLE, q)
+                                       False, qmin, qmax, NO_TABLE, q, tmp)
             put_f16(out, r, o, F32(dd))
             for j in range(QK):
                 L[j] = q[j] - qmin
@@ -393,12 +394,13 @@ def pack_asymmetric(x, w, d, m, nbits, out):
     n, nb = d.shape
     qmax = (1 << nbits) - 1
     q = np.empty(QK, np.int64)
+    tmp = scratch(QK)
     bsize = 4 + QK // 2 + (4 if nbits == 5 else 0)
     for r in range(n):
         for ib in range(nb):
             o = ib * bsize
             dd, mm = refine_block_scale(x[r, ib * QK:(ib + 1) * QK], w[r, ib * QK:(ib + 1) * QK], d[r, ib],
-                                        m[r, ib], True, 0, qmax, NO_TABLE, q)
+                                        m[r, ib], True, 0, qmax, NO_TABLE, q, tmp)
             put_f16(out, r, o, F32(dd))
             put_f16(out, r, o + 2, F32(mm))
             if nbits == 4:

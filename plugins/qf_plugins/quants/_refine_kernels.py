@@ -53,8 +53,15 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
     return err
 
 
-#: candidates group_errors evaluates per call
-LANES = 8
+#: the most candidates group_errors is given at once (the nine fp16 (scale, offset) neighbours)
+MAX_CANDIDATES = 9
+
+
+@jit
+def scratch(n):
+    """Scratch for the kernels below on groups of up to ``n`` values: group_errors' rows (3 + MAX_CANDIDATES), then
+    five rows of candidate values for their callers."""
+    return np.empty((8 + MAX_CANDIDATES, max(n, MAX_CANDIDATES)))
 
 
 @jit
@@ -77,10 +84,10 @@ def _table_terms(x, w, a, b, inv, table, t):
 
 @jit
 def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
-    """group_error for ``nc`` <= LANES candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over
+    """group_error for ``nc`` <= MAX_CANDIDATES candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over
     x[o:o+n], each with its own rounded quants (not written).  Same sums as group_error (each candidate's in
     element order), computed as every element's term first (a loop over the elements, which vectorises) and then
-    the candidates' sums side by side.  ``tmp`` is (3 + LANES, >= max(n, LANES)) scratch."""
+    the candidates' sums side by side.  ``tmp``: the first 3 + nc rows of a :func:`scratch`."""
     A = tmp[0]
     B = tmp[1]
     INV = tmp[2]
@@ -119,8 +126,8 @@ INIT_FACTORS = (1.0, 0.8, 0.65, 0.5, 0.4, 0.3)
 def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, out, tmp, cints):
     """The fp16 super-block scale that fits best among INIT_FACTORS, for float sub-block values ``vals`` (scales,
     or mins when ``is_min``), with the matching integer values written to ``out``; ``other`` is the other
-    super-block scale and ``other_sc`` its integers (kept fixed).  ``tmp`` (8 + LANES, >= max(sub, LANES)) and
-    ``cints`` (INIT_FACTORS, sub-blocks) are scratch."""
+    super-block scale and ``other_sc`` its integers (kept fixed).  ``tmp`` (a :func:`scratch`) and ``cints``
+    (INIT_FACTORS, sub-blocks) are scratch."""
     nsub = vals.shape[0]
     big = 0.0
     for j in range(nsub):
@@ -130,11 +137,7 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
     if big == 0.0:
         return 0.0
     end = lo if lo < 0 and -lo >= hi else hi
-    Ds = tmp[3 + LANES]  # the rows before: group_errors' scratch
-    e = tmp[4 + LANES]
-    a = tmp[5 + LANES]
-    b = tmp[6 + LANES]
-    ej = tmp[7 + LANES]
+    Ds, e, a, b, ej = tmp[-5], tmp[-4], tmp[-3], tmp[-2], tmp[-1]  # the rows before are group_errors'
     nc = 0
     for f in INIT_FACTORS:
         D = np.float64(fp16_round(F32(big / end / f)))
@@ -174,7 +177,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     scales ``dsub`` (and mins ``msub`` >= 0), decoded as x̂ = f32(D·sc_j)·v(q) − f32(Dm·mn_j).  Writes the integer
     scales ``sc`` (and mins ``mn``) and returns the fp16 ``(D, Dm)``; ``q`` (int64, len(x)) is scratch."""
     nsub = dsub.shape[0]
-    tmp = np.empty((8 + LANES, max(sub, LANES)))
+    tmp = scratch(sub)
     cints = np.empty((len(INIT_FACTORS), nsub), np.int64)
     for j in range(nsub):
         mn[j] = 0
@@ -310,39 +313,28 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
 
 
 @jit
-def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q):
+def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q, tmp):
     """An fp16 scale (and fp16 offset x ≈ d·q + m) for one block: the rounded solution and its fp16 neighbours,
-    quants re-derived for each; returns the best (d, m) and writes its quants to ``q``."""
+    quants re-derived for each; returns the best (d, m) and writes its quants to ``q``.  ``tmp``: a
+    :func:`scratch` for len(x) values."""
     n = x.shape[0]
     d16 = F32(np.float64(fp16_round(F32(d))))
     m16 = F32(np.float64(fp16_round(F32(m))))
-    if not has_min:  # three candidates: one at a time
-        best = np.inf
-        bd = np.float64(d16)
-        for kd in range(3):
-            cd = np.float64(_fp16_neighbour(d16, kd))
-            e = group_error(x, w, 0, n, cd, 0.0, qlo, qhi, table, q)
-            if e < best:
-                best = e
-                bd = cd
-        group_error(x, w, 0, n, bd, 0.0, qlo, qhi, table, q)
-        return bd, 0.0
-    ab = np.empty((6 + LANES, max(n, 2 * LANES)))  # nine, LANES at a time (rows 3..: group_errors' scratch)
+    a, b, e = tmp[-3], tmp[-2], tmp[-1]
     nc = 0
     for kd in range(3):
         cd = _fp16_neighbour(d16, kd)
-        for km in range(3):
-            ab[0, nc] = np.float64(cd)  # x ≈ cd·v + cm  ==  a·v − b with a = cd, b = −cm
-            ab[1, nc] = -np.float64(_fp16_neighbour(m16, km))
+        for km in range(3 if has_min else 1):
+            a[nc] = np.float64(cd)  # x ≈ cd·v + cm  ==  a·v − b with a = cd, b = −cm
+            b[nc] = -np.float64(_fp16_neighbour(m16, km)) if has_min else 0.0
             nc += 1
-    for c0 in range(0, nc, LANES):
-        group_errors(x, w, 0, n, ab[0, c0:], ab[1, c0:], min(LANES, nc - c0), qlo, qhi, table, ab[2, c0:], ab[3:])
+    group_errors(x, w, 0, n, a, b, nc, qlo, qhi, table, e, tmp)
     pick = 0
     for c in range(1, nc):
-        if ab[2, c] < ab[2, pick]:
+        if e[c] < e[pick]:
             pick = c
-    group_error(x, w, 0, n, ab[0, pick], ab[1, pick], qlo, qhi, table, q)
-    return ab[0, pick], -ab[1, pick]
+    group_error(x, w, 0, n, a[pick], b[pick], qlo, qhi, table, q)
+    return a[pick], -b[pick]
 
 
 @jit
