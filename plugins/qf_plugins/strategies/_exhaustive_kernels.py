@@ -85,9 +85,9 @@ def _start_index(xi, starts):
 @jit
 def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
     """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes
-    the table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``ht``, ``hi``, ``cur`` (n)
-    are scratch.  ``rival``: an F found elsewhere that this walk only matters if it beats (−1: none); the walk may
-    stop once it cannot, and then returns less than ``rival``.
+    the table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``ht``, ``hi``, ``cur``,
+    ``ux`` (n) are scratch (_scratch).  ``rival``: an F found elsewhere that this walk only matters if it beats
+    (−1: none); the walk may stop once it cannot, and then returns less than ``rival``.
 
     The walk stops early once no larger scale can reach the best F: an element at the end of its walk keeps its
     entry for every larger t, so with S those elements, F(t') ≤ Σwx² − min_d Σ_S w(x − d·v)² for all t' ≥ t (the
@@ -128,9 +128,6 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
     best = s1 * s1 / s2 if s2 > 0.0 and s1 > 0.0 else -1.0
     best_k = 0
     ne = 0
-    ne_done = 0  # elements that finished during the walk; the bound was last computed at fdone of them, bar_best
-    fdone = -1
-    bar_best = best
     while hn > 0:
         t = ht[0]
         while hn > 0 and ht[0] == t:  # every breakpoint at this scale, before F is looked at
@@ -154,18 +151,14 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
                 fxx += wi * xi * xi
                 fxv += wi * xi * new
                 fvv += wi * new * new
-                ne_done += 1
             _sift_down(ht, hi, hn, 0)
         if s2 > 0.0 and s1 > 0.0 and s1 * s1 >= best * TIE * s2:  # F >= best: ties go to the later
             best = s1 * s1 / s2                                      # breakpoint, the smaller scale packs better
             best_k = ne
-        if fdone != ne_done or best != bar_best:  # the bound changes only when an element finishes or best moves
-            fdone = ne_done
-            bar_best = best
-            bar = max(best, rival)
-            resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
-            if bar > 0.0 and (sxx - resid) * (1.0 + 1e-9) < bar * TIE:
-                break
+        bar = max(best, rival)
+        resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
+        if bar > 0.0 and (sxx - resid) * (1.0 + 1e-9) < bar * TIE:
+            break
     for i in range(n):
         q[i] = _start_index(sign * np.float64(x[i]), starts)
     for j in range(best_k):

@@ -18,32 +18,34 @@ POLISH = 3
 
 
 @jit
-def _scan_sums(x, w, invs, qmin, qmax, s1, s2):
-    """For every candidate inverse scale ``invs[c]``: s1[c] = Σw·x·q, s2[c] = Σw·q² with q = clamp(round(x·inv)).
-    One pass over the values with the candidates innermost (that loop vectorises)."""
+def _scan_sums(x, w, lo, invs, qmin, qmax, sq, sqq, sxq):
+    """For every candidate inverse scale ``invs[c]``: the sums Σwq, Σwq², Σwxq of q = clamp(round((x − lo)·inv),
+    qmin, qmax).  One pass over the values with the candidates innermost (that loop vectorises)."""
     nc = invs.shape[0]
-    lo = np.float64(qmin)
-    hi = np.float64(qmax)
+    qlo = np.float64(qmin)
+    qhi = np.float64(qmax)
     for c in range(nc):
-        s1[c] = 0.0
-        s2[c] = 0.0
+        sq[c] = 0.0
+        sqq[c] = 0.0
+        sxq[c] = 0.0
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
         wi = np.float64(w[i])
         for c in range(nc):
-            qi = min(hi, max(lo, np.round(xi * invs[c])))
+            qi = min(qhi, max(qlo, np.round((xi - lo) * invs[c])))
             wq = wi * qi
-            s1[c] += wq * xi
-            s2[c] += wq * qi
+            sq[c] += wq
+            sqq[c] += wq * qi
+            sxq[c] += wq * xi
 
 
 @jit
-def _round_linear(x, inv, qmin, qmax, q):
-    """q = clamp(round(x·inv)) − qmin (indices into the quant values qmin..qmax), rounded as _scan_sums does."""
-    lo = np.float64(qmin)
-    hi = np.float64(qmax)
+def _round_quants(x, lo, inv, qmin, qmax, q):
+    """q = clamp(round((x − lo)·inv), qmin, qmax), rounded as _scan_sums does."""
+    qlo = np.float64(qmin)
+    qhi = np.float64(qmax)
     for i in range(x.shape[0]):
-        q[i] = np.int64(min(hi, max(lo, np.round(np.float64(x[i]) * inv)))) - qmin
+        q[i] = np.int64(min(qhi, max(qlo, np.round((np.float64(x[i]) - lo) * inv))))
 
 
 @jit
@@ -115,6 +117,7 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
             steps[c] = end + 0.1 * k * (1 if end > 0 else -1)
             c += 1
     invs = np.empty_like(steps)
+    s0 = np.empty_like(steps)
     s1 = np.empty_like(steps)
     s2 = np.empty_like(steps)
     for b in range(nbl):
@@ -125,14 +128,16 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
         if mx != 0.0:
             for c in range(steps.shape[0]):
                 invs[c] = steps[c] / mx
-            _scan_sums(xb, wb, invs, qmin, qmax, s1, s2)
+            _scan_sums(xb, wb, 0.0, invs, qmin, qmax, s0, s2, s1)
             pick = _best_candidate(s1, s2)
         if pick < 0 or s1[pick] * s1[pick] / s2[pick] <= 0.0:
             d[b] = 0.0
             for i in range(n):
                 q[b, i] = 0
             continue
-        _round_linear(xb, invs[pick], qmin, qmax, qb)
+        _round_quants(xb, 0.0, invs[pick], qmin, qmax, qb)
+        for i in range(n):
+            qb[i] -= qmin
         s1b, s2b = _descend(xb, wb, lin, qb, s1[pick], s2[pick])
         d[b] = s1b / s2b
         for i in range(n):
@@ -140,39 +145,10 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
 
 
 @jit
-def _scan_offset_sums(x, w, lo, invs, qmax, sq, sqq, sxq):
-    """For every candidate ``invs[c]``: the sums Σwq, Σwq², Σwxq of q = clamp(round((x − lo)·inv), 0, qmax); the
-    candidates innermost (that loop vectorises)."""
-    nc = invs.shape[0]
-    hi = np.float64(qmax)
-    for c in range(nc):
-        sq[c] = 0.0
-        sqq[c] = 0.0
-        sxq[c] = 0.0
-    for i in range(x.shape[0]):
-        xi = np.float64(x[i])
-        wi = np.float64(w[i])
-        for c in range(nc):
-            qi = min(hi, max(0.0, np.round((xi - lo) * invs[c])))
-            wq = wi * qi
-            sq[c] += wq
-            sqq[c] += wq * qi
-            sxq[c] += wq * xi
-
-
-@jit
-def _round_offset(x, lo, inv, qmax, q):
-    """q = clamp(round((x − lo)·inv), 0, qmax), rounded as _scan_offset_sums does."""
-    hi = np.float64(qmax)
-    for i in range(x.shape[0]):
-        q[i] = np.int64(min(hi, max(0.0, np.round((np.float64(x[i]) - lo) * inv))))
-
-
-@jit
 def _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_max, trial):
     """Every quant's move one step towards its value, refitted: trial[0] = the step (0: none possible), [1] d,
-    [2] m, [3] the error, [4] 1 where that is solve_scale_offset's plain least-squares case (its exact arithmetic),
-    else 0 (the caller then solves in full).  No calls and no early exits, so the loop vectorises."""
+    [2] the error, [3] 1 where that is solve_scale_offset's plain least-squares case (its exact arithmetic), else 0
+    (the caller then solves in full).  No calls and no early exits, so the loop vectorises."""
     hi = np.float64(qmax)
     for i in range(xb.shape[0]):
         xi = np.float64(xb[i])
@@ -189,22 +165,21 @@ def _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_
         err = sxx - 2.0 * d * sxq - 2.0 * m * sx + d * d * sqq + 2.0 * d * m * sq + m * m * sw
         trial[0, i] = s if new >= 0.0 and new <= hi else 0.0
         trial[1, i] = d
-        trial[2, i] = m
-        trial[3, i] = max(err, 0.0)
+        trial[2, i] = max(err, 0.0)
         plain = sw > 0.0 and det > 1e-30 * max(sw * sqq, 1e-300) and m <= offset_max
-        trial[4, i] = 1.0 if plain else 0.0
+        trial[3, i] = 1.0 if plain else 0.0
 
 
 @jit
 def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     nbl, n = x.shape
     qc = np.empty(n, np.int64)
-    qb = np.zeros(n, np.int64)
+    qb = np.empty(n, np.int64)
     invs = np.empty(nstep + 1)
     csq = np.empty(nstep + 1)
     csqq = np.empty(nstep + 1)
     csxq = np.empty(nstep + 1)
-    trial = np.empty((5, n))
+    trial = np.empty((4, n))
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
@@ -231,7 +206,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
             continue
         for c in range(nstep + 1):
             invs[c] = (qmax - 1.5 + 0.1 * c) / (hi - lo)
-        _scan_offset_sums(xb, wb, lo, invs, qmax, csq, csqq, csxq)
+        _scan_sums(xb, wb, lo, invs, 0, qmax, csq, csqq, csxq)
         best = sxx * 4.0 + 1.0
         bd = 0.0
         bm = lo
@@ -243,12 +218,11 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
                 bd = dd
                 bm = mm
                 pick = c
-        bsq = csq[pick] if pick >= 0 else 0.0
-        bsqq = csqq[pick] if pick >= 0 else 0.0
-        bsxq = csxq[pick] if pick >= 0 else 0.0
         if pick >= 0:
-            _round_offset(xb, lo, invs[pick], qmax, qb)
+            bsq, bsqq, bsxq = csq[pick], csqq[pick], csxq[pick]
+            _round_quants(xb, lo, invs[pick], 0, qmax, qb)
         else:
+            bsq = bsqq = bsxq = 0.0
             qb[:] = 0
         for _ in range(n):
             pick = -1
@@ -260,8 +234,8 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
                 if s == 0:
                     continue
                 dd = trial[1, i]
-                err = trial[3, i]
-                if not (trial[4, i] > 0.0):  # not the plain least-squares case: the full solve
+                err = trial[2, i]
+                if not (trial[3, i] > 0.0):  # not the plain least-squares case: the full solve
                     wi = np.float64(wb[i])
                     new = qb[i] + s
                     dd, mm, err = solve_scale_offset(sw, bsq + wi * s, bsqq + wi * (new * new - qb[i] * qb[i]), sx,
