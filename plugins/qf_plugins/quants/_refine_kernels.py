@@ -55,13 +55,15 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
 
 #: the most candidates group_errors is given at once (the nine fp16 (scale, offset) neighbours)
 MAX_CANDIDATES = 9
+#: group_errors pads its candidates to a multiple of this (the vector width), so ``errs`` needs that many slots
+PAD = 4
 
 
 @jit
 def scratch(n):
     """Scratch for the kernels below on groups of up to ``n`` values: group_errors' rows (3 + MAX_CANDIDATES), then
     five rows of candidate values for their callers."""
-    return np.empty((8 + MAX_CANDIDATES, max(n, MAX_CANDIDATES)))
+    return np.empty((8 + MAX_CANDIDATES, max(n, MAX_CANDIDATES + PAD - 1)))
 
 
 @jit
@@ -85,9 +87,9 @@ def _table_terms(x, w, a, b, inv, table, t):
 @jit
 def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
     """group_error for ``nc`` <= MAX_CANDIDATES candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over
-    x[o:o+n], each with its own rounded quants (not written).  Same sums as group_error (each candidate's in
-    element order), computed as every element's term first (a loop over the elements, which vectorises) and then
-    the candidates' sums side by side.  ``tmp``: the first 3 + nc rows of a :func:`scratch`."""
+    x[o:o+n], each with its own rounded quants (not written); ``errs`` needs nc rounded up to a multiple of PAD
+    slots.  Same sums as group_error (each candidate's in element order), computed side by side, the candidates
+    innermost (a loop that vectorises).  ``tmp``: the first 3 + nc rows of a :func:`scratch`."""
     A = tmp[0]
     B = tmp[1]
     INV = tmp[2]
@@ -96,20 +98,31 @@ def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
         A[c] = np.float64(a32)
         B[c] = np.float64(F32(b[c]))
         INV[c] = 1.0 / A[c] if a32 != F32(0.0) else 0.0
-    lo = np.float64(qlo)
-    hi = np.float64(qhi)
-    xs = x[o:o + n]
-    ws = w[o:o + n]
-    for c in range(nc):
-        if table.shape[0] > 0:
-            _table_terms(xs, ws, A[c], B[c], INV[c], table, tmp[3 + c])
-        else:
-            _linear_terms(xs, ws, A[c], B[c], INV[c], lo, hi, tmp[3 + c])
     for c in range(nc):
         errs[c] = 0.0
-    for i in range(n):
+    if table.shape[0] > 0:
+        xs = x[o:o + n]
+        ws = w[o:o + n]
         for c in range(nc):
-            errs[c] += tmp[3 + c, i]
+            _table_terms(xs, ws, A[c], B[c], INV[c], table, tmp[3 + c])
+        for i in range(n):
+            for c in range(nc):
+                errs[c] += tmp[3 + c, i]
+        return
+    lo = np.float64(qlo)
+    hi = np.float64(qhi)
+    nv = (nc + PAD - 1) // PAD * PAD  # padded with copies of the first candidate: no scalar remainder loop
+    for c in range(nc, nv):
+        A[c] = A[0]
+        B[c] = B[0]
+        INV[c] = INV[0]
+        errs[c] = 0.0
+    for i in range(o, o + n):  # candidates innermost: that loop vectorises
+        xi = np.float64(x[i])
+        wi = np.float64(w[i])
+        for c in range(nv):
+            r = xi - (A[c] * min(hi, max(lo, np.round((xi + B[c]) * INV[c]))) - B[c])
+            errs[c] += wi * r * r
 
 
 @jit
