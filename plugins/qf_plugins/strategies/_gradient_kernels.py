@@ -17,6 +17,16 @@ from qf_plugins.strategies._block_kernels import solve_scale_offset
 POLISH = 3
 
 
+#: the scans pad their candidates to a multiple of this (the vector width) with copies of the first: a loop over
+#: the candidates then has no scalar remainder
+PAD = 4
+
+
+@jit
+def _padded(nc):
+    return (nc + PAD - 1) // PAD * PAD
+
+
 @jit
 def _scan_sums(x, w, lo, invs, qmin, qmax, sq, sqq, sxq):
     """For every candidate inverse scale ``invs[c]``: the sums Σwq, Σwq², Σwxq of q = clamp(round((x − lo)·inv),
@@ -116,20 +126,21 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
         for k in range(-nstep, nstep + 1):
             steps[c] = end + 0.1 * k * (1 if end > 0 else -1)
             c += 1
-    invs = np.empty_like(steps)
-    s0 = np.empty_like(steps)
-    s1 = np.empty_like(steps)
-    s2 = np.empty_like(steps)
+    nc = steps.shape[0]
+    invs = np.empty(_padded(nc))
+    s0 = np.empty_like(invs)
+    s1 = np.empty_like(invs)
+    s2 = np.empty_like(invs)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
         mx = _signed_absmax(xb)
         pick = -1
         if mx != 0.0:
-            for c in range(steps.shape[0]):
-                invs[c] = steps[c] / mx
+            for c in range(invs.shape[0]):
+                invs[c] = steps[c if c < nc else 0] / mx
             _scan_sums(xb, wb, 0.0, invs, qmin, qmax, s0, s2, s1)
-            pick = _best_candidate(s1, s2)
+            pick = _best_candidate(s1[:nc], s2[:nc])
         if pick < 0 or s1[pick] * s1[pick] / s2[pick] <= 0.0:
             d[b] = 0.0
             for i in range(n):
@@ -175,10 +186,10 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     nbl, n = x.shape
     qc = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
-    invs = np.empty(nstep + 1)
-    csq = np.empty(nstep + 1)
-    csqq = np.empty(nstep + 1)
-    csxq = np.empty(nstep + 1)
+    invs = np.empty(_padded(nstep + 1))
+    csq = np.empty_like(invs)
+    csqq = np.empty_like(invs)
+    csxq = np.empty_like(invs)
     trial = np.empty((4, n))
     for b in range(nbl):
         xb = x[b]
@@ -204,8 +215,8 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
             for i in range(n):
                 q[b, i] = 0
             continue
-        for c in range(nstep + 1):
-            invs[c] = (qmax - 1.5 + 0.1 * c) / (hi - lo)
+        for c in range(invs.shape[0]):
+            invs[c] = (qmax - 1.5 + 0.1 * (c if c <= nstep else 0)) / (hi - lo)
         _scan_sums(xb, wb, lo, invs, 0, qmax, csq, csqq, csxq)
         best = sxx * 4.0 + 1.0
         bd = 0.0
@@ -320,11 +331,12 @@ def table(x, w, tab, nstep, d, q):
         for k in range(-nstep, nstep + 1):
             steps[c] = end + k * (1.0 if end > 0 else -1.0)
             c += 1
-    invs = np.empty_like(steps)
-    s1 = np.empty_like(steps)
-    s2 = np.empty_like(steps)
-    v = np.empty_like(steps)
-    val = np.empty_like(steps)
+    nc = steps.shape[0]
+    invs = np.empty(_padded(nc))
+    s1 = np.empty_like(invs)
+    s2 = np.empty_like(invs)
+    v = np.empty_like(invs)
+    val = np.empty_like(invs)
     z = nearest_entry(0.0, t64)
     for b in range(nbl):
         xb = x[b]
@@ -332,10 +344,10 @@ def table(x, w, tab, nstep, d, q):
         mx = _signed_absmax(xb)
         pick = -1
         if mx != 0.0:
-            for c in range(steps.shape[0]):
-                invs[c] = steps[c] / mx
+            for c in range(invs.shape[0]):
+                invs[c] = steps[c if c < nc else 0] / mx
             _scan_table_sums(xb, wb, invs, t64, v, val, s1, s2)
-            pick = _best_candidate(s1, s2)
+            pick = _best_candidate(s1[:nc], s2[:nc])
         if pick < 0:
             d[b] = 0.0
             for i in range(n):
