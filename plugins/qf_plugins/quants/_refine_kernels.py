@@ -61,27 +61,9 @@ PAD = 4
 
 @jit
 def scratch(n):
-    """Scratch for the kernels below on groups of up to ``n`` values: group_errors' rows (3 + MAX_CANDIDATES), then
-    five rows of candidate values for their callers."""
-    return np.empty((8 + MAX_CANDIDATES, max(n, MAX_CANDIDATES + PAD - 1)))
-
-
-@jit
-def _linear_terms(x, w, a, b, inv, lo, hi, t):
-    """t[i] = w·(x − (a·q − b))², q = clamp(round((x + b)·inv)), for every element (a loop that vectorises)."""
-    for i in range(x.shape[0]):
-        xi = np.float64(x[i])
-        r = xi - (a * min(hi, max(lo, np.round((xi + b) * inv))) - b)
-        t[i] = np.float64(w[i]) * r * r
-
-
-@jit
-def _table_terms(x, w, a, b, inv, table, t):
-    """t[i] = w·(x − (a·T[q] − b))², T[q] the entry nearest x·inv, for every element."""
-    for i in range(x.shape[0]):
-        xi = np.float64(x[i])
-        r = xi - (a * table[nearest_entry(xi * inv, table)] - b)
-        t[i] = np.float64(w[i]) * r * r
+    """Scratch for the kernels below on groups of up to ``n`` values: group_errors' three rows, then five rows of
+    candidate values for their callers."""
+    return np.empty((8, max(n, MAX_CANDIDATES + PAD - 1)))
 
 
 @jit
@@ -89,7 +71,7 @@ def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
     """group_error for ``nc`` <= MAX_CANDIDATES candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over
     x[o:o+n], each with its own rounded quants (not written); ``errs`` needs nc rounded up to a multiple of PAD
     slots.  Same sums as group_error (each candidate's in element order), computed side by side, the candidates
-    innermost (a loop that vectorises).  ``tmp``: the first 3 + nc rows of a :func:`scratch`."""
+    innermost (for integer quants a loop that vectorises).  ``tmp``: the first three rows of a :func:`scratch`."""
     A = tmp[0]
     B = tmp[1]
     INV = tmp[2]
@@ -98,31 +80,26 @@ def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
         A[c] = np.float64(a32)
         B[c] = np.float64(F32(b[c]))
         INV[c] = 1.0 / A[c] if a32 != F32(0.0) else 0.0
-    for c in range(nc):
+    nv = (nc + PAD - 1) // PAD * PAD  # padded with copies of the first candidate: no scalar remainder loop
+    for c in range(nv):
         errs[c] = 0.0
-    if table.shape[0] > 0:
-        xs = x[o:o + n]
-        ws = w[o:o + n]
-        for c in range(nc):
-            _table_terms(xs, ws, A[c], B[c], INV[c], table, tmp[3 + c])
-        for i in range(n):
-            for c in range(nc):
-                errs[c] += tmp[3 + c, i]
-        return
+        if c >= nc:
+            A[c] = A[0]
+            B[c] = B[0]
+            INV[c] = INV[0]
     lo = np.float64(qlo)
     hi = np.float64(qhi)
-    nv = (nc + PAD - 1) // PAD * PAD  # padded with copies of the first candidate: no scalar remainder loop
-    for c in range(nc, nv):
-        A[c] = A[0]
-        B[c] = B[0]
-        INV[c] = INV[0]
-        errs[c] = 0.0
-    for i in range(o, o + n):  # candidates innermost: that loop vectorises
+    for i in range(o, o + n):  # candidates innermost: the linear loop vectorises
         xi = np.float64(x[i])
         wi = np.float64(w[i])
-        for c in range(nv):
-            r = xi - (A[c] * min(hi, max(lo, np.round((xi + B[c]) * INV[c]))) - B[c])
-            errs[c] += wi * r * r
+        if table.shape[0] > 0:
+            for c in range(nc):
+                r = xi - (A[c] * table[nearest_entry(xi * INV[c], table)] - B[c])
+                errs[c] += wi * r * r
+        else:
+            for c in range(nv):
+                r = xi - (A[c] * min(hi, max(lo, np.round((xi + B[c]) * INV[c]))) - B[c])
+                errs[c] += wi * r * r
 
 
 @jit
