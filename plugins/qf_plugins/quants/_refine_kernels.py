@@ -183,8 +183,9 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     D = _init_super(x, w, sub, dsub, sc_lo, sc_hi, Dm, mn, False, qlo, qhi, table, sc, tmp, cints)
     if has_min:
         Dm = _init_super(x, w, sub, msub, mn_lo, mn_hi, D, sc, True, qlo, qhi, table, mn, tmp, cints)
-    fs = np.empty((4, max(nsub, 8)))  # the sub-block errors, and each sub-block's candidates (float, int)
+    fs = np.empty((5, max(nsub, 8)))  # the sub-block errors, and each sub-block's candidates (float, int)
     errs = fs[0, :nsub]
+    terrs = fs[4, :nsub]  # the sub-block errors for trial super-block scales
     ca_f = fs[1]
     cb_f = fs[2]
     cand_e = fs[3]
@@ -289,14 +290,14 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
         if (nD != D or nDm != Dm) and np.isfinite(nD) and np.isfinite(nDm) and (not has_min or nDm >= 0.0):
             e = 0.0
             for j in range(nsub):
-                e += group_error(x, w, j * sub, sub, nD * sc[j], nDm * mn[j], qlo, qhi, table, qt)
+                terrs[j] = group_error(x, w, j * sub, sub, nD * sc[j], nDm * mn[j], qlo, qhi, table, qt)
+                e += terrs[j]
             if e < total:
                 D = nD
                 Dm = nDm
-                total = 0.0
-                for j in range(nsub):
-                    errs[j] = group_error(x, w, j * sub, sub, D * sc[j], Dm * mn[j], qlo, qhi, table, q)
-                    total += errs[j]
+                total = e
+                errs[:] = terrs
+                q[:] = qt
         if total >= before:
             break
     return D, Dm
