@@ -197,10 +197,14 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     for j in range(nsub):
         errs[j] = group_error(x, w, j * sub, sub, D * sc[j], Dm * mn[j], qlo, qhi, table, q)
         total += errs[j]
+    stale = np.ones(nsub, np.bool_)  # sub-blocks whose inputs changed since their candidates were last scored
     for _ in range(iters):
         before = total
         # integer sub-block scales (and mins) for the current super-block scales
         for j in range(nsub):
+            if not stale[j]:  # same quants and super-block scales: the same candidates, and again no change
+                continue
+            stale[j] = False
             o = j * sub
             sw = 0.0
             sv = 0.0
@@ -255,6 +259,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
                     bs = cand_a[t]
                     bm = cand_b[t]
             if bs != sc[j] or bm != mn[j]:
+                stale[j] = True
                 sc[j] = bs
                 mn[j] = bm
                 total += best - errs[j]
@@ -298,6 +303,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
                 total = e
                 errs[:] = terrs
                 q[:] = qt
+                stale[:] = True
         if total >= before:
             break
     return D, Dm
