@@ -1,12 +1,13 @@
 """numba kernels of the ``exhaustive`` strategy: the cumulative breakpoint search (compilade, llama.cpp PR 12557).
 
-For an inverse scale t > 0 every element's quant is the table entry nearest x·t (integer quants are the table
-[qmin, qmax], where that is round(x·t)).  As t grows, the quants change one step at a time at known breakpoints;
-walking the breakpoints in order while updating Σwxv and Σwv² in O(1) visits every distinct rounding of the block, so
-the best F = (Σwxv)²/Σwv² among them is the exact optimum over all scales.  Negative scales are the same walk on −x.
-Each element's breakpoints come in increasing order, so the walk merges them with a heap of one pending breakpoint
-per element (O(n) memory, O(log n) a step).  For the asymmetric problem the walk runs on x − m for a fixed offset m,
-and the offset is refitted by least squares in turn until the quants stop changing.
+For an inverse scale t > 0 every element's quant is the table entry nearest x·t (integer quants are the table [qmin,
+qmax], where that is round(x·t)).  As t grows, the quants change one step at a time at known breakpoints; walking the
+breakpoints in order while updating Σwxv and Σwv² in O(1) visits every distinct rounding of the block, so the best F
+= (Σwxv)²/Σwv² among them is the exact optimum over all scales.  Negative scales are the same walk on −x.  Each
+element's breakpoints come in increasing order, so the walk merges them with a winner tree of one pending breakpoint
+per element (O(n) memory, O(log n) a step: a replay of the changed leaf's matches, one comparison a level).  For the
+asymmetric problem the walk runs on x − m for a fixed offset m, and the offset is refitted by least squares in turn
+until the quants stop changing.
 """
 
 from __future__ import annotations
@@ -54,26 +55,29 @@ def _starts(table):
 def _breakpoint(xi, ui, table, k):
     """The inverse scale at which an element (value xi, ui = 1/xi, table index k) moves one entry away from 0,
     or -1."""
-    if xi > 0.0 and k < table.shape[0] - 1:
-        return 0.5 * (table[k] + table[k + 1]) * ui
-    if xi < 0.0 and k > 0:
-        return 0.5 * (table[k - 1] + table[k]) * ui
-    return -1.0
+    nt = table.shape[0]
+    j = k if xi > 0.0 else k - 1  # the midpoint between entries j and j + 1 (selects, not branches: the sign of
+    ok = (xi != 0.0) & (j >= 0) & (j + 1 < nt)  # an element is unpredictable)
+    j = min(max(j, 0), nt - 2)
+    t = 0.5 * (table[j] + table[j + 1]) * ui
+    return t if ok else -1.0
 
 
 @jit
-def _sift_down(ht, hi, hn, j):
-    while True:
-        c = 2 * j + 1
-        if c >= hn:
-            return
-        if c + 1 < hn and ht[c + 1] < ht[c]:
-            c += 1
-        if ht[j] <= ht[c]:
-            return
-        ht[j], ht[c] = ht[c], ht[j]
-        hi[j], hi[c] = hi[c], hi[j]
-        j = c
+def _replay(kt, win, p, i):
+    """Leaf ``i`` of the winner tree (``p`` leaves with keys ``kt``; ``win[node]`` the leaf that wins the node's
+    subtree, ties to the lower leaf) has a new key: replay its matches up to the root, ``win[1]``."""
+    cur = i
+    kc = kt[i]
+    node = p + i
+    while node > 1:
+        sib = win[node ^ 1]
+        ks = kt[sib]
+        take = (ks < kc) | ((ks == kc) & ((node & 1) == 1))  # a left sibling holds the lower leaves
+        cur = sib if take else cur
+        kc = ks if take else kc
+        node >>= 1
+        win[node] = cur
 
 
 @jit
@@ -83,11 +87,12 @@ def _start_index(xi, starts):
 
 
 @jit
-def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
-    """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes
-    the table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``ht``, ``hi``, ``cur``,
-    ``ux`` (n) are scratch (_scratch).  ``rival``: an F found elsewhere that this walk only matters if it beats
-    (−1: none); the walk may stop once it cannot, and then returns less than ``rival``.
+def _walk(x, w, sign, table, starts, log, kt, win, cur, ux, q, rival):
+    """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes the
+    table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``kt``/``win`` (the winner tree of
+    the pending breakpoints, one leaf per element), ``cur``, ``ux`` (n) are scratch (_scratch).  ``rival``: an F
+    found elsewhere that this walk only matters if it beats (−1: none); the walk may stop once it cannot, and then
+    returns less than ``rival``.
 
     The walk stops early once no larger scale can reach the best F: an element at the end of its walk keeps its
     entry for every larger t, so with S those elements, F(t') ≤ Σwx² − min_d Σ_S w(x − d·v)² for all t' ≥ t (the
@@ -99,7 +104,7 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
     fxx = 0.0
     fxv = 0.0
     fvv = 0.0
-    hn = 0
+    p = kt.shape[0]
     for i in range(n):
         xi = sign * np.float64(x[i])
         k = _start_index(xi, starts)
@@ -111,27 +116,26 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
         sxx += wi * xi * xi
         ux[i] = 1.0 / xi if xi != 0.0 else 0.0
         t = _breakpoint(xi, ux[i], table, k)
-        if t > 0.0:  # push
-            j = hn
-            hn += 1
-            ht[j] = t
-            hi[j] = i
-            while j > 0 and ht[(j - 1) // 2] > ht[j]:
-                p = (j - 1) // 2
-                ht[j], ht[p] = ht[p], ht[j]
-                hi[j], hi[p] = hi[p], hi[j]
-                j = p
-        else:
+        kt[i] = t if t > 0.0 else np.inf
+        if not t > 0.0:
             fxx += wi * xi * xi
             fxv += wi * xi * v
             fvv += wi * v * v
+    for i in range(n, p):
+        kt[i] = np.inf
+    for i in range(p):
+        win[p + i] = i
+    for node in range(p - 1, 0, -1):
+        lft = win[2 * node]
+        rgt = win[2 * node + 1]
+        win[node] = rgt if kt[rgt] < kt[lft] else lft
     best = s1 * s1 / s2 if s2 > 0.0 and s1 > 0.0 else -1.0
     best_k = 0
     ne = 0
-    while hn > 0:
-        t = ht[0]
-        while hn > 0 and ht[0] == t:  # every breakpoint at this scale, before F is looked at
-            i = hi[0]
+    while kt[win[1]] < np.inf:
+        t = kt[win[1]]
+        while kt[win[1]] == t:  # every breakpoint at this scale, before F is looked at
+            i = win[1]
             xi = sign * np.float64(x[i])
             wi = np.float64(w[i])
             old = table[cur[i]]
@@ -143,18 +147,16 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
             ne += 1
             tn = _breakpoint(xi, ux[i], table, cur[i])
             if tn > 0.0:
-                ht[0] = tn
+                kt[i] = tn
             else:
-                hn -= 1
-                ht[0] = ht[hn]
-                hi[0] = hi[hn]
+                kt[i] = np.inf
                 fxx += wi * xi * xi
                 fxv += wi * xi * new
                 fvv += wi * new * new
-            _sift_down(ht, hi, hn, 0)
-        if s2 > 0.0 and s1 > 0.0 and s1 * s1 >= best * TIE * s2:  # F >= best: ties go to the later
-            best = s1 * s1 / s2                                      # breakpoint, the smaller scale packs better
-            best_k = ne
+            _replay(kt, win, p, i)
+        up = (s2 > 0.0) & (s1 > 0.0) & (s1 * s1 >= best * TIE * s2)  # F >= best: ties go to the later breakpoint,
+        best = s1 * s1 / s2 if up else best                          # the smaller scale packs better
+        best_k = ne if up else best_k
         bar = max(best, rival)
         resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
         if bar > 0.0 and (sxx - resid) * (1.0 + 1e-9) < bar * TIE:
@@ -169,7 +171,10 @@ def _walk(x, w, sign, table, starts, log, ht, hi, cur, ux, q, rival):
 
 @jit
 def _scratch(n, nt):
-    return np.empty(n * nt, np.int64), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
+    p = 1
+    while p < n:
+        p *= 2
+    return np.empty(n * nt, np.int64), np.empty(p), np.empty(2 * p, np.int64), np.empty(n, np.int64), np.empty(n)
 
 
 @jit
@@ -178,14 +183,14 @@ def symmetric(x, w, qmin, qmax, d, q):
     nbl, n = x.shape
     lin = _integer_table(qmin, qmax)
     starts = _starts(lin)
-    log, ht, hi, cur, ux = _scratch(n, lin.shape[0])
+    log, kt, win, cur, ux = _scratch(n, lin.shape[0])
     qa = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk(xb, wb, 1.0, lin, starts, log, ht, hi, cur, ux, qa, -1.0)
-        fb = _walk(xb, wb, -1.0, lin, starts, log, ht, hi, cur, ux, qb, fa)
+        fa = _walk(xb, wb, 1.0, lin, starts, log, kt, win, cur, ux, qa, -1.0)
+        fb = _walk(xb, wb, -1.0, lin, starts, log, kt, win, cur, ux, qb, fa)
         if fb > fa:
             qa[:] = qb
         s1 = 0.0
@@ -204,13 +209,13 @@ def _alternate(xb, wb, off, lin, offset_max, scratch, qc, y, qbest, best):
     """From offset ``off``: exact best quants for the offset, offset refitted, until stable.  Updates ``qbest`` and
     returns (error, d, m) when it beats ``best`` = (error, d, m).  ``lin`` is the integer table [0, qmax]."""
     n = xb.shape[0]
-    log, ht, hi, cur, ux = scratch
+    log, kt, win, cur, ux = scratch
     starts = (0, 0, 0)
     best_err, bd, bm = best
     for _ in range(ROUNDS):
         for i in range(n):
             y[i] = np.float32(np.float64(xb[i]) - off)
-        _walk(y, wb, 1.0, lin, starts, log, ht, hi, cur, ux, qc, -1.0)
+        _walk(y, wb, 1.0, lin, starts, log, kt, win, cur, ux, qc, -1.0)
         dd, mm, err = fit_scale_offset(xb, wb, qc, offset_max)
         if dd < 0.0:
             break
@@ -261,15 +266,15 @@ def table(x, w, tab, d, q):
     nbl, n = x.shape
     t64 = tab.astype(np.float64)
     starts = _starts(t64)
-    log, ht, hi, cur, ux = _scratch(n, t64.shape[0])
+    log, kt, win, cur, ux = _scratch(n, t64.shape[0])
     qa = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
     tmp = np.empty(n, np.int64)
     for b in range(nbl):
         xb = x[b]
         wb = w[b]
-        fa = _walk(xb, wb, 1.0, t64, starts, log, ht, hi, cur, ux, qa, -1.0)
-        fb = _walk(xb, wb, -1.0, t64, starts, log, ht, hi, cur, ux, qb, fa)
+        fa = _walk(xb, wb, 1.0, t64, starts, log, kt, win, cur, ux, qa, -1.0)
+        fb = _walk(xb, wb, -1.0, t64, starts, log, kt, win, cur, ux, qb, fa)
         if fb > fa:
             qa[:] = qb
         if max(fa, fb) <= 0.0:
