@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import jit
+from qf.numerics import inline, jit
 from qf_plugins.quants._refine_kernels import nearest_entry
 from qf_plugins.strategies._block_kernels import solve_scale_offset
 
@@ -155,6 +155,18 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
             q[b, i] = qb[i] + qmin
 
 
+@inline
+def _plain_fit(sw, sq, sqq, sx, sxq, sxx, offset_max):
+    """solve_scale_offset's plain least-squares case, without branches: (d, m, error, True), or (…, False) where
+    that case does not apply (the caller then solves in full)."""
+    det = sw * sqq - sq * sq
+    d = (sw * sxq - sq * sx) / det
+    m = (sqq * sx - sq * sxq) / det
+    err = sxx - 2.0 * d * sxq - 2.0 * m * sx + d * d * sqq + 2.0 * d * m * sq + m * m * sw
+    plain = (sw > 0.0) & (det > 1e-30 * max(sw * sqq, 1e-300)) & (m <= offset_max)
+    return d, m, max(err, 0.0), plain
+
+
 @jit
 def _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_max, trial):
     """Every quant's move one step towards its value, refitted: trial[0] = the step (0: none possible), [1] d,
@@ -167,18 +179,24 @@ def _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_
         qi = np.float64(qb[i])
         s = 1.0 if xi - bd * qi - bm > 0.0 else -1.0
         new = qi + s
-        sq = bsq + wi * s
-        sqq = bsqq + wi * (new * new - qi * qi)
-        sxq = bsxq + wi * xi * s
-        det = sw * sqq - sq * sq
-        d = (sw * sxq - sq * sx) / det
-        m = (sqq * sx - sq * sxq) / det
-        err = sxx - 2.0 * d * sxq - 2.0 * m * sx + d * d * sqq + 2.0 * d * m * sq + m * m * sw
+        d, _, err, plain = _plain_fit(sw, bsq + wi * s, bsqq + wi * (new * new - qi * qi), sx, bsxq + wi * xi * s,
+                                      sxx, offset_max)
         trial[0, i] = s if new >= 0.0 and new <= hi else 0.0
         trial[1, i] = d
-        trial[2, i] = max(err, 0.0)
-        plain = sw > 0.0 and det > 1e-30 * max(sw * sqq, 1e-300) and m <= offset_max
+        trial[2, i] = err
         trial[3, i] = 1.0 if plain else 0.0
+
+
+@jit
+def _scan_fits(sw, sq, sqq, sx, sxq, sxx, offset_max, fits):
+    """_plain_fit for every candidate's sums: fits[0] d, [1] m, [2] the error, [3] 1 for the plain case (a loop
+    that vectorises)."""
+    for c in range(sq.shape[0]):
+        d, m, err, plain = _plain_fit(sw, sq[c], sqq[c], sx, sxq[c], sxx, offset_max)
+        fits[0, c] = d
+        fits[1, c] = m
+        fits[2, c] = err
+        fits[3, c] = 1.0 if plain else 0.0
 
 
 @jit
@@ -190,6 +208,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     csq = np.empty_like(invs)
     csqq = np.empty_like(invs)
     csxq = np.empty_like(invs)
+    fits = np.empty((4, invs.shape[0]))
     trial = np.empty((4, n))
     for b in range(nbl):
         xb = x[b]
@@ -218,12 +237,15 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
         for c in range(invs.shape[0]):
             invs[c] = (qmax - 1.5 + 0.1 * (c if c <= nstep else 0)) / (hi - lo)
         _scan_sums(xb, wb, lo, invs, 0, qmax, csq, csqq, csxq)
+        _scan_fits(sw, csq, csqq, sx, csxq, sxx, offset_max, fits)
         best = sxx * 4.0 + 1.0
         bd = 0.0
         bm = lo
         pick = -1
         for c in range(nstep + 1):
-            dd, mm, err = solve_scale_offset(sw, csq[c], csqq[c], sx, csxq[c], sxx, offset_max)
+            dd, mm, err = fits[0, c], fits[1, c], fits[2, c]
+            if not (fits[3, c] > 0.0):
+                dd, mm, err = solve_scale_offset(sw, csq[c], csqq[c], sx, csxq[c], sxx, offset_max)
             if dd >= 0.0 and err < best:
                 best = err
                 bd = dd
