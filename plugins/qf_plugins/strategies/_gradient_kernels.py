@@ -316,11 +316,12 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
 
 @jit
 def _scan_table_sums(x, w, invs, t64, v, val, s1, s2):
-    """For every candidate inverse scale ``invs[c]``: s1[c] = Σw·x·T, s2[c] = Σw·T² with T the table entry nearest
-    to x·inv (ties to the lower entry, exactly as nearest_entry).  The candidates are innermost and the entry is
-    found by a monotone compare-and-select over the table, so the loops vectorise; ``v``/``val`` are scratch."""
+    """For every candidate inverse scale ``invs[c]`` (monotone in c, so the first and the last bound them all):
+    s1[c] = Σw·x·T, s2[c] = Σw·T² with T the table entry nearest to x·inv (ties to the lower entry, exactly as
+    nearest_entry).  The candidates are innermost and the entry is found by a monotone compare-and-select over the
+    table entries between those nearest the smallest and the largest x·inv (few, for candidate scales close
+    together), so the loops vectorise; ``v``/``val`` are scratch."""
     nc = invs.shape[0]
-    nt = t64.shape[0]
     for c in range(nc):
         s1[c] = 0.0
         s2[c] = 0.0
@@ -329,8 +330,15 @@ def _scan_table_sums(x, w, invs, t64, v, val, s1, s2):
         wi = np.float64(w[i])
         for c in range(nc):
             v[c] = xi * invs[c]
-            val[c] = t64[0]
-        for j in range(nt - 1):
+        vmin = min(v[0], v[nc - 1])  # the candidates are in order of scale
+        vmax = max(v[0], v[nc - 1])
+        jlo = nearest_entry(vmin, t64)  # every candidate's entry lies in [jlo, jhi]: nearest_entry is monotone
+        jhi = jlo
+        while jhi < t64.shape[0] - 1 and vmax - t64[jhi] > t64[jhi + 1] - vmax:
+            jhi += 1
+        for c in range(nc):
+            val[c] = t64[jlo]
+        for j in range(jlo, jhi):
             lo = t64[j]
             hi = t64[j + 1]
             for c in range(nc):
@@ -347,18 +355,19 @@ def table(x, w, tab, nstep, d, q):
     nt = tab.shape[0]
     t64 = tab.astype(np.float64)
     qb = np.empty(n, np.int64)
-    steps = np.empty(2 * (2 * nstep + 1))  # the extreme value mapped near either end of the table
-    c = 0
-    for end in (t64[0], t64[nt - 1]):
-        for k in range(-nstep, nstep + 1):
-            steps[c] = end + k * (1.0 if end > 0 else -1.0)
-            c += 1
-    nc = steps.shape[0]
-    invs = np.empty(_padded(nc))
-    s1 = np.empty_like(invs)
-    s2 = np.empty_like(invs)
-    v = np.empty_like(invs)
-    val = np.empty_like(invs)
+    ng = 2 * nstep + 1  # candidates per end of the table: the extreme value mapped near that end
+    gp = _padded(ng)
+    steps = np.empty(2 * gp)  # each end's candidates scanned apart (close scales: few table entries to compare)
+    for g in range(2):
+        end = t64[0] if g == 0 else t64[nt - 1]
+        for c in range(gp):
+            k = min(c, ng - 1) - nstep  # padded with copies of the last
+            steps[g * gp + c] = end + k * (1.0 if end > 0 else -1.0)
+    invs = np.empty_like(steps)
+    s1 = np.empty_like(steps)
+    s2 = np.empty_like(steps)
+    v = np.empty(gp)
+    val = np.empty(gp)
     z = nearest_entry(0.0, t64)
     for b in range(nbl):
         xb = x[b]
@@ -366,10 +375,16 @@ def table(x, w, tab, nstep, d, q):
         mx = _signed_absmax(xb)
         pick = -1
         if mx != 0.0:
-            for c in range(invs.shape[0]):
-                invs[c] = steps[c if c < nc else 0] / mx
-            _scan_table_sums(xb, wb, invs, t64, v, val, s1, s2)
-            pick = _best_candidate(s1[:nc], s2[:nc])
+            for c in range(steps.shape[0]):
+                invs[c] = steps[c] / mx
+            best = -1.0
+            for g in range(2):
+                o = g * gp
+                _scan_table_sums(xb, wb, invs[o:o + gp], t64, v, val, s1[o:o + gp], s2[o:o + gp])
+                for c in range(o, o + ng):  # the best F, the first of equal ones (as _best_candidate)
+                    if s2[c] > 0.0 and s1[c] * s1[c] / s2[c] > best:
+                        best = s1[c] * s1[c] / s2[c]
+                        pick = c
         if pick < 0:
             d[b] = 0.0
             for i in range(n):
