@@ -56,8 +56,15 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
 
 #: the most candidates group_errors is given at once (the nine fp16 (scale, offset) neighbours)
 MAX_CANDIDATES = 9
-#: group_errors pads its candidates to a multiple of this (the vector width), so ``errs`` needs that many slots
+#: loops over candidates run over a multiple of this many (the vector width), padded with copies of the last
+#: candidate: such a loop then has no scalar remainder (group_errors' ``errs`` needs the padded count of slots)
 PAD = 4
+
+
+@jit
+def padded(nc):
+    """``nc`` rounded up to a multiple of PAD."""
+    return (nc + PAD - 1) // PAD * PAD
 
 
 @jit
@@ -70,9 +77,9 @@ def scratch(n):
 @jit
 def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
     """group_error for ``nc`` <= MAX_CANDIDATES candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over
-    x[o:o+n], each with its own rounded quants (not written); ``errs`` needs nc rounded up to a multiple of PAD
-    slots.  Same sums as group_error (each candidate's in element order), computed side by side, the candidates
-    innermost (for integer quants a loop that vectorises).  ``tmp``: the first three rows of a :func:`scratch`."""
+    x[o:o+n], each with its own rounded quants (not written); ``errs`` needs padded(nc) slots.  Same sums as
+    group_error (each candidate's in element order), computed side by side, the candidates innermost (for integer
+    quants a loop that vectorises).  ``tmp``: the first three rows of a :func:`scratch`."""
     A = tmp[0]
     B = tmp[1]
     INV = tmp[2]
@@ -81,13 +88,13 @@ def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
         A[c] = np.float64(a32)
         B[c] = np.float64(F32(b[c]))
         INV[c] = 1.0 / A[c] if a32 != F32(0.0) else 0.0
-    nv = (nc + PAD - 1) // PAD * PAD  # padded with copies of the first candidate: no scalar remainder loop
+    nv = padded(nc)
     for c in range(nv):
         errs[c] = 0.0
         if c >= nc:
-            A[c] = A[0]
-            B[c] = B[0]
-            INV[c] = INV[0]
+            A[c] = A[nc - 1]
+            B[c] = B[nc - 1]
+            INV[c] = INV[nc - 1]
     lo = np.float64(qlo)
     hi = np.float64(qhi)
     for i in range(o, o + n):  # candidates innermost: the linear loop vectorises

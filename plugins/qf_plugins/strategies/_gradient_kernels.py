@@ -10,21 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import inline, jit
-from qf_plugins.quants._refine_kernels import nearest_entry
+from qf_plugins.quants._refine_kernels import nearest_entry, padded
 from qf_plugins.strategies._block_kernels import solve_scale_offset
 
 #: rounds of re-rounding + refitting after the gradient moves (x ≈ d·q + m)
 POLISH = 3
-
-
-#: the scans pad their candidates to a multiple of this (the vector width) with copies of the first: a loop over
-#: the candidates then has no scalar remainder
-PAD = 4
-
-
-@jit
-def _padded(nc):
-    return (nc + PAD - 1) // PAD * PAD
 
 
 @jit
@@ -127,7 +117,7 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
             steps[c] = end + 0.1 * k * (1 if end > 0 else -1)
             c += 1
     nc = steps.shape[0]
-    invs = np.empty(_padded(nc))
+    invs = np.empty(padded(nc))
     s0 = np.empty_like(invs)
     s1 = np.empty_like(invs)
     s2 = np.empty_like(invs)
@@ -138,7 +128,7 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
         pick = -1
         if mx != 0.0:
             for c in range(invs.shape[0]):
-                invs[c] = steps[c if c < nc else 0] / mx
+                invs[c] = steps[min(c, nc - 1)] / mx  # padded with copies of the last (see PAD)
             _scan_sums(xb, wb, 0.0, invs, qmin, qmax, s0, s2, s1)
             pick = _best_candidate(s1[:nc], s2[:nc])
         if pick < 0 or s1[pick] * s1[pick] / s2[pick] <= 0.0:
@@ -204,7 +194,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     nbl, n = x.shape
     qc = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
-    invs = np.empty(_padded(nstep + 1))
+    invs = np.empty(padded(nstep + 1))
     csq = np.empty_like(invs)
     csqq = np.empty_like(invs)
     csxq = np.empty_like(invs)
@@ -235,7 +225,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
                 q[b, i] = 0
             continue
         for c in range(invs.shape[0]):
-            invs[c] = (qmax - 1.5 + 0.1 * (c if c <= nstep else 0)) / (hi - lo)
+            invs[c] = (qmax - 1.5 + 0.1 * min(c, nstep)) / (hi - lo)
         _scan_sums(xb, wb, lo, invs, 0, qmax, csq, csqq, csxq)
         _scan_fits(sw, csq, csqq, sx, csxq, sxx, offset_max, fits)
         best = sxx * 4.0 + 1.0
@@ -356,12 +346,12 @@ def table(x, w, tab, nstep, d, q):
     t64 = tab.astype(np.float64)
     qb = np.empty(n, np.int64)
     ng = 2 * nstep + 1  # candidates per end of the table: the extreme value mapped near that end
-    gp = _padded(ng)
+    gp = padded(ng)
     steps = np.empty(2 * gp)  # each end's candidates scanned apart (close scales: few table entries to compare)
     for g in range(2):
         end = t64[0] if g == 0 else t64[nt - 1]
         for c in range(gp):
-            k = min(c, ng - 1) - nstep  # padded with copies of the last
+            k = min(c, ng - 1) - nstep
             steps[g * gp + c] = end + k * (1.0 if end > 0 else -1.0)
     invs = np.empty_like(steps)
     s1 = np.empty_like(steps)
