@@ -55,12 +55,11 @@ def _starts(table):
 def _breakpoint(xi, ui, table, k):
     """The inverse scale at which an element (value xi, ui = 1/xi, table index k) moves one entry away from 0,
     or -1."""
-    nt = table.shape[0]
-    j = k if xi > 0.0 else k - 1  # the midpoint between entries j and j + 1 (selects, not branches: the sign of
-    ok = (xi != 0.0) & (j >= 0) & (j + 1 < nt)  # an element is unpredictable)
-    j = min(max(j, 0), nt - 2)
-    t = 0.5 * (table[j] + table[j + 1]) * ui
-    return t if ok else -1.0
+    if xi > 0.0 and k < table.shape[0] - 1:
+        return 0.5 * (table[k] + table[k + 1]) * ui
+    if xi < 0.0 and k > 0:
+        return 0.5 * (table[k - 1] + table[k]) * ui
+    return -1.0
 
 
 @jit
@@ -116,8 +115,10 @@ def _walk(x, w, sign, table, starts, log, kt, win, cur, ux, q, rival):
         sxx += wi * xi * xi
         ux[i] = 1.0 / xi if xi != 0.0 else 0.0
         t = _breakpoint(xi, ux[i], table, k)
-        kt[i] = t if t > 0.0 else np.inf
-        if not t > 0.0:
+        if t > 0.0:
+            kt[i] = t
+        else:
+            kt[i] = np.inf
             fxx += wi * xi * xi
             fxv += wi * xi * v
             fvv += wi * v * v
@@ -154,9 +155,9 @@ def _walk(x, w, sign, table, starts, log, kt, win, cur, ux, q, rival):
                 fxv += wi * xi * new
                 fvv += wi * new * new
             _replay(kt, win, p, i)
-        up = (s2 > 0.0) & (s1 > 0.0) & (s1 * s1 >= best * TIE * s2)  # F >= best: ties go to the later breakpoint,
-        best = s1 * s1 / s2 if up else best                          # the smaller scale packs better
-        best_k = ne if up else best_k
+        if s2 > 0.0 and s1 > 0.0 and s1 * s1 >= best * TIE * s2:  # F >= best: ties go to the later
+            best = s1 * s1 / s2                                      # breakpoint, the smaller scale packs better
+            best_k = ne
         bar = max(best, rival)
         resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
         if bar > 0.0 and (sxx - resid) * (1.0 + 1e-9) < bar * TIE:
