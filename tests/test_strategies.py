@@ -209,3 +209,28 @@ def test_unsupported_pair_names_the_strategy(strategy):
 
     with pytest.raises(UsageError, match=f"{strategy}.*IQ2_XXS|IQ2_XXS.*{strategy}"):
         qf.quantize_rows("IQ2_XXS", np.zeros((1, 256), np.float32), np.ones(256, np.float32), strategy)
+
+
+@pytest.mark.parametrize("table", [None, "iq4"])
+def test_refinement_scores_candidates_as_the_chosen_one_is_scored(table):
+    """group_errors (every candidate (scale, offset) of a group at once) gives each candidate exactly the error
+    group_error gives it alone, on groups at any offset, with a zero scale and a value far beyond every scale."""
+    from qf_plugins.quants import _refine_kernels as k
+
+    tab = k.NO_TABLE if table is None else np.array(
+        [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float64)
+    qlo, qhi = (0, 15) if table is None else (0, 0)
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal(96) * 0.02).astype(np.float32)
+    x[70] = 3e38
+    w = rng.lognormal(size=96).astype(np.float32)
+    tmp = k.scratch(32)
+    for o in (0, 32, 64):
+        a = np.median(np.abs(x[o:o + 32])) / 4 * rng.uniform(0.5, 1.5, 9)
+        a[4] = 0.0
+        b = rng.uniform(0.0, 0.05, 9) if table is None else np.zeros(9)
+        errs = np.full(12, np.nan)
+        k.group_errors(x, w, o, 32, a, b, 9, qlo, qhi, tab, errs, tmp)
+        for c in range(9):
+            q = np.zeros(96, np.int64)
+            assert errs[c] == k.group_error(x, w, o, 32, a[c], b[c], qlo, qhi, tab, q), (o, c)

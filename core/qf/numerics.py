@@ -25,6 +25,9 @@ F32 = np.float32
 # error_model="numpy": x/0 gives inf/nan as in C (the "python" model raises, and checks every division)
 jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 inline = nb.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+# a kernel that allocates nothing and is called in inner loops: without numba's reference counting, whose atomic
+# increments and decrements of every array argument on each call can cost more than a small kernel's work
+leaf = nb.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
 
 def _kernel_sources() -> list[Path]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, jit
+from qf.numerics import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, inline, jit, leaf
 
 #: the ``table`` argument of linear (integer) quants
 NO_TABLE = np.empty(0)
@@ -33,84 +33,91 @@ def nearest_entry(v, table):
     return lo if v - table[lo] <= table[lo + 1] - v else lo + 1
 
 
-@jit
+@leaf
 def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
     """Σw(x − (a·v − b))² over x[o:o+n], v = q (rounded, clamped) or table[q] (nearest); writes q[o:o+n]."""
-    err = 0.0
+    xs = x[o:o + n]  # (indexed from 0, the loops need no negative-index checks and vectorise)
+    ws = w[o:o + n]
+    qs = q[o:o + n]
     a32 = F32(a)
     b32 = F32(b)
-    inv = 1.0 / np.float64(a32) if a32 != F32(0.0) else 0.0
-    for i in range(o, o + n):
-        xi = np.float64(x[i])
-        if table.shape[0] > 0:
-            qi = nearest_entry(xi * inv, table)
-            v = table[qi]
-        else:
-            qi = max(qlo, min(qhi, np.int64(np.round((xi + np.float64(b32)) * inv))))
-            v = np.float64(qi)
-        q[i] = qi
-        r = xi - (np.float64(a32) * v - np.float64(b32))
-        err += np.float64(w[i]) * r * r
+    av = np.float64(a32)
+    bv = np.float64(b32)
+    inv = 1.0 / av if a32 != F32(0.0) else 0.0
+    if table.shape[0] > 0:
+        for i in range(n):
+            qs[i] = nearest_entry(np.float64(xs[i]) * inv, table)
+    else:  # the quants first (a loop that vectorises), then the sum in element order
+        lo = np.float64(qlo)
+        hi = np.float64(qhi)
+        for i in range(n):
+            qs[i] = np.int64(min(hi, max(lo, np.round((np.float64(xs[i]) + bv) * inv))))
+    err = 0.0
+    for i in range(n):
+        r = np.float64(xs[i]) - (av * _value(qs[i], table) - bv)
+        err += np.float64(ws[i]) * r * r
     return err
 
 
 #: the most candidates group_errors is given at once (the nine fp16 (scale, offset) neighbours)
 MAX_CANDIDATES = 9
-#: loops over candidates run over a multiple of this many (the vector width), padded with copies of the last
-#: candidate: such a loop then has no scalar remainder (group_errors' ``errs`` needs the padded count of slots)
-PAD = 4
-
-
-@jit
-def padded(nc):
-    """``nc`` rounded up to a multiple of PAD."""
-    return (nc + PAD - 1) // PAD * PAD
 
 
 @jit
 def scratch(n):
     """Scratch for the kernels below on groups of up to ``n`` values: group_errors' three rows, then five rows of
     candidate values for their callers."""
-    return np.empty((8, max(n, MAX_CANDIDATES + PAD - 1)))
+    return np.empty((8, max(n, MAX_CANDIDATES)))
 
 
-@jit
+@leaf
 def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
-    """group_error for ``nc`` <= MAX_CANDIDATES candidates (a[c], b[c]) at once: errs[c] = Σw(x − (a·v − b))² over
-    x[o:o+n], each with its own rounded quants (not written); ``errs`` needs padded(nc) slots.  Same sums as
-    group_error (each candidate's in element order), computed side by side, the candidates innermost (for integer
-    quants a loop that vectorises).  ``tmp``: the first three rows of a :func:`scratch`."""
-    A = tmp[0]
-    B = tmp[1]
-    INV = tmp[2]
-    for c in range(nc):
-        a32 = F32(a[c])
-        A[c] = np.float64(a32)
-        B[c] = np.float64(F32(b[c]))
-        INV[c] = 1.0 / A[c] if a32 != F32(0.0) else 0.0
-    nv = padded(nc)
-    for c in range(nv):
-        errs[c] = 0.0
-        if c >= nc:
-            A[c] = A[nc - 1]
-            B[c] = B[nc - 1]
-            INV[c] = INV[nc - 1]
+    """group_error for ``nc`` <= MAX_CANDIDATES candidates (a[c], b[c]): errs[c] = Σw(x − (a·v − b))² over x[o:o+n],
+    each with its own rounded quants (not written); each candidate's sum in element order, as group_error's.
+    ``tmp``: a :func:`scratch`."""
+    if table.shape[0] > 0:
+        _table_errors(x, w, o, n, a, b, nc, table, errs, tmp)
+        return
+    xs = x[o:o + n]
+    ws = w[o:o + n]
+    terms = tmp[0]
     lo = np.float64(qlo)
     hi = np.float64(qhi)
-    for i in range(o, o + n):  # candidates innermost: the linear loop vectorises
-        xi = np.float64(x[i])
-        wi = np.float64(w[i])
-        if table.shape[0] > 0:
-            for c in range(nc):
-                r = xi - (A[c] * table[nearest_entry(xi * INV[c], table)] - B[c])
-                errs[c] += wi * r * r
-        else:
-            for c in range(nv):
-                r = xi - (A[c] * min(hi, max(lo, np.round((xi + B[c]) * INV[c]))) - B[c])
-                errs[c] += wi * r * r
+    for c in range(nc):  # a candidate's terms in a loop over the values (it vectorises), then their sum
+        a32 = F32(a[c])
+        ac = np.float64(a32)
+        bc = np.float64(F32(b[c]))
+        inv = 1.0 / ac if a32 != F32(0.0) else 0.0
+        for i in range(n):
+            xi = np.float64(xs[i])
+            r = xi - (ac * min(hi, max(lo, np.round((xi + bc) * inv))) - bc)
+            terms[i] = np.float64(ws[i]) * r * r
+        e = 0.0
+        for i in range(n):
+            e += terms[i]
+        errs[c] = e
 
 
-@jit
+@leaf
+def _table_errors(x, w, o, n, a, b, nc, table, errs, tmp):
+    """group_errors for table quants: the candidates side by side (nearest_entry vectorises over the table)."""
+    for c in range(nc):  # rows: the scales, the offsets, the inverse scales
+        a32 = F32(a[c])
+        tmp[0, c] = np.float64(a32)
+        tmp[1, c] = np.float64(F32(b[c]))
+        tmp[2, c] = 1.0 / tmp[0, c] if a32 != F32(0.0) else 0.0
+        errs[c] = 0.0
+    xs = x[o:o + n]
+    ws = w[o:o + n]
+    for i in range(n):
+        xi = np.float64(xs[i])
+        wi = np.float64(ws[i])
+        for c in range(nc):
+            r = xi - (tmp[0, c] * table[nearest_entry(xi * tmp[2, c], table)] - tmp[1, c])
+            errs[c] += wi * r * r
+
+
+@inline
 def _value(q, table):
     return table[q] if table.shape[0] > 0 else np.float64(q)
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 import numpy as np
 
 from qf.numerics import inline, jit
-from qf_plugins.quants._refine_kernels import nearest_entry, padded
+from qf_plugins.quants._refine_kernels import nearest_entry
 from qf_plugins.strategies._block_kernels import solve_scale_offset
 
 #: rounds of re-rounding + refitting after the gradient moves (x ≈ d·q + m)
 POLISH = 3
+#: the scans run over a multiple of this many candidates (the vector width), padded with copies of the last
+#: candidate: their candidate loops then have no scalar remainder
+PAD = 4
+
+
+@jit
+def padded(nc):
+    """``nc`` rounded up to a multiple of PAD."""
+    return (nc + PAD - 1) // PAD * PAD
 
 
 @jit
