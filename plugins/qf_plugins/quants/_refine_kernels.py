@@ -131,7 +131,7 @@ SETTLED = 1e-3
 INIT_FACTORS = (1.0, 0.8, 0.65, 0.5, 0.4, 0.3)
 
 
-@jit
+@leaf
 def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, table, out, tmp, cints):
     """The fp16 super-block scale that fits best among INIT_FACTORS, for float sub-block values ``vals`` (scales,
     or mins when ``is_min``), with the matching integer values written to ``out``; ``other`` is the other
@@ -176,7 +176,8 @@ def _init_super(x, w, sub, vals, lo, hi, other, other_sc, is_min, qlo, qhi, tabl
         if e[c] < best:
             best = e[c]
             bD = Ds[c]
-            out[:] = cints[c, :nsub]
+            for j in range(nsub):
+                out[j] = cints[c, j]
     return bD
 
 
@@ -328,7 +329,7 @@ def refine_superblock(x, w, sub, dsub, msub, sc, sc_lo, sc_hi, mn, mn_lo, mn_hi,
     return D, Dm
 
 
-@jit
+@leaf
 def refine_block_scale(x, w, d, m, has_min, qlo, qhi, table, q, tmp):
     """An fp16 scale (and fp16 offset x ≈ d·q + m) for one block: the rounded solution and its fp16 neighbours,
     quants re-derived for each; returns the best (d, m) and writes its quants to ``q``.  ``tmp``: a

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import jit
+from qf.numerics import jit, leaf
 from qf_plugins.quants._refine_kernels import nearest_entry
 
 
-@jit
+@leaf
 def block_sums(x, w, v):
     """(Σwxv, Σwv²) of a block for the quant values ``v`` (float64)."""
     s1 = 0.0
@@ -31,7 +31,7 @@ def block_sums(x, w, v):
     return s1, s2
 
 
-@jit
+@leaf
 def fit_scale_offset(x, w, q, offset_max):
     """Weighted least squares x ≈ d·q + m for fixed integer quants, with m <= offset_max.  Returns (d, m, error)."""
     sw = 0.0
@@ -78,14 +78,14 @@ def solve_scale_offset(sw, sq, sqq, sx, sxq, sxx, offset_max):
     return d, m, max(err, 0.0)
 
 
-@jit
+@leaf
 def round_quants(x, inv, qmin, qmax, q):
     """q = clamp(round(x·inv)) (ties away from zero)."""
     for i in range(x.shape[0]):
         q[i] = max(qmin, min(qmax, np.int64(np.round(np.float64(x[i]) * inv))))
 
 
-@jit
+@leaf
 def table_error(x, w, d, table, q):
     """Σw(x − d·T[q])² with q the nearest entries for scale d (written to ``q``)."""
     inv = 1.0 / d if d != 0.0 else 0.0
@@ -97,7 +97,7 @@ def table_error(x, w, d, table, q):
     return err
 
 
-@jit
+@leaf
 def weighted_sq(x, w):
     s = 0.0
     for i in range(x.shape[0]):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import jit
+from qf.numerics import jit, leaf
 from qf_plugins.strategies._block_kernels import fit_scale_offset, polish_table, weighted_sq
 
 #: offsets the alternation starts from: the block minimum raised by these fractions of a quant step
@@ -51,7 +51,7 @@ def _starts(table):
     return z0, zp, zn
 
 
-@jit
+@leaf
 def _breakpoint(xi, ui, table, k):
     """The inverse scale at which an element (value xi, ui = 1/xi, table index k) moves one entry away from 0,
     or -1."""
@@ -62,7 +62,7 @@ def _breakpoint(xi, ui, table, k):
     return -1.0
 
 
-@jit
+@leaf
 def _replay(kt, win, p, i):
     """Leaf ``i`` of the winner tree (``p`` leaves with keys ``kt``; ``win[node]`` the leaf that wins the node's
     subtree, ties to the lower leaf) has a new key: replay its matches up to the root, ``win[1]``."""
@@ -79,13 +79,13 @@ def _replay(kt, win, p, i):
         win[node] = cur
 
 
-@jit
+@leaf
 def _start_index(xi, starts):
     z0, zp, zn = starts
     return zp if xi > 0.0 else zn if xi < 0.0 else z0
 
 
-@jit
+@leaf
 def _walk(x, w, sign, table, starts, log, kt, win, cur, ux, q, rival):
     """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes the
     table indices to q.  An integer table gives x ≈ d·q.  ``log`` (n·len(table)), ``kt``/``win`` (the winner tree of

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import inline, jit
+from qf.numerics import inline, jit, leaf
 from qf_plugins.quants._refine_kernels import nearest_entry
 from qf_plugins.strategies._block_kernels import solve_scale_offset
 
@@ -26,7 +26,7 @@ def padded(nc):
     return (nc + PAD - 1) // PAD * PAD
 
 
-@jit
+@leaf
 def _scan_sums(x, w, lo, invs, qmin, qmax, sq, sqq, sxq):
     """For every candidate inverse scale ``invs[c]``: the sums Σwq, Σwq², Σwxq of q = clamp(round((x − lo)·inv),
     qmin, qmax).  One pass over the values with the candidates innermost (that loop vectorises)."""
@@ -48,7 +48,7 @@ def _scan_sums(x, w, lo, invs, qmin, qmax, sq, sqq, sxq):
             sxq[c] += wq * xi
 
 
-@jit
+@leaf
 def _round_quants(x, lo, inv, qmin, qmax, q):
     """q = clamp(round((x − lo)·inv), qmin, qmax), rounded as _scan_sums does."""
     qlo = np.float64(qmin)
@@ -57,7 +57,7 @@ def _round_quants(x, lo, inv, qmin, qmax, q):
         q[i] = np.int64(min(qhi, max(qlo, np.round((np.float64(x[i]) - lo) * inv))))
 
 
-@jit
+@leaf
 def _signed_absmax(x):
     """The value of largest magnitude (the first of equal ones)."""
     mx = 0.0
@@ -67,7 +67,7 @@ def _signed_absmax(x):
     return mx
 
 
-@jit
+@leaf
 def _descend(xb, wb, vals, idx, s1, s2):
     """Move one quant (an index into the ascending values ``vals``) a step towards its value, the move that raises
     F = s1²/s2 most, while F rises; ``idx`` is updated, the final (s1, s2) returned."""
@@ -102,7 +102,7 @@ def _descend(xb, wb, vals, idx, s1, s2):
     return s1, s2
 
 
-@jit
+@leaf
 def _best_candidate(s1, s2):
     """Index of the candidate with the largest F = s1²/s2 (the first of equal ones), or -1 if none has s2 > 0."""
     pick = -1
@@ -166,7 +166,7 @@ def _plain_fit(sw, sq, sqq, sx, sxq, sxx, offset_max):
     return d, m, max(err, 0.0), plain
 
 
-@jit
+@leaf
 def _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_max, trial):
     """Every quant's move one step towards its value, refitted: trial[0] = the step (0: none possible), [1] d,
     [2] the error, [3] 1 where that is solve_scale_offset's plain least-squares case (its exact arithmetic), else 0
@@ -186,7 +186,7 @@ def _trial_moves(xb, wb, qb, bd, bm, bsq, bsqq, bsxq, sw, sx, sxx, qmax, offset_
         trial[3, i] = 1.0 if plain else 0.0
 
 
-@jit
+@leaf
 def _scan_fits(sw, sq, sqq, sx, sxq, sxx, offset_max, fits):
     """_plain_fit for every candidate's sums: fits[0] d, [1] m, [2] the error, [3] 1 for the plain case (a loop
     that vectorises)."""
@@ -313,7 +313,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
             q[b, i] = qb[i]
 
 
-@jit
+@leaf
 def _scan_table_sums(x, w, invs, t64, v, val, s1, s2):
     """For every candidate inverse scale ``invs[c]`` (monotone in c, so the first and the last bound them all):
     s1[c] = Σw·x·T, s2[c] = Σw·T² with T the table entry nearest to x·inv (ties to the lower entry, exactly as
