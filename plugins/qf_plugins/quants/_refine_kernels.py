@@ -33,17 +33,28 @@ def nearest_entry(v, table):
     return lo if v - table[lo] <= table[lo + 1] - v else lo + 1
 
 
+@inline
+def _decoded(a, b):
+    """A candidate (scale, offset) as the packers store and decode it — float32 — in float64, and the inverse scale
+    (0 for a zero scale)."""
+    a32 = F32(a)
+    av = np.float64(a32)
+    return av, np.float64(F32(b)), 1.0 / av if a32 != F32(0.0) else 0.0
+
+
+@inline
+def _linear_quant(xi, b, inv, lo, hi):
+    """round((x + b)·inv) clamped to [lo, hi], as a float."""
+    return min(hi, max(lo, np.round((xi + b) * inv)))
+
+
 @leaf
 def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
     """Σw(x − (a·v − b))² over x[o:o+n], v = q (rounded, clamped) or table[q] (nearest); writes q[o:o+n]."""
     xs = x[o:o + n]  # (indexed from 0, the loops need no negative-index checks and vectorise)
     ws = w[o:o + n]
     qs = q[o:o + n]
-    a32 = F32(a)
-    b32 = F32(b)
-    av = np.float64(a32)
-    bv = np.float64(b32)
-    inv = 1.0 / av if a32 != F32(0.0) else 0.0
+    av, bv, inv = _decoded(a, b)
     if table.shape[0] > 0:
         for i in range(n):
             qs[i] = nearest_entry(np.float64(xs[i]) * inv, table)
@@ -51,7 +62,7 @@ def group_error(x, w, o, n, a, b, qlo, qhi, table, q):
         lo = np.float64(qlo)
         hi = np.float64(qhi)
         for i in range(n):
-            qs[i] = np.int64(min(hi, max(lo, np.round((np.float64(xs[i]) + bv) * inv))))
+            qs[i] = np.int64(_linear_quant(np.float64(xs[i]), bv, inv, lo, hi))
     err = 0.0
     for i in range(n):
         r = np.float64(xs[i]) - (av * _value(qs[i], table) - bv)
@@ -84,13 +95,10 @@ def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
     lo = np.float64(qlo)
     hi = np.float64(qhi)
     for c in range(nc):  # a candidate's terms in a loop over the values (it vectorises), then their sum
-        a32 = F32(a[c])
-        ac = np.float64(a32)
-        bc = np.float64(F32(b[c]))
-        inv = 1.0 / ac if a32 != F32(0.0) else 0.0
+        ac, bc, inv = _decoded(a[c], b[c])
         for i in range(n):
             xi = np.float64(xs[i])
-            r = xi - (ac * min(hi, max(lo, np.round((xi + bc) * inv))) - bc)
+            r = xi - (ac * _linear_quant(xi, bc, inv, lo, hi) - bc)
             terms[i] = np.float64(ws[i]) * r * r
         e = 0.0
         for i in range(n):
@@ -102,10 +110,7 @@ def group_errors(x, w, o, n, a, b, nc, qlo, qhi, table, errs, tmp):
 def _table_errors(x, w, o, n, a, b, nc, table, errs, tmp):
     """group_errors for table quants: the candidates side by side (nearest_entry vectorises over the table)."""
     for c in range(nc):  # rows: the scales, the offsets, the inverse scales
-        a32 = F32(a[c])
-        tmp[0, c] = np.float64(a32)
-        tmp[1, c] = np.float64(F32(b[c]))
-        tmp[2, c] = 1.0 / tmp[0, c] if a32 != F32(0.0) else 0.0
+        tmp[0, c], tmp[1, c], tmp[2, c] = _decoded(a[c], b[c])
         errs[c] = 0.0
     xs = x[o:o + n]
     ws = w[o:o + n]

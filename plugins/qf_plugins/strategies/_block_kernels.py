@@ -79,13 +79,6 @@ def solve_scale_offset(sw, sq, sqq, sx, sxq, sxx, offset_max):
 
 
 @leaf
-def round_quants(x, inv, qmin, qmax, q):
-    """q = clamp(round(x·inv)) (ties away from zero)."""
-    for i in range(x.shape[0]):
-        q[i] = max(qmin, min(qmax, np.int64(np.round(np.float64(x[i]) * inv))))
-
-
-@leaf
 def table_error(x, w, d, table, q):
     """Σw(x − d·T[q])² with q the nearest entries for scale d (written to ``q``)."""
     inv = 1.0 / d if d != 0.0 else 0.0

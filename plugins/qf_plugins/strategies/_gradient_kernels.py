@@ -21,7 +21,7 @@ PAD = 4
 
 
 @jit
-def padded(nc):
+def _padded(nc):
     """``nc`` rounded up to a multiple of PAD."""
     return (nc + PAD - 1) // PAD * PAD
 
@@ -126,7 +126,7 @@ def symmetric(x, w, qmin, qmax, nstep, d, q):
             steps[c] = end + 0.1 * k * (1 if end > 0 else -1)
             c += 1
     nc = steps.shape[0]
-    invs = np.empty(padded(nc))
+    invs = np.empty(_padded(nc))
     s0 = np.empty_like(invs)
     s1 = np.empty_like(invs)
     s2 = np.empty_like(invs)
@@ -203,7 +203,7 @@ def asymmetric(x, w, qmax, offset_max, nstep, d, m, q):
     nbl, n = x.shape
     qc = np.empty(n, np.int64)
     qb = np.empty(n, np.int64)
-    invs = np.empty(padded(nstep + 1))
+    invs = np.empty(_padded(nstep + 1))
     csq = np.empty_like(invs)
     csqq = np.empty_like(invs)
     csxq = np.empty_like(invs)
@@ -355,7 +355,7 @@ def table(x, w, tab, nstep, d, q):
     t64 = tab.astype(np.float64)
     qb = np.empty(n, np.int64)
     ng = 2 * nstep + 1  # candidates per end of the table: the extreme value mapped near that end
-    gp = padded(ng)
+    gp = _padded(ng)
     steps = np.empty(2 * gp)  # each end's candidates scanned apart (close scales: few table entries to compare)
     for g in range(2):
         end = t64[0] if g == 0 else t64[nt - 1]
