@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import jit, leaf
+from qf.numerics import inline, jit, leaf
 from qf_plugins.strategies._block_kernels import fit_scale_offset, polish_table, weighted_sq
 
 #: offsets the alternation starts from: the block minimum raised by these fractions of a quant step
@@ -23,6 +23,8 @@ STARTS = (0.0, 0.5)
 TIE = 1.0 - 1e-12
 #: most exact-walk + offset-refit rounds per start (asymmetric)
 ROUNDS = 3
+#: walks run side by side (_walkers)
+WALKERS = 2
 
 
 @jit
@@ -86,8 +88,16 @@ def _start_index(xi, starts):
 
 
 #: a walk's running state (float64 array, _scratch): the block's Σwxv, Σwv², Σwx²; Σwx², Σwxv, Σwv² of the elements
-#: at the end of their walk; the best F, the breakpoint count where it was met, and the breakpoints walked so far
-S1, S2, SXX, FXX, FXV, FVV, BEST, BEST_K, NE = range(9)
+#: at the end of their walk, and the bound on F they give (_reach); the best F, the breakpoint count where it was met,
+#: and the breakpoints walked so far
+S1, S2, SXX, FXX, FXV, FVV, REACH, BEST, BEST_K, NE = range(10)
+
+
+@leaf
+def _reach(sxx, fxx, fxv, fvv):
+    """The most any larger scale can reach (see _walk), with a little slack for rounding."""
+    resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
+    return (sxx - resid) * (1.0 + 1e-9)
 
 
 @leaf
@@ -133,13 +143,14 @@ def _walk_begin(x, w, sign, table, starts, kt, win, cur, ux, st):
     st[FXX] = fxx
     st[FXV] = fxv
     st[FVV] = fvv
+    st[REACH] = _reach(sxx, fxx, fxv, fvv)
     st[BEST] = s1 * s1 / s2 if s2 > 0.0 and s1 > 0.0 else -1.0
     st[BEST_K] = 0.0
     st[NE] = 0.0
     return kt[win[1]] < np.inf
 
 
-@leaf
+@inline
 def _walk_step(x, w, sign, table, log, kt, win, cur, ux, st, rival):
     """Take every breakpoint at the next scale, then look at F; False once the walk is over (no breakpoint left, or
     none can reach ``max(best F, rival)``: see _walk)."""
@@ -170,6 +181,7 @@ def _walk_step(x, w, sign, table, log, kt, win, cur, ux, st, rival):
             fxx += wi * xi * xi
             fxv += wi * xi * new
             fvv += wi * new * new
+            st[REACH] = _reach(st[SXX], fxx, fxv, fvv)  # it only changes here: not recomputed every step
         _replay(kt, win, p, i)
     st[S1] = s1
     st[S2] = s2
@@ -183,8 +195,7 @@ def _walk_step(x, w, sign, table, log, kt, win, cur, ux, st, rival):
         st[BEST] = best
         st[BEST_K] = ne
     bar = max(best, rival)
-    resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
-    if bar > 0.0 and (st[SXX] - resid) * (1.0 + 1e-9) < bar * TIE:
+    if bar > 0.0 and st[REACH] < bar * TIE:
         return False
     return kt[win[1]] < np.inf
 
@@ -200,169 +211,229 @@ def _walk_end(x, sign, starts, log, st, q):
     return st[BEST]
 
 
-@leaf
-def _walk(x, w, sign, table, starts, lane, q, rival):
-    """Best nearest-entry assignment of sign·x ≈ d·T[q] (d > 0) over all scales; returns F (−1 if none) and writes the
-    table indices to q.  An integer table gives x ≈ d·q.  ``lane`` is a walk's scratch (_scratch).  ``rival``: an F
-    found elsewhere that this walk only matters if it beats (−1: none); the walk may stop once it cannot, and then
-    returns less than ``rival``.
-
-    The walk stops early once no larger scale can reach the best F: an element at the end of its walk keeps its
-    entry for every larger t, so with S those elements, F(t') ≤ Σwx² − min_d Σ_S w(x − d·v)² for all t' ≥ t (the
-    others relaxed to fit exactly); that bound only falls as S grows."""
-    log, kt, win, cur, ux, st = lane
-    go = _walk_begin(x, w, sign, table, starts, kt, win, cur, ux, st)
-    while go:
-        go = _walk_step(x, w, sign, table, log, kt, win, cur, ux, st, rival)
-    return _walk_end(x, sign, starts, log, st, q)
-
-
-@leaf
-def _walk_pair(xa, xb, w, sa, sb, table, starts, la, lb, qa, qb, rivals):
-    """Two walks (_walk: sa·xa and sb·xb, scratch la and lb) in lockstep, one scale of each in turn: each is a chain
-    of dependent loads (the winner tree), so the processor overlaps the two.  ``rivals``: each walk takes the other's
-    best F so far as its rival (the two signs of one block: only the better walk's result is used), else none."""
-    loga, kta, wina, cura, uxa, sta = la
-    logb, ktb, winb, curb, uxb, stb = lb
-    ga = _walk_begin(xa, w, sa, table, starts, kta, wina, cura, uxa, sta)
-    gb = _walk_begin(xb, w, sb, table, starts, ktb, winb, curb, uxb, stb)
-    while ga or gb:
-        if ga:
-            ga = _walk_step(xa, w, sa, table, loga, kta, wina, cura, uxa, sta, stb[BEST] if rivals else -1.0)
-        if gb:
-            gb = _walk_step(xb, w, sb, table, logb, ktb, winb, curb, uxb, stb, sta[BEST] if rivals else -1.0)
-    return _walk_end(xa, sa, starts, loga, sta, qa), _walk_end(xb, sb, starts, logb, stb, qb)
-
-
 @jit
 def _scratch(n, nt):
-    """A walk's scratch: the breakpoint log (n·nt), the winner tree's keys and nodes, each element's entry and 1/x,
-    the running state."""
+    """Two walkers' scratch (row a for walker a): the breakpoint logs (n·nt), the winner trees' keys and nodes, each
+    element's entry and 1/x, the running states (see S1…NE)."""
     p = 1
     while p < n:
         p *= 2
-    return (np.empty(n * nt, np.int64), np.empty(p), np.empty(2 * p, np.int64), np.empty(n, np.int64), np.empty(n),
-            np.empty(9))
+    k = WALKERS
+    return (np.empty((k, n * nt), np.int64), np.empty((k, p)), np.empty((k, 2 * p), np.int64),
+            np.empty((k, n), np.int64), np.empty((k, n)), np.empty((k, 10)))
+
+
+@leaf
+def _race(w, table, blk, go, y, par, log, kt, win, cur, ux, st):
+    """Step the walking walkers (``go``) one scale each in turn until one of them ends its walk."""
+    while True:
+        for a in range(WALKERS):
+            if go[a]:
+                go[a] = _walk_step(y[a], w[max(blk[a], 0)], par[a, 0], table, log[a], kt[a], win[a], cur[a], ux[a],
+                                   st[a], par[a, 1])
+                if not go[a]:
+                    return
+
+
+@inline
+def _walkers(w, table, starts, ctx, first, after):
+    """Run every block's walks on two walkers that take one scale each in turn, each starting on the next block as
+    soon as its own is done.  A walk is a chain of dependent loads (the winner tree) that leaves the processor mostly
+    idle; two independent chains overlap.  (Pairing the two signs, or the two offset starts, of one block gains less:
+    one walk usually ends long before the other.)
+
+    ``first(a, b, ctx, y, par)`` sets up block b's first walk on walker a: its values ``y`` (float32), ``par[0]`` its
+    sign and ``par[1]`` its rival (see _walk_step).  ``after(a, b, f, q, ctx, y, par)`` takes that walk's best F and
+    table indices and either sets up the block's next walk (True) or writes the block's result (False).  A block's
+    result depends on its own walks only, so the output does not depend on which walker ran it.  (Inlined into each
+    kernel: numba cannot cache a function that takes functions as arguments.)"""
+    nbl, n = w.shape
+    log, kt, win, cur, ux, st = _scratch(n, table.shape[0])
+    y = np.empty((WALKERS, n), np.float32)
+    par = np.empty((WALKERS, 2))
+    q = np.empty((WALKERS, n), np.int64)
+    blk = np.full(WALKERS, -1, np.int64)
+    go = np.zeros(WALKERS, np.bool_)
+    nxt = 0
+    while True:
+        for a in range(WALKERS):
+            while not go[a] and (blk[a] >= 0 or nxt < nbl):
+                b = blk[a]
+                if b >= 0:
+                    f = _walk_end(y[a], par[a, 0], starts, log[a], st[a], q[a])
+                    if not after(a, b, f, q[a], ctx, y[a], par[a]):
+                        b = -1
+                if b < 0 and nxt < nbl:
+                    b = nxt
+                    nxt += 1
+                    first(a, b, ctx, y[a], par[a])
+                blk[a] = b
+                if b >= 0:
+                    go[a] = _walk_begin(y[a], w[b], par[a, 0], table, starts, kt[a], win[a], cur[a], ux[a], st[a])
+        if not go.any():
+            break
+        _race(w, table, blk, go, y, par, log, kt, win, cur, ux, st)
+
+
+@jit
+def _both_signs(a, b, ctx, y, par):
+    """``first`` of the symmetric and table problems: the block's positive scales (then its negative ones)."""
+    x = ctx[0]
+    for i in range(x.shape[1]):
+        y[i] = x[b, i]
+    par[0] = 1.0
+    par[1] = -1.0
+
+
+@jit
+def _better_sign(a, f, q, fa, qa, par):
+    """After the positive walk: set up the negative one, which only matters if it beats it (False).  After the
+    negative walk: the better of the two in ``fa[a]`` (F) and ``qa[a]`` (the indices) (True)."""
+    if par[0] > 0.0:
+        fa[a] = f
+        qa[a] = q
+        par[0] = -1.0
+        par[1] = f
+        return False
+    if f > fa[a]:
+        fa[a] = f
+        qa[a] = q
+    return True
+
+
+@jit
+def _symmetric_after(a, b, f, q, ctx, y, par):
+    x, w, qmin, d, qout, fa, qa = ctx
+    if not _better_sign(a, f, q, fa, qa, par):
+        return True
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(x.shape[1]):
+        qi = qa[a, i] + qmin
+        s1 += np.float64(w[b, i]) * np.float64(x[b, i]) * qi
+        s2 += np.float64(w[b, i]) * qi * qi
+        qout[b, i] = qi
+    d[b] = s1 / s2 if s2 > 0.0 else 0.0
+    return False
 
 
 @jit
 def symmetric(x, w, qmin, qmax, d, q):
     """Exact optimum of x ≈ d·q per block (rows of x)."""
-    nbl, n = x.shape
     lin = _integer_table(qmin, qmax)
-    starts = _starts(lin)
-    la = _scratch(n, lin.shape[0])
-    lb = _scratch(n, lin.shape[0])
-    qa = np.empty(n, np.int64)
-    qb = np.empty(n, np.int64)
-    for b in range(nbl):
-        xb = x[b]
-        wb = w[b]
-        fa, fb = _walk_pair(xb, xb, wb, 1.0, -1.0, lin, starts, la, lb, qa, qb, True)
-        if fb > fa:
-            qa[:] = qb
-        s1 = 0.0
-        s2 = 0.0
-        for i in range(n):
-            qa[i] += qmin
-            s1 += np.float64(wb[i]) * np.float64(xb[i]) * qa[i]
-            s2 += np.float64(wb[i]) * qa[i] * qa[i]
-        d[b] = s1 / s2 if s2 > 0.0 else 0.0
-        for i in range(n):
-            q[b, i] = qa[i]
+    ctx = (x, w, qmin, d, q, np.empty(WALKERS), np.empty((WALKERS, x.shape[1]), np.int64))
+    _walkers(w, lin, _starts(lin), ctx, _both_signs, _symmetric_after)
 
 
 @jit
-def asymmetric(x, w, qmax, offset_max, d, m, q):
-    """x ≈ d·q + m: alternate exact quants for an offset and the least-squares offset, until the offset is stable,
-    from two starting offsets (the block minimum raised by 0 and by half a quant step, STARTS).  The two alternations
-    run side by side (their walks in lockstep: _walk_pair); the best fit wins, the first of equal ones in the order
-    of STARTS and rounds."""
-    nbl, n = x.shape
-    lin = _integer_table(0, qmax)
-    starts = (0, 0, 0)
-    lanes = (_scratch(n, lin.shape[0]), _scratch(n, lin.shape[0]))
-    y = np.empty((2, n), np.float32)
-    qc = np.empty((2, n), np.int64)
-    qbest = np.empty((2, n), np.int64)
-    fit = np.empty((2, 3))  # each alternation's best (error, d, m)
-    off = np.empty(2)
-    live = np.empty(2, np.bool_)
-    for b in range(nbl):
-        xb = x[b]
-        wb = w[b]
-        lo = np.float64(xb[0])
-        hi = np.float64(xb[0])
-        for i in range(n):
-            lo = min(lo, np.float64(xb[i]))
-            hi = max(hi, np.float64(xb[i]))
-        none = weighted_sq(xb, wb) * 4.0 + 1.0
-        for a in range(2):
-            off[a] = min(lo + STARTS[a] * (hi - lo) / qmax, offset_max)
-            live[a] = True
-            fit[a, 0] = none
-            fit[a, 1] = 0.0
-            fit[a, 2] = 0.0
-            for i in range(n):
-                qbest[a, i] = 0
-        for _ in range(ROUNDS):
-            for a in range(2):
-                if live[a]:
-                    for i in range(n):
-                        y[a, i] = np.float32(np.float64(xb[i]) - off[a])
-            if live[0] and live[1]:
-                _walk_pair(y[0], y[1], wb, 1.0, 1.0, lin, starts, lanes[0], lanes[1], qc[0], qc[1], False)
-            elif live[0]:
-                _walk(y[0], wb, 1.0, lin, starts, lanes[0], qc[0], -1.0)
-            elif live[1]:
-                _walk(y[1], wb, 1.0, lin, starts, lanes[1], qc[1], -1.0)
-            else:
-                break
-            for a in range(2):
-                if not live[a]:
-                    continue
-                dd, mm, err = fit_scale_offset(xb, wb, qc[a], offset_max)
-                if dd < 0.0:
-                    live[a] = False
-                    continue
-                if err < fit[a, 0]:
-                    fit[a, 0] = err
-                    fit[a, 1] = dd
-                    fit[a, 2] = mm
-                    qbest[a] = qc[a]
-                if mm == off[a]:
-                    live[a] = False
-                off[a] = mm
-        a = 1 if fit[1, 0] < fit[0, 0] else 0
-        d[b] = fit[a, 1]
-        m[b] = fit[a, 2]
-        for i in range(n):
-            q[b, i] = qbest[a, i]
+def _table_after(a, b, f, q, ctx, y, par):
+    x, w, t64, z, d, qout, fa, qa, tmp = ctx
+    if not _better_sign(a, f, q, fa, qa, par):
+        return True
+    if fa[a] <= 0.0:
+        d[b] = 0.0
+        for i in range(x.shape[1]):
+            qout[b, i] = z
+        return False
+    dd, _ = polish_table(x[b], w[b], t64, qa[a], tmp)
+    d[b] = dd
+    for i in range(x.shape[1]):
+        qout[b, i] = qa[a, i]
+    return False
 
 
 @jit
 def table(x, w, tab, d, q):
     """Exact optimum of x ≈ d·T[q] per block over every scale of either sign."""
-    nbl, n = x.shape
     t64 = tab.astype(np.float64)
     starts = _starts(t64)
-    la = _scratch(n, t64.shape[0])
-    lb = _scratch(n, t64.shape[0])
-    qa = np.empty(n, np.int64)
-    qb = np.empty(n, np.int64)
-    tmp = np.empty(n, np.int64)
-    for b in range(nbl):
-        xb = x[b]
-        wb = w[b]
-        fa, fb = _walk_pair(xb, xb, wb, 1.0, -1.0, t64, starts, la, lb, qa, qb, True)
-        if fb > fa:
-            qa[:] = qb
-        if max(fa, fb) <= 0.0:
-            d[b] = 0.0
-            for i in range(n):
-                q[b, i] = starts[0]
-            continue
-        dd, _ = polish_table(xb, wb, t64, qa, tmp)
-        d[b] = dd
-        for i in range(n):
-            q[b, i] = qa[i]
+    n = x.shape[1]
+    ctx = (x, w, t64, starts[0], d, q, np.empty(WALKERS), np.empty((WALKERS, n), np.int64), np.empty(n, np.int64))
+    _walkers(w, t64, starts, ctx, _both_signs, _table_after)
+
+
+@jit
+def _offset_start(a, b, k, ctx, y):
+    """Start ``k`` of the alternation on walker a: the offset (the block minimum raised by STARTS[k] of a quant
+    step) and the values x − offset to walk."""
+    x, w, qmax, offset_max, d, m, qout, span, off, state, fit, qbest = ctx
+    off[a] = min(span[a, 0] + STARTS[k] * (span[a, 1] - span[a, 0]) / qmax, offset_max)
+    state[a, 0] = k
+    state[a, 1] = 0
+    _shifted(x[b], off[a], y)
+
+
+@jit
+def _shifted(xb, off, y):
+    for i in range(xb.shape[0]):
+        y[i] = np.float32(np.float64(xb[i]) - off)
+
+
+@jit
+def _alternation_first(a, b, ctx, y, par):
+    x, w, qmax, offset_max, d, m, qout, span, off, state, fit, qbest = ctx
+    xb = x[b]
+    lo = np.float64(xb[0])
+    hi = np.float64(xb[0])
+    for i in range(xb.shape[0]):
+        lo = min(lo, np.float64(xb[i]))
+        hi = max(hi, np.float64(xb[i]))
+    span[a, 0] = lo
+    span[a, 1] = hi
+    none = weighted_sq(xb, w[b]) * 4.0 + 1.0
+    for k in range(len(STARTS)):
+        fit[a, k, 0] = none
+        fit[a, k, 1] = 0.0
+        fit[a, k, 2] = 0.0
+        qbest[a, k] = 0
+    par[0] = 1.0
+    par[1] = -1.0
+    _offset_start(a, b, 0, ctx, y)
+
+
+@jit
+def _alternation_after(a, b, f, q, ctx, y, par):
+    """The walk for the current offset is done: refit the offset; walk again for the new offset until it is stable
+    (at most ROUNDS walks), then from the next start; finally the best fit over all starts and rounds (the first of
+    equal ones)."""
+    x, w, qmax, offset_max, d, m, qout, span, off, state, fit, qbest = ctx
+    k = state[a, 0]
+    dd, mm, err = fit_scale_offset(x[b], w[b], q, offset_max)
+    again = dd >= 0.0
+    if again:
+        if err < fit[a, k, 0]:
+            fit[a, k, 0] = err
+            fit[a, k, 1] = dd
+            fit[a, k, 2] = mm
+            qbest[a, k] = q
+        again = mm != off[a]
+        off[a] = mm
+    state[a, 1] += 1
+    if again and state[a, 1] < ROUNDS:
+        _shifted(x[b], off[a], y)
+        return True
+    if k + 1 < len(STARTS):
+        _offset_start(a, b, k + 1, ctx, y)
+        return True
+    pick = 0
+    for j in range(1, len(STARTS)):
+        if fit[a, j, 0] < fit[a, pick, 0]:
+            pick = j
+    d[b] = fit[a, pick, 1]
+    m[b] = fit[a, pick, 2]
+    for i in range(x.shape[1]):
+        qout[b, i] = qbest[a, pick, i]
+    return False
+
+
+@jit
+def asymmetric(x, w, qmax, offset_max, d, m, q):
+    """x ≈ d·q + m: alternate exact quants for an offset (one walk) and the least-squares offset for those quants,
+    until the offset is stable, from each start in STARTS (the block minimum raised by a fraction of a quant step);
+    the best fit wins."""
+    n = x.shape[1]
+    ns = len(STARTS)
+    k = WALKERS
+    ctx = (x, w, qmax, offset_max, d, m, q, np.empty((k, 2)), np.empty(k), np.empty((k, 2), np.int64),
+           np.empty((k, ns, 3)), np.empty((k, ns, n), np.int64))
+    _walkers(w, _integer_table(0, qmax), (0, 0, 0), ctx, _alternation_first, _alternation_after)
