@@ -183,6 +183,36 @@ def test_exhaustive_is_the_optimum_of_the_block_problem():
         assert err(table[qt[b]].astype(np.float64)) <= brute_tab + 1e-9
 
 
+def test_exhaustive_block_results_do_not_depend_on_the_walker_schedule():
+    """The walkers take blocks as they come free, so which walker runs a block (and beside which other) depends on
+    its neighbours; every block must still come out as when solved alone — zero blocks (walks with nothing to
+    visit) and blocks of few distinct values included."""
+    from qf_plugins.strategies import _exhaustive_kernels as k
+
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((9, 16)) * rng.lognormal(size=(9, 1))).astype(np.float32)
+    x[2] = 0.0
+    x[5] = np.round(x[5] * 2) / 2
+    x[7, :12] = 0.0
+    w = rng.lognormal(size=(9, 16)).astype(np.float32)
+    table = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float32)
+
+    def solve(rows):
+        n = len(rows)
+        out = [np.empty(n, np.float32) for _ in range(4)] + [np.empty((n, 16), np.int32) for _ in range(3)]
+        ds, da, ma, dt, qs, qa, qt = out
+        k.symmetric(x[rows], w[rows], -8, 7, ds, qs)
+        k.asymmetric(x[rows], w[rows], 15, 0.0, da, ma, qa)
+        k.table(x[rows], w[rows], table, dt, qt)
+        return out
+
+    together = solve(list(range(9)))
+    for b in range(9):
+        alone = solve([b])
+        for a, t in zip(alone, together):
+            assert np.array_equal(a[0], t[b]), b
+
+
 @pytest.mark.parametrize("table", [[-1.0, 1.0], [-2.0, -0.5, 0.5, 2.0], [-3.0, 0.0, 1.0]])
 def test_exhaustive_table_walk_starts_on_the_right_side_of_zero(table):
     """Tables with no entry nearest 0 from both sides (±1, ±0.5): x > 0 starts on the positive entry."""

@@ -8,6 +8,11 @@ element's breakpoints come in increasing order, so the walk merges them with a w
 per element (O(n) memory, O(log n) a step: a replay of the changed leaf's matches, one comparison a level).  For the
 asymmetric problem the walk runs on x − m for a fixed offset m, and the offset is refitted by least squares in turn
 until the quants stop changing.
+
+A walk (_walk_begin, _walk_step, _walk_end) stops early once no larger scale can reach its best F, or a ``rival`` F
+found elsewhere (the other sign's walk: this one only matters if it beats it; it then returns less than the rival):
+an element at the end of its walk keeps its entry for every larger t, so with S those elements, F(t') ≤ Σwx² −
+min_d Σ_S w(x − d·v)² for all t' ≥ t (the others relaxed to fit exactly); that bound only falls as S grows.
 """
 
 from __future__ import annotations
@@ -95,14 +100,15 @@ S1, S2, SXX, FXX, FXV, FVV, REACH, BEST, BEST_K, NE = range(10)
 
 @leaf
 def _reach(sxx, fxx, fxv, fvv):
-    """The most any larger scale can reach (see _walk), with a little slack for rounding."""
+    """The most F any larger scale can reach (the bound above), with a little slack for rounding."""
     resid = fxx - fxv * fxv / fvv if fvv > 0.0 else fxx
     return (sxx - resid) * (1.0 + 1e-9)
 
 
 @leaf
 def _walk_begin(x, w, sign, table, starts, kt, win, cur, ux, st):
-    """Set a walk of sign·x up at t → 0⁺ (see _walk); True if it has breakpoints to visit."""
+    """Set a walk of sign·x ≈ d·T[q] (d > 0) up at t → 0⁺ (table indices in ``cur``); True if it has breakpoints to
+    visit.  An integer table gives x ≈ d·q."""
     n = x.shape[0]
     s1 = 0.0
     s2 = 0.0
@@ -153,7 +159,8 @@ def _walk_begin(x, w, sign, table, starts, kt, win, cur, ux, st):
 @inline
 def _walk_step(x, w, sign, table, log, kt, win, cur, ux, st, rival):
     """Take every breakpoint at the next scale, then look at F; False once the walk is over (no breakpoint left, or
-    none can reach ``max(best F, rival)``: see _walk)."""
+    none can reach ``max(best F, rival)``).  Inlined: called as a function, passing its arrays cost a fifth of the
+    walk's time."""
     s1 = st[S1]
     s2 = st[S2]
     fxx = st[FXX]
@@ -213,7 +220,7 @@ def _walk_end(x, sign, starts, log, st, q):
 
 @jit
 def _scratch(n, nt):
-    """Two walkers' scratch (row a for walker a): the breakpoint logs (n·nt), the winner trees' keys and nodes, each
+    """The walkers' scratch (row a for walker a): the breakpoint logs (n·nt), the winner trees' keys and nodes, each
     element's entry and 1/x, the running states (see S1…NE)."""
     p = 1
     while p < n:
@@ -237,10 +244,10 @@ def _race(w, table, blk, go, y, par, log, kt, win, cur, ux, st):
 
 @inline
 def _walkers(w, table, starts, ctx, first, after):
-    """Run every block's walks on two walkers that take one scale each in turn, each starting on the next block as
-    soon as its own is done.  A walk is a chain of dependent loads (the winner tree) that leaves the processor mostly
-    idle; two independent chains overlap.  (Pairing the two signs, or the two offset starts, of one block gains less:
-    one walk usually ends long before the other.)
+    """Run every block's walks on WALKERS walkers that take one scale each in turn, each starting on the next block
+    as soon as its own is done.  A walk is a chain of dependent loads (the winner tree) that leaves the processor
+    mostly idle; two independent chains overlap (a third or fourth walker gained nothing more, measured).  Pairing
+    the two signs, or the two offset starts, of one block gains less: one walk usually ends long before the other.
 
     ``first(a, b, ctx, y, par)`` sets up block b's first walk on walker a: its values ``y`` (float32), ``par[0]`` its
     sign and ``par[1]`` its rival (see _walk_step).  ``after(a, b, f, q, ctx, y, par)`` takes that walk's best F and
