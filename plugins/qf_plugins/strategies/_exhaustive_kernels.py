@@ -72,17 +72,19 @@ def _breakpoint(xi, ui, table, k):
 @leaf
 def _replay(kt, win, p, i):
     """Leaf ``i`` of the winner tree (``p`` leaves with keys ``kt``; ``win[node]`` the leaf that wins the node's
-    subtree, ties to the lower leaf) has a new key: replay its matches up to the root, ``win[1]``."""
-    cur = i
-    kc = kt[i]
-    node = p + i
-    while node > 1:
-        sib = win[node ^ 1]
+    subtree, ties to the lower leaf) has a new key: replay its matches up to the root, ``win[1]``.  (Unsigned
+    indices: numba adds a negative-index fix-up to every signed one.)"""
+    one = np.uint64(1)
+    cur = np.uint64(i)
+    kc = kt[cur]
+    node = np.uint64(p) + cur
+    while node > one:
+        sib = win[node ^ one]
         ks = kt[sib]
-        take = (ks < kc) | ((ks == kc) & ((node & 1) == 1))  # a left sibling holds the lower leaves
+        take = (ks < kc) | ((ks == kc) & ((node & one) == one))  # a left sibling holds the lower leaves
         cur = sib if take else cur
         kc = ks if take else kc
-        node >>= 1
+        node >>= one
         win[node] = cur
 
 
@@ -226,7 +228,7 @@ def _scratch(n, nt):
     while p < n:
         p *= 2
     k = WALKERS
-    return (np.empty((k, n * nt), np.int64), np.empty((k, p)), np.empty((k, 2 * p), np.int64),
+    return (np.empty((k, n * nt), np.int64), np.empty((k, p)), np.empty((k, 2 * p), np.uint64),
             np.empty((k, n), np.int64), np.empty((k, n)), np.empty((k, 10)))
 
 
