@@ -312,6 +312,7 @@ def _better_sign(a, f, q, fa, qa, par):
 
 @jit
 def _symmetric_after(a, b, f, q, ctx, y, par):
+    """``after`` of x ≈ d·q: once both signs are walked, the better quants and their least-squares scale."""
     x, w, qmin, d, qout, fa, qa = ctx
     if not _better_sign(a, f, q, fa, qa, par):
         return True
@@ -336,6 +337,7 @@ def symmetric(x, w, qmin, qmax, d, q):
 
 @jit
 def _table_after(a, b, f, q, ctx, y, par):
+    """``after`` of x ≈ d·T[q]: once both signs are walked, the better entries, polished (polish_table)."""
     x, w, t64, z, d, qout, fa, qa, tmp = ctx
     if not _better_sign(a, f, q, fa, qa, par):
         return True
@@ -443,6 +445,7 @@ def asymmetric(x, w, qmax, offset_max, d, m, q):
     n = x.shape[1]
     ns = len(STARTS)
     k = WALKERS
+    # per walker: its block's (min, max), the current offset, (start, round), each start's best (error, d, m), quants
     ctx = (x, w, qmax, offset_max, d, m, q, np.empty((k, 2)), np.empty(k), np.empty((k, 2), np.int64),
            np.empty((k, ns, 3)), np.empty((k, ns, n), np.int64))
     _walkers(w, _integer_table(0, qmax), (0, 0, 0), ctx, _alternation_first, _alternation_after)
