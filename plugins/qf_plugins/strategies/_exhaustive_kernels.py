@@ -376,12 +376,15 @@ def _offset_start(a, b, k, ctx, y):
 
 @jit
 def _shifted(xb, off, y):
+    """y = x − off, the values a walk for offset ``off`` sees."""
     for i in range(xb.shape[0]):
         y[i] = np.float32(np.float64(xb[i]) - off)
 
 
 @jit
 def _alternation_first(a, b, ctx, y, par):
+    """``first`` of x ≈ d·q + m: the block's span, no fit yet for any start, the first start's walk (positive scales
+    only: the quants count up from the offset)."""
     x, w, qmax, offset_max, d, m, qout, span, off, state, fit, qbest = ctx
     xb = x[b]
     lo = np.float64(xb[0])
