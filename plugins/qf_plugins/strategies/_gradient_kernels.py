@@ -27,10 +27,10 @@ def _padded(nc):
     return (nc + PAD - 1) // PAD * PAD
 
 
-@leaf
-def _scan_sums(x, w, lo, invs, qmin, qmax, sq, sqq, sxq):
-    """For every candidate inverse scale ``invs[c]``: the sums Σwq, Σwq², Σwxq of q = clamp(round((x − lo)·inv),
-    qmin, qmax).  One pass over the values with the candidates innermost (that loop vectorises)."""
+@inline
+def _scan(x, w, lo, invs, qmin, qmax, sq, sqq, sxq, with_sq):
+    """The candidate sums of _scan_sums; Σwq only ``with_sq`` (a constant at each call: the loop is compiled
+    without it where it is False)."""
     nc = invs.shape[0]
     qlo = np.float64(qmin)
     qhi = np.float64(qmax)
@@ -44,29 +44,24 @@ def _scan_sums(x, w, lo, invs, qmin, qmax, sq, sqq, sxq):
         for c in range(nc):
             qi = min(qhi, max(qlo, np.round((xi - lo) * invs[c])))
             wq = wi * qi
-            sq[c] += wq
+            if with_sq:
+                sq[c] += wq
             sqq[c] += wq * qi
             sxq[c] += wq * xi
+
+
+@leaf
+def _scan_sums(x, w, lo, invs, qmin, qmax, sq, sqq, sxq):
+    """For every candidate inverse scale ``invs[c]``: the sums Σwq, Σwq², Σwxq of q = clamp(round((x − lo)·inv),
+    qmin, qmax).  One pass over the values with the candidates innermost (that loop vectorises)."""
+    _scan(x, w, lo, invs, qmin, qmax, sq, sqq, sxq, True)
 
 
 @leaf
 def _scan_fit_sums(x, w, invs, qmin, qmax, sqq, sxq):
     """_scan_sums without an offset and without Σwq (x ≈ d·q needs only Σwq² and Σwxq): the same sums, bit for
     bit, for less work."""
-    nc = invs.shape[0]
-    qlo = np.float64(qmin)
-    qhi = np.float64(qmax)
-    for c in range(nc):
-        sqq[c] = 0.0
-        sxq[c] = 0.0
-    for i in range(x.shape[0]):
-        xi = np.float64(x[i])
-        wi = np.float64(w[i])
-        for c in range(nc):
-            qi = min(qhi, max(qlo, np.round(xi * invs[c])))
-            wq = wi * qi
-            sqq[c] += wq * qi
-            sxq[c] += wq * xi
+    _scan(x, w, 0.0, invs, qmin, qmax, sqq, sqq, sxq, False)
 
 
 @leaf
