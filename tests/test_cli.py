@@ -37,7 +37,7 @@ def test_list_types_is_fast_and_compiles_nothing():
     assert types["Q4_0"]["id"] == 2 and types["Q4_0"]["block_size"] == 32 and types["Q4_0"]["type_size"] == 18
     assert types["Q4_0"]["bits_per_weight"] == 4.5 and types["Q4_0"]["plugin"] == "legacy"
     assert set(types["Q4_0"]["strategies"]) >= {"ggml", "rtn"}
-    code = ("import sys; from qf.cli import main\ntry: main(['list-types'])\nexcept SystemExit: pass\n"
+    code = ("import sys; from qf.app.cli import main\ntry: main(['list-types'])\nexcept SystemExit: pass\n"
             "print([m for m in sys.modules if m.startswith('numba') or m.endswith('_kernels')], file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stderr.strip().splitlines()[-1] == "[]"

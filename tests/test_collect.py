@@ -23,7 +23,7 @@ from imatrix_compare import compare_imatrix, relative
 from imatrix_files import write_imatrix_gguf
 from model_factory import llama_tensors, write_model
 from paths import DATA, GOLDEN_E2E, need
-from qf.collect import (
+from qf_arches.imatrix.collect import (
     BatchLayout,
     CollectOptions,
     ImatrixStats,
@@ -51,7 +51,7 @@ def synthetic(arch):
 
 @pytest.fixture(scope="module")
 def calib_tokens():
-    from qf.tokenize import tokenize_text
+    from qf_arches.imatrix.tokenize import tokenize_text
 
     text = need(DATA / "calib_austen_emma.txt").read_text(encoding="utf-8")
     model = ModelWeights(ModelSource.open(synthetic("llama")))  # all four synthetic models share the vocabulary
@@ -369,14 +369,14 @@ def test_cli_bad_input(case, tmp_path):
 def test_registering_arches_imports_no_forward_code():
     code = ("import sys; from qf.plugins import get_registry; r = get_registry();"
             "assert r.arches['llama'].forward == 'qf_arches.forward.llama:build';"
-            "print(sorted(m for m in sys.modules if m.startswith('qf_arches.forward') or m == 'qf.collect'))")
+            "print(sorted(m for m in sys.modules if m.startswith('qf_arches.forward') or m == 'qf_arches.imatrix.collect'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
 
 
 def test_every_forward_reference_resolves():
-    from qf.collect import supported_arches
+    from qf_arches.imatrix.collect import supported_arches
     from qf.model import load_object
     from qf.plugins import get_registry
 

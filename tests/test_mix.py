@@ -14,7 +14,7 @@ from golden_e2e import input_source, kv_summary, manifest_kv_summary, parse_comm
 
 from paths import GOLDEN_E2E
 from qf.errors import PlanError, UnknownNameError
-from qf.pipeline import make_plan
+from qf.app.pipeline import make_plan
 
 ARCHES = ["llama", "qwen3moe", "glm4moe", "deepseek2"]
 LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(?P<name>\S+)\s+- \[.*\], type =\s+(?P<src>\S+), size =.*?"

@@ -10,7 +10,7 @@ from model_factory import llama_tensors, write_model
 from paths import GOLDEN_E2E, need
 from qf.errors import PlanError, UsageError
 from qf.gguf_io import GGUFFile
-from qf.pipeline import make_plan
+from qf.app.pipeline import make_plan
 
 GLM = GOLDEN_E2E / "synthetic" / "glm4moe"
 

@@ -1,1 +1,1 @@
-"""qf's built-in architecture plugins and ftype presets (registered through the ``qf`` entry-point group)."""
+"""qf's built-in architecture plugins (registered through the ``qf`` entry-point group)."""

@@ -38,7 +38,7 @@ __all__ = [
 _LAZY = {
     "quantize_rows": "qf.api",
     "dequantize_rows": "qf.api",
-    "quantize_file": "qf.pipeline",
+    "quantize_file": "qf.app.pipeline",
     "get_registry": "qf.plugins",
 }
 

@@ -1,3 +1,3 @@
-from qf.cli import main
+from qf.app.cli import main
 
 main()

@@ -11,7 +11,7 @@ from qf.plugins import get_registry
 
 
 def _first_nonfinite(x: np.ndarray) -> tuple[int, int]:
-    from qf.numerics import scan_rows
+    from qf.kernels import scan_rows
 
     row, col, _ = scan_rows(x)
     return row, col

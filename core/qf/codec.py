@@ -82,7 +82,7 @@ def keep_better_blocks(qtype: QuantType, codec: Codec, x: np.ndarray, imatrix: n
                        native: np.ndarray) -> np.ndarray:
     """``ours`` with every block replaced by ``native``'s where that has the smaller importance-weighted error
     Σw(x − x̂)² (w as :func:`importance`); a non-finite error never wins over a finite one."""
-    from qf.numerics import better_blocks
+    from qf.kernels import better_blocks
 
     n, k = x.shape
     nb = k // qtype.block_size

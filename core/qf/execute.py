@@ -92,7 +92,7 @@ class Executor:
 
         def work(row0: int, row1: int, imatrix: np.ndarray | None) -> np.ndarray:
             x = to_float32(t.type_id, self.source.rows(t, row0, row1), n_per_row)
-            from qf.numerics import scan_rows
+            from qf.kernels import scan_rows
 
             x = np.ascontiguousarray(x, np.float32)
             r, c, amax = scan_rows(x)

@@ -28,7 +28,7 @@ from model_factory import write_model  # noqa: E402
 
 
 def qf_cli(*args):
-    return subprocess.run([sys.executable, "-m", "qf.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "qf.app.cli", *args], capture_output=True, text=True)
 
 
 def test_toy_type_listed():
@@ -79,7 +79,7 @@ def test_quantize_writes_and_reads_back(tmp_path, how):
 def test_third_party_arch_rules(tmp_path):
     result = qf_cli("list-arches", "--json")
     assert any(a["name"] == "toyarch" and a["plugin"] == "toy" for a in json.loads(result.stdout))
-    from qf.pipeline import make_plan
+    from qf.app.pipeline import make_plan
 
     src = write_model(tmp_path / "toy.gguf", arch="toyarch")
     plan, _ = make_plan(src, "Q4_0")

@@ -1,7 +1,7 @@
 """Building blocks of the numpy forward passes, numerically close to llama.cpp's CPU graph.
 
 Activations are float32 rows ``(n_rows, width)`` with ``n_rows = n_seqs * n_tokens`` in sequence-major order (the
-order :class:`qf.collect.Recorder` expects).  Every multiply on a model weight goes through :func:`linear` (or the
+order :class:`qf_arches.imatrix.collect.Recorder` expects).  Every multiply on a model weight goes through :func:`linear` (or the
 MoE/MLA helpers), which first hands the input to the recorder, as llama-imatrix's callback sees it.
 
 Where llama.cpp rounds, we round too: the KV cache holds K and V as float16 (its default cache type), RMSNorm sums
@@ -15,7 +15,7 @@ import math
 import attrs
 import numpy as np
 
-from qf.collect import HeadInput, ModelWeights, Recorder
+from qf_arches.imatrix.collect import HeadInput, ModelWeights, Recorder
 
 F32 = np.float32
 #: attention query rows per block (bounds the score matrix: heads x rows x keys)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, bits_f32, f32_bits, inline, jit
+from qf.kernels import F32, bits_f32, f32_bits, inline, jit
 
 ABS = np.uint32(0x7FFFFFFF)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, bits_f32, f32_bits, inline, jit
+from qf.kernels import F32, bits_f32, f32_bits, inline, jit
 
 MX_QK = 32
 MX_BYTES = 17

@@ -1,7 +1,7 @@
 """numba kernels for the grid types IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S.
 
 Byte-exact with ggml's ``quantize_row_iq2_xxs_impl``, ``quantize_row_iq2_xs_impl``, ``quantize_row_iq2_s_impl``,
-``quantize_row_iq3_xxs_impl`` and ``quantize_row_iq3_s_impl`` (see qf.numerics for the float32 rules).
+``quantize_row_iq3_xxs_impl`` and ``quantize_row_iq3_s_impl`` (see qf.kernels for the float32 rules).
 
 Every 256-value super-block is split into sub-blocks (32 or 16 values).  A sub-block's values are made non-negative
 (their signs are stored apart), then a scan of candidate inverse scales rounds each group of 8 (IQ2) or 4 (IQ3) values
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, f32_bits, get_f16, inline, jit, nearest_int, opaque, put_f16
+from qf.kernels import F32, f32_bits, get_f16, inline, jit, nearest_int, opaque, put_f16
 from qf_plugins.quants._search_kernels import make_qp_quants  # uint8 L as in ggml: negative roundings wrap
 
 QK_K = 256

@@ -26,7 +26,7 @@ from importlib import resources
 import attrs
 import numpy as np
 
-from qf.numerics import jit
+from qf.kernels import jit
 
 
 @attrs.frozen

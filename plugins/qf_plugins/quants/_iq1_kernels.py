@@ -1,6 +1,6 @@
 """numba kernels for the 1-bit grid types IQ1_S and IQ1_M.
 
-Byte-exact with ggml's ``quantize_row_iq1_s_impl`` / ``quantize_row_iq1_m_impl`` (see qf.numerics for the float32
+Byte-exact with ggml's ``quantize_row_iq1_s_impl`` / ``quantize_row_iq1_m_impl`` (see qf.kernels for the float32
 rules).  Each value becomes one of three levels ``v ± δ`` for v in {-1, 0, 1} (δ = 1/8, the sign of δ chosen per
 group).  Within a sub-block the values are sorted, and every split of the sorted order into three runs is scored
 exactly from prefix sums; groups of 8 levels that are not on the 2048-point grid are snapped to their best neighbour.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16, get_f16, inline, jit, nearest_int, opaque, put_f16
+from qf.kernels import F32, fp16_to_fp32, fp32_to_fp16, get_f16, inline, jit, nearest_int, opaque, put_f16
 from qf_plugins.quants._grid_kernels import GGML_ASSERT_MESSAGE, _ggml_assert, _maxf  # noqa: F401
 
 QK_K = 256

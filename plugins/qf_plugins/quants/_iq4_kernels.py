@@ -1,7 +1,7 @@
 """numba kernels for the non-linear 4-bit types IQ4_NL (blocks of 32) and IQ4_XS (super-blocks of 256).
 
 Byte-exact with ggml's ``quantize_iq4_nl`` / ``quantize_iq4_xs`` (both go through ``quantize_row_iq4_nl_impl``
-with ntry = 7, with or without an imatrix) — see qf.numerics for the float32 rules.  ``x`` is float32
+with ntry = 7, with or without an imatrix) — see qf.kernels for the float32 rules.  ``x`` is float32
 ``(rows, n_per_row)``, ``out`` uint8 ``(rows, row_bytes)``; the imatrix is float32 ``(n_per_row,)``.
 
 Nearest table entry.  ggml's ``best_index_int8`` bisects the table and then compares ``x - lo < hi - x``.  Near a
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, bits_f32, get_f16, inline, jit, nearest_int, put_f16
+from qf.kernels import F32, bits_f32, get_f16, inline, jit, nearest_int, put_f16
 from qf_plugins.quants._refine_kernels import group_error, refine_block_scale, refine_superblock, scratch
 
 QK = 32  # elements per scale (IQ4_NL block, IQ4_XS sub-block)

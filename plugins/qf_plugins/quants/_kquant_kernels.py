@@ -1,7 +1,7 @@
 """numba kernels for the K-quants Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (super-blocks of 256, layouts in ggml-common.h).
 
 Byte-exact with ggml's ``quantize_row_q*_K_ref`` (no imatrix) and ``quantize_row_q*_K_impl`` (imatrix); see
-qf.numerics for the float32 rules.  Every type follows the same three steps per super-block: search a scale (and min)
+qf.kernels for the float32 rules.  Every type follows the same three steps per super-block: search a scale (and min)
 per sub-block, quantize those against the fp16 super-block scale(s), then re-derive the quants from the *stored*
 scales and pack.  The last two steps are shared with ``pack_*`` (generic strategies), which start from a solution's
 sub-block scales instead of a search.  Arrays in, arrays out: ``x`` float32 ``(rows, n_per_row)``, ``out`` uint8
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_to_fp32, fp32_to_fp16
+from qf.kernels import F32, fp16_to_fp32, fp32_to_fp16
 from qf_plugins.quants._refine_kernels import NO_TABLE, refine_superblock
 from qf_plugins.quants._search_kernels import (
     _3BAD,

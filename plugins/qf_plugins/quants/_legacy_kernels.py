@@ -1,7 +1,7 @@
 """numba kernels for the 32-element legacy types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
 
 Byte-exact with ggml's ``quantize_row_*_ref`` (no imatrix) and ``quantize_row_*_impl`` (imatrix) — see
-qf.numerics for the float32 rules.  Arrays in, arrays out: ``x`` is float32 ``(rows, n_per_row)``, ``out`` uint8
+qf.kernels for the float32 rules.  Arrays in, arrays out: ``x`` is float32 ``(rows, n_per_row)``, ``out`` uint8
 ``(rows, row_bytes)``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, f32_bits, fp32_to_fp16, get_f16, inline, jit, opaque, put_f16, roundf
+from qf.kernels import F32, f32_bits, fp32_to_fp16, get_f16, inline, jit, opaque, put_f16, roundf
 from qf_plugins.quants._refine_kernels import NO_TABLE, refine_block_scale, scratch
 from qf_plugins.quants._search_kernels import (
     _BAD,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, bits_f32, f32_bits, get_f16, jit, put_f16
+from qf.kernels import F32, bits_f32, f32_bits, get_f16, jit, put_f16
 
 Q1_QK = 128
 Q1_BYTES = 18

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, inline, jit, leaf
+from qf.kernels import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, inline, jit, leaf
 
 #: the ``table`` argument of linear (integer) quants
 NO_TABLE = np.empty(0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from qf.numerics import F32, f32_bits
+from qf.kernels import F32, f32_bits
 
 GROUP_MAX_EPS = F32(1e-15)
 MAGIC = F32(12582912.0)  # 1.5·2**23: |v| < 2**22 plus MAGIC is v rounded half-to-even, exactly representable

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import jit, leaf
+from qf.kernels import jit, leaf
 from qf_plugins.quants._refine_kernels import nearest_entry
 
 

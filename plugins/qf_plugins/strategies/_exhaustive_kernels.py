@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import inline, jit, leaf
+from qf.kernels import inline, jit, leaf
 from qf_plugins.strategies._block_kernels import fit_scale_offset, polish_table, weighted_sq
 
 #: offsets the alternation starts from: the block minimum raised by these fractions of a quant step

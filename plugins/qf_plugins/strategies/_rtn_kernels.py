@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import F32, jit
+from qf.kernels import F32, jit
 
 
 @jit

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.numerics import jit
+from qf.kernels import jit
 
 
 @jit

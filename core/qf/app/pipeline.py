@@ -14,7 +14,7 @@ from qf.execute import Executor, default_threads
 from qf.gguf_io import atomic_output
 from qf.gguf_io.source import ModelSource, split_path
 from qf.imatrix import Imatrix
-from qf.models import find_model
+from qf.app.aliases import find_model
 from qf.plan import Plan, PlanEntry, Planner, PlanOptions, TypeRule
 from qf.plugins import get_registry
 

@@ -1,4 +1,4 @@
-"""llama-quantize's ftypes (presets) and its mix rules, loaded from data/llama_cpp.toml."""
+"""llama-quantize's ftypes (presets) and its mix rules, loaded from llama_cpp.toml."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ MIX_NAME = "llama.cpp"
 def _load():
     from qf.mix import Mix, parse_toml
 
-    text = resources.files(__package__).joinpath("data/llama_cpp.toml").read_text()
-    where = "qf_arches/data/llama_cpp.toml"
+    text = resources.files(__package__).joinpath("llama_cpp.toml").read_text()
+    where = "qf_plugins/presets/llama_cpp.toml"
     data = parse_toml(text, where)
     presets = []
     for item in data["ftype"]:

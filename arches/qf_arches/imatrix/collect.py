@@ -185,7 +185,7 @@ class Recorder:
     """
 
     def __init__(self, stats: ImatrixStats, layout: BatchLayout, process_output: bool = False) -> None:
-        from qf import _collect_kernels as kernels
+        from qf_arches.imatrix import _kernels as kernels
 
         self.stats = stats
         self.layout = layout

@@ -1,0 +1,1 @@
+"""qf's importance-matrix collection: the ``qf imatrix`` command, its forward-pass driver, tokenizer and statistics."""

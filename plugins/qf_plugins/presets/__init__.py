@@ -1,0 +1,1 @@
+"""ftype presets: llama-quantize's ftypes and per-tensor mixes, as data."""
