@@ -14,15 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from qf.api import quantize_checked
+from qf.api import check_scales, quantize_checked
 from qf.errors import InvalidWeightsError
 from qf.gguf_io import GGUFStreamWriter, OutTensor
 from qf.plan import Plan, PlanEntry
 from qf.plugins import get_registry
+from qf.values import DEFAULT_TARGET
 
 SLAB_BYTES = int(os.environ.get("QF_SLAB_BYTES", 64 << 20))  # float32 bytes converted per slab
 COPY_BYTES = SLAB_BYTES
-FP16_MAX = 65504.0
 
 
 def default_threads() -> int:
@@ -39,11 +39,9 @@ def out_tensors(entries) -> list[OutTensor]:
     ]
 
 
-def to_float32(src_type_id: int, raw: np.ndarray, n_per_row: int) -> np.ndarray:
-    """Rows of any readable type as float32 ``(rows, n_per_row)``."""
-    if src_type_id == 0:
-        return raw.view(np.float32).reshape(raw.shape[0], n_per_row)
-    qtype = get_registry().quant_type_by_id(src_type_id)
+def to_float32(src_type_id: int, raw: np.ndarray, n_per_row: int, target: str = DEFAULT_TARGET) -> np.ndarray:
+    """Rows of any readable type as float32 ``(rows, n_per_row)`` (F32 rows as a view)."""
+    qtype = get_registry().quant_type_by_id(src_type_id, target)
     return qtype.load_codec().dequantize(raw, n_per_row)
 
 
@@ -58,6 +56,8 @@ class Executor:
         self.on_progress = on_progress or (lambda n: None)
         registry = get_registry()
         self.strategies = {name: registry.strategy(name) for name in {e.strategy for e in plan.entries} if name}
+        self.native = registry.native_strategy()
+        self.target = plan.options.target or DEFAULT_TARGET
 
     def run(self, outputs) -> None:
         """Write every output file; ``outputs[i]`` is the open file for ``plan.files[i]``."""
@@ -86,28 +86,22 @@ class Executor:
         rows_per_mat = t.shape[1] if len(t.shape) > 1 else 1
         n_mat = t.n_rows // rows_per_mat
         src_row_bytes = self.source.row_bytes(t)
-        strategy = self.strategies.get(entry.strategy) or get_registry().strategy("ggml")
+        strategy = self.strategies.get(entry.strategy) or self.native
         slab_rows = max(1, min(rows_per_mat, SLAB_BYTES // (4 * n_per_row)))
         chunk_rows = max(1, -(-slab_rows // (4 * self.threads)))
 
         def work(row0: int, row1: int, imatrix: np.ndarray | None) -> np.ndarray:
-            x = to_float32(t.type_id, self.source.rows(t, row0, row1), n_per_row)
-            from qf.kernels import scan_rows
-
+            x = to_float32(t.type_id, self.source.rows(t, row0, row1), n_per_row, self.target)
             x = np.ascontiguousarray(x, np.float32)
-            r, c, amax = scan_rows(x)
-            if r >= 0:
-                raise InvalidWeightsError(f"tensor {t.name!r}: non-finite weight {x[r, c]} at {where(row0 + r)},"
-                                          f" column {c}")
-            out = quantize_checked(entry.dst, strategy, x, imatrix)
-            if amax > FP16_MAX:  # only then can a scale overflow: validate as llama.cpp's ggml_validate_row_data
-                y = entry.dst.load_codec().dequantize(out, n_per_row)
-                bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
-                if bad.size:
-                    raise InvalidWeightsError(
-                        f"tensor {t.name!r}: values up to {amax:g} overflow {entry.dst.name}'s 16-bit scales at"
-                        f" {where(row0 + int(bad[0]))} (llama.cpp refuses this too: quantized data validation failed)"
-                    )
+            try:
+                out, amax = quantize_checked(entry.dst, strategy, x, imatrix)
+                check_scales(entry.dst, x, out, amax, lambda row: where(row0 + row))
+            except InvalidWeightsError as exc:
+                row = getattr(exc, "row", None)
+                if row is not None:  # a non-finite value: name the tensor's row, not the chunk's
+                    raise InvalidWeightsError(f"tensor {t.name!r}: non-finite weight {x[row, exc.column]} at"
+                                              f" {where(row0 + row)}, column {exc.column}") from None
+                raise InvalidWeightsError(f"tensor {t.name!r}: {exc}") from None
             return out
 
         def where(row: int) -> str:

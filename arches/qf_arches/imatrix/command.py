@@ -62,6 +62,7 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         load_in_files,
         write_lines,
     )
+    from qf_arches.imatrix.files import save
 
     if text_file and tokens_file:
         raise UsageError("give -f/--file or --tokens, not both")
@@ -76,18 +77,19 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         if show_statistics:
             write_lines(format_statistics(merged, ", ".join(in_files)))
             return
-        merged.save(output, output_format)
+        save(merged, output, output_format)
         if not quiet:
             click.echo(f"wrote {output} ({len(merged.entries)} entries merged from {len(in_files)} file(s))", err=True)
         return
 
     import numpy as np
 
-    from qf.gguf_io.source import ModelSource
     from qf.app.aliases import find_model
+    from qf.gguf_io import TensorSource
+    from qf.plugins import get_registry
     from qf_arches.imatrix.tokenize import chunk_bos, load_token_file, tokenize_text
 
-    weights = ModelWeights(ModelSource.open(find_model(model)))
+    weights = ModelWeights(TensorSource.open(find_model(model), get_registry().type_sizes()))
     forward = load_forward(weights)
     if tokens_file:
         tokens = load_token_file(tokens_file, forward.n_vocab)
@@ -124,7 +126,7 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
             bar.close()
     stats.datasets.append(text_file or tokens_file)
     out = stats.to_imatrix()
-    out.save(output, output_format)
+    save(out, output, output_format)
     if not quiet:
         for w in result.warnings:
             click.echo(f"warning: {w}", err=True)

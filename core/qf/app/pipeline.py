@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+from qf.app.aliases import find_model
 from qf.errors import UsageError
 from qf.execute import Executor, default_threads
 from qf.gguf_io import atomic_output
-from qf.gguf_io.source import ModelSource, split_path
-from qf.imatrix import Imatrix
-from qf.app.aliases import find_model
-from qf.plan import Plan, PlanEntry, Planner, PlanOptions, TypeRule
+from qf.gguf_io.source import TensorSource, split_path
+from qf.options import QuantizeOptions, resolve
+from qf.plan import Plan, PlanEntry, plan_quantization
 from qf.plugins import get_registry
 
 MiB = 1024 * 1024
@@ -57,73 +57,17 @@ def output_paths(output: str | os.PathLike[str], plan: Plan) -> list[Path]:
     return [Path(split_path(prefix, f.split_no, len(plan.files))) for f in plan.files]
 
 
-def make_plan(
-    input: str | os.PathLike[str],
-    ftype: str | None,
-    *,
-    imatrix: str | os.PathLike[str] | None = None,
-    strategy: str | None = None,
-    allow_requantize: bool = False,
-    pure: bool | None = None,
-    leave_output_tensor: bool = False,
-    output_tensor_type: str | None = None,
-    token_embedding_type: str | None = None,
-    tensor_types: Sequence[tuple[str, str]] = (),
-    rules: Sequence[TypeRule] = (),
-    recipe: str | os.PathLike[str] | None = None,
-    strict_shapes: bool = False,
-    include_weights: Sequence[str] = (),
-    exclude_weights: Sequence[str] = (),
-    override_kv: Sequence[str] = (),
-    prune_layers: Sequence[int] = (),
-    keep_split: bool = False,
-    on_missing_imatrix: str | None = None,
-    mtp_types: bool | None = None,
-    dry_run: bool = False,
-    source: ModelSource | None = None,
-) -> tuple[Plan, ModelSource]:
+def make_plan(input: str | os.PathLike[str], ftype: str | None, *, source: TensorSource | None = None,
+              **options) -> tuple[Plan, TensorSource]:
     """Build the plan for a quantization (nothing is read but metadata; nothing is written).
 
-    ``tensor_types`` are ``(pattern, type)`` pairs taken as given (the CLI lower-cases ``--tensor-type`` patterns as
-    llama-quantize does); ``rules`` are ready :class:`TypeRule` values; a ``recipe`` file adds its own (after them).
-    ``source`` may be given instead of opening ``input`` (anything with ModelSource's attributes)."""
+    ``options`` are :class:`qf.options.QuantizeOptions` fields (``imatrix=``, ``pure=``, ``tensor_types=["RE=T"]`` …).
+    ``source`` may be given instead of opening ``input`` (anything with TensorSource's attributes)."""
+    opts = resolve(QuantizeOptions.from_kwargs(ftype=ftype, **options))
     registry = get_registry()
-    if include_weights and exclude_weights:
-        raise UsageError("--include-weights and --exclude-weights cannot be used together")
-    all_rules = [TypeRule(p, t) for p, t in tensor_types] + list(rules)
-    settings: dict = {}
-    if recipe is not None:
-        from qf.recipe import load_recipe
-
-        loaded_recipe = load_recipe(recipe)
-        all_rules += list(loaded_recipe.rules)
-        settings = loaded_recipe.settings
-    ftype = ftype or settings.get("extends")
-    if ftype is None:
-        raise UsageError("no ftype given (on the command line, or `extends` in the recipe)")
-
-    def pick(value, key, default):
-        return value if value is not None else settings.get(key, default)
-
     if source is None:
-        source = ModelSource.open(find_model(input))
-    loaded = None
-    if imatrix is not None:
-        loaded = Imatrix.load(imatrix).filtered(list(include_weights), list(exclude_weights))
-    options = PlanOptions(
-        ftype=ftype, strategy=pick(strategy, "strategy", "ggml"), allow_requantize=allow_requantize,
-        pure=pick(pure, "pure", False), leave_output_tensor=leave_output_tensor,
-        output_tensor_type=pick(output_tensor_type, "output_tensor_type", None),
-        token_embedding_type=pick(token_embedding_type, "token_embedding_type", None),
-        rules=tuple(all_rules), strict_shapes=strict_shapes,
-        imatrix_arg=None if imatrix is None else os.fspath(imatrix),
-        include_weights=tuple(include_weights), exclude_weights=tuple(exclude_weights), override_kv=tuple(override_kv),
-        prune_layers=tuple(prune_layers), keep_split=keep_split,
-        on_missing_imatrix=pick(on_missing_imatrix, "on_missing_imatrix", "error"),
-        mtp_types=pick(mtp_types, "mtp_types", False), dry_run=dry_run,
-    )
-    plan = Planner(registry, options).plan(source, loaded)
-    return plan, source
+        source = TensorSource.open(find_model(input), registry.type_sizes(opts.target))
+    return plan_quantization(registry, opts, source), source
 
 
 def quantize_file(

@@ -8,6 +8,7 @@ import numpy as np
 from gguf.constants import GGUFValueType as T
 
 from qf.gguf_io import GGUFStreamWriter, OutTensor, make_kv
+from qf.testing import kernel_bytes
 
 TYPE_IDS = {"F32": 0, "F16": 1, "BF16": 30}
 
@@ -37,7 +38,7 @@ def encode(values: np.ndarray, dtype: str) -> np.ndarray:
             return values.astype(np.float16).view(np.uint8).reshape(-1)
     if dtype == "BF16":
         return (values.view(np.uint32) >> np.uint32(16)).astype(np.uint16).view(np.uint8).reshape(-1)
-    return qf.quantize_rows(dtype, values.reshape(-1, values.shape[-1])).reshape(-1)
+    return kernel_bytes(dtype, values.reshape(-1, values.shape[-1])).reshape(-1)
 
 
 def write_model(path: Path, dtype: str = "F32", seed: int = 0, shapes: dict | None = None,
@@ -51,7 +52,9 @@ def write_model(path: Path, dtype: str = "F32", seed: int = 0, shapes: dict | No
     shapes = shapes or llama_tensors()
     kvs = [make_kv("general.architecture", T.STRING, arch), make_kv("general.name", T.STRING, "qf-test"),
            make_kv(f"{arch}.block_count", T.UINT32, sum(1 for n in shapes if n.endswith("attn_q.weight"))),
-           make_kv("general.file_type", T.UINT32, 0), *extra_kvs]
+           make_kv("general.file_type", T.UINT32, 0)]
+    given = {kv.key for kv in extra_kvs}  # an extra KV replaces a default one (GGUF keys are unique)
+    kvs = [kv for kv in kvs if kv.key not in given] + list(extra_kvs)
     tensors, blobs = [], []
     for name, shape in shapes.items():
         ggml_shape = tuple(shape)
