@@ -28,7 +28,6 @@ def llama_tensors(n_layer: int = 2, n_embd: int = 64, n_ff: int = 128, n_vocab: 
 
 
 def encode(values: np.ndarray, dtype: str) -> np.ndarray:
-    import qf
 
     values = np.ascontiguousarray(values, np.float32)
     if dtype == "F32":
