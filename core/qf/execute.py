@@ -16,7 +16,7 @@ import numpy as np
 
 from qf.api import check_scales, quantize_checked
 from qf.errors import InvalidWeightsError
-from qf.gguf_io import GGUFStreamWriter, OutTensor
+from qf.gguf_io import GGUFStreamWriter
 from qf.plan import Plan, PlanEntry
 from qf.plugins import get_registry
 from qf.values import DEFAULT_TARGET
@@ -30,13 +30,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
-
-
-def out_tensors(entries) -> list[OutTensor]:
-    return [
-        OutTensor(e.name, e.source.shape, e.source.type_id if e.dst is None else e.dst.type_id, e.n_bytes_out)
-        for e in entries
-    ]
 
 
 def to_float32(src_type_id: int, raw: np.ndarray, n_per_row: int, target: str = DEFAULT_TARGET) -> np.ndarray:
@@ -61,9 +54,11 @@ class Executor:
 
     def run(self, outputs) -> None:
         """Write every output file; ``outputs[i]`` is the open file for ``plan.files[i]``."""
-        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="qf") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="qf")
+        try:
             for out_file, fh in zip(self.plan.files, outputs):
-                writer = GGUFStreamWriter(fh, list(out_file.kvs), out_tensors(out_file.entries), self.plan.alignment)
+                writer = GGUFStreamWriter(fh, list(out_file.kvs), [e.out_tensor() for e in out_file.entries],
+                                          self.plan.alignment)
                 for entry in out_file.entries:
                     writer.begin(entry.name)
                     if entry.copy:
@@ -73,6 +68,8 @@ class Executor:
                     self.source.release(entry.source)
                     self.on_tensor(entry)
                 writer.close()
+        finally:  # on an error or a signal, queued chunks are dropped: only those already running finish
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _copy(self, entry: PlanEntry, writer: GGUFStreamWriter) -> None:
         data = self.source.tensor_data(entry.source)

@@ -115,6 +115,8 @@ class QuantizeOptions:
                                       " the block size.")
     dry_run: bool = option(False, flags=("--dry-run",), kind=bool,
                            help="Print the plan (types, reasons, sizes) and write nothing.")
+    no_space_check: bool = option(False, flags=("--no-space-check",), kind=bool,
+                                  help="Do not refuse to start when the output's file system lacks room for it.")
     #: ready rules (Python API), tried after those of --tensor-type/--tensor-type-file and before the recipe's
     rules: tuple[TypeRule, ...] = option((), multiple=True)
 
