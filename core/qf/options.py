@@ -115,6 +115,11 @@ class QuantizeOptions:
                                       " the block size.")
     dry_run: bool = option(False, flags=("--dry-run",), kind=bool,
                            help="Print the plan (types, reasons, sizes) and write nothing.")
+    executor: str | None = option(flags=("--executor",),
+                                  help="Where the work runs (see `qf plugins`; default: threads in this process).")
+    executor_options: tuple[str, ...] = option((), flags=("--executor-option",), multiple=True, metavar="KEY=VALUE",
+                                               help="An option for the executor (e.g. scheduler=tcp://host:8786)."
+                                                    " Repeatable.")
     no_space_check: bool = option(False, flags=("--no-space-check",), kind=bool,
                                   help="Do not refuse to start when the output's file system lacks room for it.")
     #: ready rules (Python API), tried after those of --tensor-type/--tensor-type-file and before the recipe's

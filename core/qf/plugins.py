@@ -21,7 +21,7 @@ import pluggy
 
 from qf import hookspecs
 from qf.errors import PluginError, UnknownNameError, UsageError
-from qf.values import DEFAULT_TARGET, Arch, Preset, ProblemKind, QuantType, Strategy, Target
+from qf.values import DEFAULT_TARGET, Arch, ExecutorSpec, Preset, ProblemKind, QuantType, Strategy, Target
 
 ENTRY_POINT_GROUP = "qf"
 
@@ -53,6 +53,7 @@ _REGISTRATIONS = (
     ("qf_register_strategies", "strategy", "strategies"),
     ("qf_register_arches", "architecture", "arches"),
     ("qf_register_presets", "preset", "presets"),
+    ("qf_register_executors", "executor", "executors"),
 )
 _TABLES = {kind: table for _, kind, table in _REGISTRATIONS} | {"mix": "mixes"}
 
@@ -67,6 +68,7 @@ class Registry:
     strategies: dict[str, Strategy] = attrs.field(factory=dict)
     arches: dict[str, Arch] = attrs.field(factory=dict)
     presets: dict[str, Preset] = attrs.field(factory=dict)
+    executors: dict[str, ExecutorSpec] = attrs.field(factory=dict)
     mixes: dict[str, Any] = attrs.field(factory=dict)
     plugins: list[PluginInfo] = attrs.field(factory=list)
     failures: list[PluginFailure] = attrs.field(factory=list)
@@ -139,6 +141,15 @@ class Registry:
     def searchable(self, qtype: QuantType) -> bool:
         """Does some generic (non-native) strategy solve a problem ``qtype`` poses?"""
         return any(s.supports(qtype) for s in self.strategies.values() if not s.native) and qtype.is_quantized
+
+    def executor(self, name: str | None = None) -> ExecutorSpec:
+        """An executor by name, or the default one."""
+        if name is not None:
+            return self._find(self.executors, "executor", name)
+        default = next((e for e in self.executors.values() if e.default), None)
+        if default is None:
+            raise PluginError("no default executor is registered")
+        return default
 
     def preset(self, name: str) -> Preset:
         return self._find(self.presets, "ftype", name)
@@ -245,6 +256,9 @@ class Registrar:
 
     def add_preset(self, preset: Preset) -> Preset:
         return self._add("preset", preset)
+
+    def add_executor(self, executor: ExecutorSpec) -> ExecutorSpec:
+        return self._add("executor", executor)
 
     def add_mix(self, mix) -> Any:
         """Register a :class:`qf.mix.Mix` (a rule set presets refer to by name)."""

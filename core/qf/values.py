@@ -167,6 +167,21 @@ class Target:
 
 
 @attrs.frozen
+class ExecutorSpec:
+    """Where work units run: ``runner`` names a :class:`qf.execute.Executor` subclass; ``default`` marks the one
+    used when none is asked for."""
+
+    name: str
+    runner: str = attrs.field(validator=_check_ref)
+    default: bool = False
+    description: str = ""
+    plugin: str = ""
+
+    def load(self) -> Any:
+        return load_object(self.runner)
+
+
+@attrs.frozen
 class ArchFacts:
     """What the planner and the mix rules need to know about a model (llama.cpp's hparams as llama-quantize sees
     them)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qf.app.aliases import find_model
 from qf.errors import Interrupted, UsageError
-from qf.execute import Executor, default_threads
+from qf.execute import default_threads
 from qf.gguf_io import TensorSource, atomic_output, check_not_inputs, check_space, output_target, split_path
 from qf.options import QuantizeOptions, resolve
 from qf.plan import Plan, PlanEntry, plan_quantization
@@ -113,12 +113,12 @@ def quantize_file(
                    file=sys.stderr, leave=False, dynamic_ncols=True)
     n_total = len(plan.entries)
     start = time.perf_counter()
-    executor = Executor(plan, source, threads, on_tensor=lambda e: say(describe(e, n_total)),
-                        on_progress=(bar.update if bar is not None else None))
+    executor = make_executor(opts, threads)
     try:
         with signals_raise(), ExitStack() as stack:
             handles = [stack.enter_context(atomic_output(t)) for t in targets]
-            executor.run(handles)
+            executor.run(plan, source, handles, on_tensor=lambda e: say(describe(e, n_total)),
+                         on_progress=(bar.update if bar is not None else None))
     finally:
         if bar is not None:
             bar.close()
@@ -126,6 +126,21 @@ def quantize_file(
     say(summary(plan))
     say(f"quantize time = {elapsed * 1000:8.2f} ms ({threads} threads)")
     return plan
+
+
+def make_executor(opts, threads: int):
+    """The executor the options ask for (the registry's default without ``--executor``), built with its options."""
+    spec = get_registry().executor(opts.executor)
+    extra = {}
+    for item in opts.executor_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--executor-option: expected KEY=VALUE, got {item!r}")
+        extra[key] = value
+    try:
+        return spec.load()(threads=threads, **extra)
+    except TypeError as exc:
+        raise UsageError(f"executor {spec.name!r}: {exc}") from None
 
 
 #: more worker threads than this many per core only add overhead (and an OS thread each)
