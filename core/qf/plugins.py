@@ -174,9 +174,10 @@ class Registry:
         return next((a for a in self.arches.values() if "*" in a.gguf_names), None)
 
     def type_sizes(self, target: str = DEFAULT_TARGET):
-        """A ``type_id -> (block size, bytes per block) | None`` lookup for :meth:`qf.gguf_io.GGUFFile.open`: the
-        target's registered types first, then gguf's table."""
-        sizes = {q.type_id: (q.block_size, q.type_size) for q in self.types_of(target).values()}
+        """A ``type_id -> (block size, bytes per block[, bytes of row metadata]) | None`` lookup for
+        :meth:`qf.gguf_io.GGUFFile.open`: the target's registered types first, then gguf's table."""
+        sizes = {q.type_id: (q.block_size, q.type_size) + ((q.row_meta_size,) if q.row_meta_size else ())
+                 for q in self.types_of(target).values()}
         return lambda type_id: sizes.get(type_id) or gguf_sizes(type_id)
 
     def type_label(self, type_id: int, target: str = DEFAULT_TARGET) -> str:

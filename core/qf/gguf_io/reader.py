@@ -139,8 +139,9 @@ class _Cursor:
         raise GGUFFormatError(f"{self.path}: {what} has unknown value type {vtype}")
 
 
-#: ``type_id -> (block size, bytes per block)``, or None for a type the caller does not know
-SizeLookup = Callable[[int], "tuple[int, int] | None"]
+#: ``type_id -> (block size, bytes per block)`` (and, for types with a per-row header, its bytes), or None for a type
+#: the caller does not know
+SizeLookup = Callable[[int], "tuple[int, ...] | None"]
 
 
 def gguf_sizes(type_id: int) -> tuple[int, int] | None:
@@ -237,7 +238,7 @@ class GGUFFile:
                 raise GGUFFormatError(
                     f"{path}: tensor {name!r} has ggml type id {type_id}, which no installed plugin knows"
                 )
-            block, type_size = bs_ts
+            block, type_size, *row_meta = bs_ts  # row metadata: bytes before each row's blocks (ik's types)
             if shape[0] % block:
                 raise GGUFFormatError(
                     f"{path}: tensor {name!r} has row length {shape[0]},"
@@ -249,7 +250,7 @@ class GGUFFile:
             if n_elements > INT64_MAX:
                 raise GGUFFormatError(f"{path}: tensor {name!r} has {n_elements} elements (shape {list(shape)}),"
                                       f" more than a 64-bit count holds")
-            n_bytes = n_elements // block * type_size
+            n_bytes = n_elements // block * type_size + (n_elements // shape[0]) * sum(row_meta)
             offset = data_offset + rel
             if rel % alignment:
                 raise GGUFFormatError(f"{path}: tensor {name!r} data offset {rel} is not aligned to {alignment}")
