@@ -17,9 +17,15 @@ from typing import Any
 
 import attrs
 import numpy as np
-from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType
 
 from qf.errors import GGUFFormatError
+from qf.gguf_io.constants import (
+    GGML_QUANT_SIZES,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    GGMLQuantizationType,
+    GGUFValueType,
+)
 from qf.gguf_io.kv import KV, NUMPY, SCALAR
 
 MAX_DIMS = 4
@@ -146,10 +152,8 @@ SizeLookup = Callable[[int], "tuple[int, ...] | None"]
 
 def gguf_sizes(type_id: int) -> tuple[int, int] | None:
     """gguf-py's table of llama.cpp's types (the default :data:`SizeLookup`)."""
-    import gguf
-
     try:
-        return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
+        return GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
     except (ValueError, KeyError):
         return None
 
