@@ -237,7 +237,12 @@ def _option_flags(func):
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
 @click.option("-t", "--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No log lines and no progress bar.")
-def quantize(args, as_json, threads, quiet, **options) -> None:
+@click.option("--save-recipe", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the planned mix as a TOML recipe (--recipe FILE reproduces the same bytes); with"
+                   " --target-* each rule's comment gives its predicted cost.")
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw the planned mix (layers x tensor kinds, coloured by bits per weight); needs qf[plot].")
+def quantize(args, as_json, threads, quiet, save_recipe, plot, **options) -> None:
     """Quantize a GGUF model, like llama-quantize: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS].
 
     OUTPUT defaults to ggml-model-FTYPE.gguf next to INPUT.  FTYPE is a llama-quantize ftype (see `qf list-ftypes`).
@@ -255,11 +260,26 @@ def quantize(args, as_json, threads, quiet, **options) -> None:
         out = os.path.join(folder, f"ggml-model-{ftype or 'recipe'}" + ("" if options.get("keep_split") else ".gguf"))
     plan = quantize_file(inp, out, ftype, threads=threads or nthreads, quiet=quiet or (dry_run and as_json),
                          progress=True, **options)
+    if save_recipe or plot:
+        from qf.app.target import plot_mix, save_recipe as write_recipe
+
+        if save_recipe:
+            write_recipe(plan, save_recipe)
+        if plot:
+            plot_mix(plan, plot)
     if dry_run:
         if as_json:
-            click.echo(json.dumps(plan.to_json(), indent=2))
+            data = plan.to_json()
+            if plan.target is not None:
+                data["target"] = {"lines": plan.target.lines(), "loss": plan.target.loss,
+                                  "loss_stderr": plan.target.loss_stderr, "bytes": plan.target.achieved,
+                                  "target": plan.target.target}
+            click.echo(json.dumps(data, indent=2))
         else:
             _print_plan(plan)
+            if plan.target is not None:
+                for line in plan.target.lines():
+                    click.echo(line)
     elif not quiet:
         click.echo(f"wrote {out}", err=True)
 
