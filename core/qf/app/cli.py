@@ -284,6 +284,26 @@ def quantize(args, as_json, threads, quiet, save_recipe, plot, **options) -> Non
         click.echo(f"wrote {out}", err=True)
 
 
+@cli.command("sensitivity", context_settings=CONTEXT)
+@click.argument("model")
+@click.option("-f", "--file", "text_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Calibration text.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Sensitivity file (JSON).")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="Importance matrix (weights the error).")
+@click.option("--probe", default="Q4_0", show_default=True, help="Type each tensor is quantized to alone.")
+@click.option("--tokens", default=128, show_default=True, help="Calibration tokens.")
+@click.option("--positions", default=64, show_default=True, help="Positions (the last ones) whose outputs are compared.")
+def sensitivity(model, text_file, output, imatrix, probe, tokens, positions) -> None:
+    """Measure each tensor's sensitivity (KLD of the output per unit of its relative error) with qf's numpy forward
+    pass; `qf quantize --target-size ... --sensitivity FILE` uses it."""
+    from qf_arches.sensitivity import measure, write
+
+    text = open(text_file, encoding="utf-8").read()
+    result = measure(model, text, imatrix, probe, tokens, positions, log=lambda m: click.echo(m, err=True))
+    write(output, result)
+    click.echo(f"wrote {output} ({len(result['weights'])} tensors, {result['seconds']:.1f} s)", err=True)
+
+
 def _load_plugin_commands() -> None:
     try:
         reg = get_registry()
