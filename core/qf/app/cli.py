@@ -261,7 +261,8 @@ def quantize(args, as_json, threads, quiet, save_recipe, plot, **options) -> Non
     plan = quantize_file(inp, out, ftype, threads=threads or nthreads, quiet=quiet or (dry_run and as_json),
                          progress=True, **options)
     if save_recipe or plot:
-        from qf.app.target import plot_mix, save_recipe as write_recipe
+        from qf.app.target import plot_mix
+        from qf.app.target import save_recipe as write_recipe
 
         if save_recipe:
             write_recipe(plan, save_recipe)
@@ -294,7 +295,7 @@ def quantize(args, as_json, threads, quiet, save_recipe, plot, **options) -> Non
 @click.option("--tokens", default=128, show_default=True, help="Calibration tokens.")
 @click.option("--positions", default=64, show_default=True, help="Positions (the last ones) whose outputs are compared.")
 def sensitivity(model, text_file, output, imatrix, probe, tokens, positions) -> None:
-    """Measure each tensor's sensitivity (KLD of the output per unit of its relative error) with qf's numpy forward
+    """Measure each tensor's sensitivity (KLD per unit of its relative error) with qf's numpy forward
     pass; `qf quantize --target-size ... --sensitivity FILE` uses it."""
     from qf_arches.sensitivity import measure, write
 
