@@ -293,7 +293,7 @@ def quantize(args, as_json, threads, quiet, save_recipe, plot, **options) -> Non
 @click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="Importance matrix (weights the error).")
 @click.option("--probe", default="Q4_0", show_default=True, help="Type each tensor is quantized to alone.")
 @click.option("--tokens", default=128, show_default=True, help="Calibration tokens.")
-@click.option("--positions", default=64, show_default=True, help="Positions (the last ones) whose outputs are compared.")
+@click.option("--positions", default=64, show_default=True, help="Last positions compared.")
 def sensitivity(model, text_file, output, imatrix, probe, tokens, positions) -> None:
     """Measure each tensor's sensitivity (KLD per unit of its relative error) with qf's numpy forward
     pass; `qf quantize --target-size ... --sensitivity FILE` uses it."""
