@@ -125,6 +125,21 @@ class QuantizeOptions:
                                                     " Repeatable.")
     no_space_check: bool = option(False, flags=("--no-space-check",), kind=bool,
                                   help="Do not refuse to start when the output's file system lacks room for it.")
+    target_size: Any = option(flags=("--target-size",), kind=object, metavar="SIZE",
+                              help="Choose each free tensor's type for the least predicted quality loss with the"
+                                   " output file at most SIZE (within 0.5%): bytes, 95MiB, 4.2GB, or 0.31x of the"
+                                   " input.  Rules the user wrote are kept (see README).")
+    target_bpw: Any = option(flags=("--target-bpw",), kind=object, metavar="BPW",
+                             help="Like --target-size, for bits per weight of the tensor data.")
+    target_types: Any = option(flags=("--target-types",), kind=object, recipe=True, metavar="T1,T2,...",
+                               help="Candidate types for --target-size/--target-bpw (default: a K-quant + legacy"
+                                    " ladder, IQ types too with an imatrix).")
+    sensitivity: str | None = option(flags=("--sensitivity",), kind=os.PathLike, metavar="FILE",
+                                     help="Per-tensor sensitivities from `qf sensitivity` for --target-*"
+                                          " (default: every tensor's relative error weighs the same).")
+    target_sample_rows: int | None = option(flags=("--target-sample-rows",), kind=int, metavar="N",
+                                            help="Rows sampled per tensor to measure each candidate's error"
+                                                 " (default 128; 0 = all rows).")
     #: ready rules (Python API), tried after those of --tensor-type/--tensor-type-file and before the recipe's
     rules: tuple[TypeRule, ...] = option((), multiple=True)
 

@@ -123,6 +123,8 @@ class Plan:
     facts: ArchFacts
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: with --target-size/--target-bpw: the choice made (a :class:`qf.app.target.TargetReport`), else None
+    target: object = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def kvs(self) -> tuple[KV, ...]:
@@ -194,6 +196,10 @@ class Planner:
             if rule.strategy is not None:
                 registry.strategy(rule.strategy)
         self.rule_hits = [0] * len(options.rules)
+        #: size targets (qf.target): types assigned to free tensors (name -> (type, reason)), and the names of the
+        #: tensors no user rule or option fixes (filled by plan())
+        self.assign: dict[str, tuple[str, str]] = {}
+        self.free: set[str] = set()
 
     def _target_chain(self) -> list[str]:
         chain, name = [], self.target
@@ -254,6 +260,10 @@ class Planner:
             if chosen != "default":
                 qtype = self._type(chosen)
             reason = why
+        if manual is None:
+            self.free.add(name)
+            if name in self.assign:  # a size target's choice (qf.target), never over a user's rule
+                qtype, reason = self._type(self.assign[name][0]), self.assign[name][1]
         return (*self._fit(name, t, qtype, reason), manual)
 
     def _fit(self, name: str, t: TensorInfo, qtype: QuantType, reason: str) -> tuple[QuantType, str, str | None]:
@@ -288,8 +298,11 @@ class Planner:
         return min(candidates, key=lambda q: (q.bits_per_weight, q.type_id), default=None)
 
     # -- the whole plan --------------------------------------------------------------------------------------------
-    def plan(self, source, imatrix: Imatrix | None) -> Plan:
+    def plan(self, source, imatrix: Imatrix | None, assign: dict[str, tuple[str, str]] | None = None) -> Plan:
+        """The plan; ``assign`` (from a size target) sets the type of tensors no user rule or option fixes."""
         opts = self.options
+        self.assign, self.free = dict(assign or {}), set()
+        self.rule_hits = [0] * len(opts.rules)
         metadata = source.metadata
         arch = self.registry.arch_for(metadata.get("general.architecture", ""))
         facts_ref = arch.facts or getattr(self.registry.generic_arch(), "facts", None)

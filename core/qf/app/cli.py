@@ -237,7 +237,12 @@ def _option_flags(func):
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
 @click.option("-t", "--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No log lines and no progress bar.")
-def quantize(args, as_json, threads, quiet, **options) -> None:
+@click.option("--save-recipe", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the planned mix as a TOML recipe (--recipe FILE reproduces the same bytes); with"
+                   " --target-* each rule's comment gives its predicted cost.")
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw the planned mix (layers x tensor kinds, coloured by bits per weight); needs qf[plot].")
+def quantize(args, as_json, threads, quiet, save_recipe, plot, **options) -> None:
     """Quantize a GGUF model, like llama-quantize: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS].
 
     OUTPUT defaults to ggml-model-FTYPE.gguf next to INPUT.  FTYPE is a llama-quantize ftype (see `qf list-ftypes`).
@@ -255,13 +260,49 @@ def quantize(args, as_json, threads, quiet, **options) -> None:
         out = os.path.join(folder, f"ggml-model-{ftype or 'recipe'}" + ("" if options.get("keep_split") else ".gguf"))
     plan = quantize_file(inp, out, ftype, threads=threads or nthreads, quiet=quiet or (dry_run and as_json),
                          progress=True, **options)
+    if save_recipe or plot:
+        from qf.app.target import plot_mix
+        from qf.app.target import save_recipe as write_recipe
+
+        if save_recipe:
+            write_recipe(plan, save_recipe)
+        if plot:
+            plot_mix(plan, plot)
     if dry_run:
         if as_json:
-            click.echo(json.dumps(plan.to_json(), indent=2))
+            data = plan.to_json()
+            if plan.target is not None:
+                data["target"] = {"lines": plan.target.lines(), "loss": plan.target.loss,
+                                  "loss_stderr": plan.target.loss_stderr, "bytes": plan.target.achieved,
+                                  "target": plan.target.target}
+            click.echo(json.dumps(data, indent=2))
         else:
             _print_plan(plan)
+            if plan.target is not None:
+                for line in plan.target.lines():
+                    click.echo(line)
     elif not quiet:
         click.echo(f"wrote {out}", err=True)
+
+
+@cli.command("sensitivity", context_settings=CONTEXT)
+@click.argument("model")
+@click.option("-f", "--file", "text_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Calibration text.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Sensitivity file (JSON).")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="Importance matrix (weights the error).")
+@click.option("--probe", default="Q4_0", show_default=True, help="Type each tensor is quantized to alone.")
+@click.option("--tokens", default=128, show_default=True, help="Calibration tokens.")
+@click.option("--positions", default=64, show_default=True, help="Last positions compared.")
+def sensitivity(model, text_file, output, imatrix, probe, tokens, positions) -> None:
+    """Measure each tensor's sensitivity (KLD per unit of its relative error) with qf's numpy forward
+    pass; `qf quantize --target-size ... --sensitivity FILE` uses it."""
+    from qf_arches.sensitivity import measure, write
+
+    text = open(text_file, encoding="utf-8").read()
+    result = measure(model, text, imatrix, probe, tokens, positions, log=lambda m: click.echo(m, err=True))
+    write(output, result)
+    click.echo(f"wrote {output} ({len(result['weights'])} tensors, {result['seconds']:.1f} s)", err=True)
 
 
 def _load_plugin_commands() -> None:

@@ -61,6 +61,10 @@ def make_plan(input: str | os.PathLike[str], ftype: str | None, *, source: Tenso
     registry = get_registry()
     if source is None:
         source = TensorSource.open(find_model(input), registry.type_sizes(opts.target))
+    if opts.target_size is not None or opts.target_bpw is not None:  # a size target: qf.app.target
+        from qf.app.target import plan_for_target
+
+        return plan_for_target(registry, opts, source), source
     return plan_quantization(registry, opts, source), source
 
 

