@@ -163,7 +163,8 @@ class Imatrix:
                 raise ImatrixError(f"imatrix file {path}: entry {shown(name)} has an invalid value count {nval}")
             stored = np.frombuffer(data, np.float32, nval, pos).copy()
             pos += 4 * nval
-            entries[name] = stored / np.float32(ncall) if ncall > 0 else stored
+            with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are reported by _check_finite
+                entries[name] = stored / np.float32(ncall) if ncall > 0 else stored
             counts[name] = np.array([ncall], np.float32)
         chunk_count, datasets = 0, []
         if pos < len(data):
