@@ -39,6 +39,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: recipes and rule files are read whole; anything larger is not one
+MAX_TEXT_BYTES = 16 << 20
 RULE_KEYS = {"match": str, "type": str, "strategy": str, "imatrix": str}
 
 
@@ -93,9 +95,12 @@ def read_text(path: str | os.PathLike[str], what: str) -> str:
     """A small UTF-8 text file the user named (a recipe, a rule file), or one line saying why it cannot be read."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_TEXT_BYTES + 1)  # not all of a model given by mistake
     except OSError as exc:
         raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_TEXT_BYTES:
+        raise UsageError(f"{what} {path}: larger than {MAX_TEXT_BYTES >> 20} MiB (is it the right file?)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

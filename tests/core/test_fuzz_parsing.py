@@ -180,6 +180,16 @@ def test_tensor_type_file(folder, content):
     assert len(rules) == len(content.decode("utf-8").split())
 
 
+def test_large_files_are_not_read_whole(folder):
+    path = folder / "big.gguf"
+    with open(path, "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: a model given as a recipe by mistake
+    for load in (load_recipe, load_tensor_type_file):
+        with pytest.raises(UsageError, match="larger than 16 MiB") as info:
+            load(path)
+        one_line_usage_error(info.value)
+
+
 def test_tensor_type_file_not_utf8(folder):
     with pytest.raises(UsageError, match="not UTF-8 text") as info:
         load_tensor_type_file(new_file(folder, "t.txt", "a=Q8_0".encode("utf-16")))
