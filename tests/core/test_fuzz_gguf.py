@@ -29,7 +29,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 from gguf.constants import GGUFValueType as T
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qf.errors import GGUFFormatError, ImatrixError, QfError
 from qf.gguf_io import KV, GGUFFile, GGUFStreamWriter, OutTensor, TensorSource, gguf_sizes, make_kv
@@ -536,269 +539,278 @@ def sweep_main(values: Sequence = SWEEP_VALUES, extra_mib: int = 256) -> dict:
 # tests
 # ------------------------------------------------------------------------------------------------------------------
 
-try:  # the long-run script imports this module for the helpers above; it needs neither pytest nor hypothesis
-    import pytest
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-except ImportError:  # pragma: no cover
-    pytest = None
+FUZZ = settings(max_examples=200, deadline=int(TIME_LIMIT_S * 1000), derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-if pytest is not None:
-    FUZZ = settings(max_examples=200, deadline=int(TIME_LIMIT_S * 1000), derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-    @pytest.fixture(scope="module")
-    def folder(tmp_path_factory) -> Path:
-        return tmp_path_factory.mktemp("fuzz")
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
 
-    @contextlib.contextmanager
-    def capped():
-        """The address space capped at 1 GiB more than in use (for one example)."""
-        registry_sizes()
-        old = limit_memory(1 << 30)
+
+@contextlib.contextmanager
+def capped():
+    """The address space capped at 1 GiB more than in use (for one example)."""
+    registry_sizes()
+    old = limit_memory(1 << 30)
+    try:
+        yield
+    finally:
+        restore_memory(old)
+
+
+TRACED = itertools.count()
+
+def field_value():
+    return st.one_of(st.sampled_from(EXTREMES), st.integers(0, 48), st.integers(0, 2**64 - 1),
+                     st.sampled_from(("len", "x2", "+1", "-1", "+8", "-8", "+32")))
+
+
+def mutations(seed: Seed):
+    n = len(seed.data)
+    pos = st.integers(0, n - 1)
+    one = st.one_of(
+        st.tuples(st.just("field"), st.integers(0, len(seed.fields) - 1), field_value()),
+        st.tuples(st.just("field"), st.integers(0, len(seed.fields) - 1), field_value()),
+        st.tuples(st.just("truncate"), st.integers(0, n)),
+        st.tuples(st.just("flip"), pos, st.integers(0, 7)),
+        st.tuples(st.just("byte"), pos, st.integers(0, 255)),
+        st.tuples(st.just("insert"), pos, st.binary(min_size=1, max_size=16)),
+        st.tuples(st.just("delete"), pos, st.integers(1, 16)),
+        st.tuples(st.just("copy"), pos, pos, st.integers(1, 64)),
+    )
+    return st.lists(one, min_size=1, max_size=4)
+
+
+def seed_test(seed_name: str):
+    seed = next(s for s in SEEDS if s.name == seed_name)
+
+    @FUZZ
+    @given(muts=mutations(seed), which=st.integers(0, 1))
+    def test(folder, muts, which):
+        with capped():
+            run_bounded(seed, apply(seed.data, muts, seed.fields), folder, which, trace=next(TRACED) % 4 == 0)
+
+    return test
+
+
+test_mutated_model = seed_test("model")
+test_mutated_aligned_model = seed_test("aligned")
+test_mutated_split = seed_test("split")
+test_mutated_imatrix_gguf = seed_test("imatrix-gguf")
+test_mutated_imatrix_dat = seed_test("imatrix-dat")
+
+def test_seeds_read_back(folder):
+    for seed in SEEDS:
+        assert run_one(seed, seed.data, folder) == "ok", seed
+    f = GGUFFile.open(write(folder, "seed.gguf", SEEDS[0].data))
+    assert [list(a) for a in f.get("test.nested")] == [[1, 2], [3], []]
+    assert f.get("tokenizer.ggml.tokens")[2] == "bé"
+    assert [t.name for t in f.tensors] == [t[0] for t in TENSORS]
+
+# -- headers from scratch ---------------------------------------------------------------------------------------
+KEYS = st.sampled_from(["a", "b", "general.alignment", "split.count", "split.no", "imatrix.datasets", "é"])
+TYPE_IDS = st.one_of(st.sampled_from([0, 1, 2, 8, 12, 30, 41]), st.integers(0, 64), st.sampled_from(EXTREMES))
+SMALL = st.one_of(st.integers(1, 70), st.sampled_from(EXTREMES))
+
+@st.composite
+def kv_bytes(draw) -> bytes:
+    key = draw(KEYS)
+    kind = draw(st.sampled_from(["scalar", "string", "array", "strings", "nested", "junk"]))
+    if kind == "scalar":
+        vtype, seed_value = draw(st.sampled_from(SCALARS))
+        value = draw(st.sampled_from([seed_value, 0, 1, 2, 3, 32, 64]))
         try:
-            yield
+            return make_kv(key, vtype, value).raw
+        except struct.error:
+            return make_kv(key, vtype, 0).raw
+    if kind == "string":
+        return make_kv(key, T.STRING, draw(st.text(max_size=8))).raw
+    if kind == "array":
+        item = draw(st.sampled_from(list(NUMPY)))
+        return make_kv(key, T.ARRAY, [0] * draw(st.integers(0, 5)), item).raw
+    if kind == "strings":
+        return make_kv(key, T.ARRAY, draw(st.lists(st.text(max_size=4), max_size=4)), T.STRING).raw
+    if kind == "nested":
+        return encode_string(key) + struct.pack("<I", T.ARRAY) + deep_array(draw(st.integers(0, 12)))
+    return encode_string(key) + struct.pack("<I", draw(TYPE_IDS) & 0xFFFFFFFF) + draw(st.binary(max_size=24))
+
+
+@st.composite
+def gguf_headers(draw) -> bytes:
+    kvs = draw(st.lists(kv_bytes(), max_size=5))
+    infos = draw(st.lists(st.tuples(st.sampled_from(["t", "u", "v", "blk.0.w"]),
+                                    st.lists(SMALL, min_size=0, max_size=5), TYPE_IDS,
+                                    st.one_of(st.integers(0, 8).map(lambda k: 32 * k), st.sampled_from(EXTREMES),
+                                              st.integers(0, 300))),
+                          max_size=4))
+    counts = draw(st.sampled_from([None, "kv", "tensors"]))
+    bogus = draw(st.sampled_from(EXTREMES))
+    return header_from_parts(draw(st.sampled_from([3, 3, 2, 1])), kvs, infos, draw(st.integers(0, 600)),
+                             n_tensors=bogus if counts == "tensors" else None,
+                             n_kv=bogus if counts == "kv" else None, pad_to=draw(st.sampled_from([32, 64, 1])))
+
+
+@FUZZ
+@given(data=gguf_headers())
+def test_generated_headers(folder, data):
+    trace = next(TRACED) % 4 == 0
+    with capped():
+        run_bounded(SEEDS[0], data, folder, trace=trace)
+        run_bounded(SEEDS[3], data, folder, trace=trace)  # the same bytes as an imatrix
+
+
+@FUZZ
+@given(data=st.binary(max_size=200), magic=st.sampled_from([b"", b"GGUF", b"GGUF\x03\x00\x00\x00"]))
+def test_arbitrary_bytes(folder, data, magic):
+    trace = next(TRACED) % 4 == 0
+    with capped():
+        run_bounded(SEEDS[0], magic + data, folder, trace=trace)
+        run_bounded(SEEDS[4], magic + data, folder, trace=trace)
+
+# -- the reported examples, each a one-line error -------------------------------------------------------------
+def _model(infos, kvs=(), data_len=512) -> bytes:
+    return header_from_parts(3, [make_kv("general.architecture", T.STRING, "llama").raw, *kvs], infos, data_len)
+
+
+@pytest.mark.parametrize("data,needle", [
+    (_model([("w", (0, 4), 0, 0)]), "invalid shape [0, 4]"),
+    (_model([("w", (2**32, 2**32), 0, 0)]), "more than a 64-bit count holds"),
+    (_model([("w", (2**62, 4), 0, 0)]), "more than a 64-bit count holds"),
+    (_model([("w", (2**64 - 1,), 0, 0)]), "invalid shape"),
+    (_model([("w", (), 0, 0)]), "has 0 dimensions"),
+    (_model([("w", (1, 1, 1, 1, 1), 0, 0)]), "has 5 dimensions"),
+    (_model([], [encode_string("deep") + struct.pack("<I", T.ARRAY) + deep_array(5000)]),
+     "nests arrays deeper than"),
+    (_model([], [make_kv("a", T.UINT32, 1).raw, make_kv("a", T.STRING, "x").raw]), "duplicate metadata key 'a'"),
+    (_model([("w", (32,), 0, 0), ("w", (8,), 0, 128)]), "duplicate tensor name 'w'"),
+    (_model([("w", (32,), 0, 0), ("v", (8,), 0, 96)]), "the data of tensors 'w' and 'v' overlap"),
+    (_model([("w", (8,), 0, 0), ("v", (8,), 0, 0)]), "overlap"),
+    (_model([("w", (8,), 0, 16)]), "not aligned"),
+    (_model([("w", (8,), 0, 2**64 - 32)]), "truncated"),
+    (_model([("w", (48,), 2, 0)]), "not a multiple of its type's block size 32"),
+    (_model([("w", (32,), 2**31, 0)]), "ggml type id 2147483648"),
+    (_model([], [encode_string("s") + struct.pack("<IQ", T.STRING, 2**60)]), "truncated"),
+    (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, T.UINT64, 2**60)]), "truncated"),
+    (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, T.STRING, 2**61)]), "truncated"),
+    (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, T.ARRAY, 2**63)]), "truncated"),
+    (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, 99, 1)]), "unknown array item type 99"),
+    (_model([], [encode_string("a") + struct.pack("<I", 13)]), "unknown value type 13"),
+    (_model([], [make_kv("general.alignment", T.UINT32, 48).raw]), "invalid general.alignment 48"),
+    (_model([], [make_kv("general.alignment", T.UINT64, 32).raw]), "invalid general.alignment"),
+    (_model([], [make_kv("general.alignment", T.UINT32, 0).raw]), "invalid general.alignment 0"),
+    (header_from_parts(3, [], [], 0, n_tensors=2**60), "corrupt GGUF header"),
+    (header_from_parts(3, [], [], 0, n_kv=2**64 - 1), "corrupt GGUF header"),
+    (header_from_parts(4, [], [], 0), "unsupported GGUF version 4"),
+    (b"GGUF" + bytes(10), "only 14 bytes"),
+    (b"PK\x03\x04" + bytes(40), "not a GGUF file"),
+])
+def test_reported_examples(folder, data, needle):
+    path = write(folder, "r.gguf", data)
+    with pytest.raises(GGUFFormatError) as info:
+        GGUFFile.open(path)
+    check_error(info.value, path)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("value,needle", [
+    ((T.STRING, "2"), "split.count"), ((T.FLOAT32, 2.5), "split.count"), ((T.INT32, -1), "split.count"),
+    ((T.UINT64, 2**64 - 1), "split.count"), ((T.BOOL, True), "split.count"), ((T.UINT16, 0), "split.count"),
+    ((T.UINT32, 1), None), ((T.INT8, 1), None),
+])
+def test_split_count_of_any_type(folder, value, needle):
+    path = write(folder, "one.gguf", gguf_bytes(model_kvs([make_kv("split.count", *value)])))
+    if needle is None:
+        assert len(TensorSource.open(path).tensors) == len(TENSORS)
+        return
+    with pytest.raises(GGUFFormatError, match=needle) as info:
+        TensorSource.open(path)
+    check_error(info.value, path)
+
+
+def test_split_set_mismatch(folder):
+    split = SEEDS[2]
+    first = write(folder, "x-00001-of-00002.gguf", split.data)
+    second = write(folder, "x-00002-of-00002.gguf", split.data)  # the first split again: split.no 0
+    with pytest.raises(GGUFFormatError, match="holds split.no 0 of split.count 2, expected split 1 of 2") as info:
+        TensorSource.open(first)
+    check_error(info.value, second)
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda kvs: [kvs[0], *kvs[2:]], "missing imatrix metadata"),
+    (lambda kvs: [kvs[0], make_kv("imatrix.datasets", T.UINT32, 7), *kvs[2:]], "imatrix.datasets"),
+    (lambda kvs: [kvs[0], make_kv("imatrix.datasets", T.ARRAY, [1, 2], T.INT32), *kvs[2:]],
+     "imatrix.datasets"),
+    (lambda kvs: [*kvs[:2], make_kv("imatrix.chunk_count", T.STRING, "abc"), kvs[3]], "imatrix.chunk_count"),
+    (lambda kvs: [*kvs[:2], make_kv("imatrix.chunk_count", T.FLOAT64, 1e300), kvs[3]], "imatrix.chunk_count"),
+    (lambda kvs: [*kvs[:3], make_kv("imatrix.chunk_size", T.ARRAY, [1], T.INT32)], "imatrix.chunk_size"),
+    (lambda kvs: [*kvs[:3], make_kv("imatrix.chunk_size", T.INT64, -5)], "imatrix.chunk_size"),
+])
+def test_imatrix_metadata_of_wrong_type(folder, mutate, needle):
+    seed = GGUFFile.open(write(folder, "seed-im.gguf", SEEDS[3].data))
+    tensors = [(t.name, t.shape, t.type_id, t.n_bytes) for t in seed.tensors]
+    fh = io.BytesIO()
+    w = GGUFStreamWriter(fh, mutate(list(seed.kvs)), [OutTensor(*t) for t in tensors])
+    for t in seed.tensors:
+        w.begin(t.name)
+        w.write(np.asarray(seed.tensor_data(t)))
+    w.close()
+    path = write(folder, "bad-im.gguf", fh.getvalue())
+    with pytest.raises(ImatrixError, match=needle) as info:
+        Imatrix.load(path)
+    check_error(info.value, path)
+
+
+@pytest.mark.parametrize("data,needle", [
+    (struct.pack("<i", 2**31 - 1), "entry count"),
+    (struct.pack("<ii", 1, 2**31 - 1), "name length"),
+    (struct.pack("<ii", 1, 1) + b"a" + struct.pack("<ii", 1, 2**31 - 1), "value count"),
+    (struct.pack("<i", 2) + 2 * (struct.pack("<i", 1) + b"a" + struct.pack("<iif", 1, 1, 1.0)),
+     "duplicate entry 'a'"),
+    (struct.pack("<ii", 1, 1) + b"a" + struct.pack("<ii", 1, 1) + b"\0\0\x80\x3f" + b"\1\2", "chunk count"),
+    (b"", "entry count"),
+    (b"GGU", "neither GGUF nor"),
+])
+def test_legacy_imatrix_errors(folder, data, needle):
+    path = write(folder, "bad.dat", data)
+    with pytest.raises(ImatrixError, match=needle) as info:
+        Imatrix.load(path)
+    check_error(info.value, path)
+
+
+def test_unreadable_files(folder):
+    d = folder / "adir.gguf"
+    d.mkdir(exist_ok=True)
+    with pytest.raises(GGUFFormatError, match="directory"):
+        GGUFFile.open(d)
+    with pytest.raises(ImatrixError, match="cannot open|directory"):
+        Imatrix.load(d)
+    if os.geteuid() != 0:
+        p = write(folder, "locked.gguf", SEEDS[0].data)
+        p.chmod(0)
+        try:
+            with pytest.raises(GGUFFormatError, match="cannot open"):
+                GGUFFile.open(p)
         finally:
-            restore_memory(old)
+            p.chmod(0o644)
 
-    TRACED = itertools.count()
 
-    def field_value():
-        return st.one_of(st.sampled_from(EXTREMES), st.integers(0, 48), st.integers(0, 2**64 - 1),
-                         st.sampled_from(("len", "x2", "+1", "-1", "+8", "-8", "+32")))
+def test_long_names_are_shortened_in_errors(folder):
+    name = "x" * 100_000
+    path = write(folder, "long.gguf", _model([(name, (32,), 0, 0), (name, (32,), 0, 128)]))
+    with pytest.raises(GGUFFormatError, match="duplicate tensor name") as info:
+        GGUFFile.open(path)
+    check_error(info.value, path)
 
-    def mutations(seed: Seed):
-        n = len(seed.data)
-        pos = st.integers(0, n - 1)
-        one = st.one_of(
-            st.tuples(st.just("field"), st.integers(0, len(seed.fields) - 1), field_value()),
-            st.tuples(st.just("field"), st.integers(0, len(seed.fields) - 1), field_value()),
-            st.tuples(st.just("truncate"), st.integers(0, n)),
-            st.tuples(st.just("flip"), pos, st.integers(0, 7)),
-            st.tuples(st.just("byte"), pos, st.integers(0, 255)),
-            st.tuples(st.just("insert"), pos, st.binary(min_size=1, max_size=16)),
-            st.tuples(st.just("delete"), pos, st.integers(1, 16)),
-            st.tuples(st.just("copy"), pos, pos, st.integers(1, 64)),
-        )
-        return st.lists(one, min_size=1, max_size=4)
 
-    def seed_test(seed_name: str):
-        seed = next(s for s in SEEDS if s.name == seed_name)
-
-        @FUZZ
-        @given(muts=mutations(seed), which=st.integers(0, 1))
-        def test(folder, muts, which):
-            with capped():
-                run_bounded(seed, apply(seed.data, muts, seed.fields), folder, which, trace=next(TRACED) % 4 == 0)
-
-        return test
-
-    test_mutated_model = seed_test("model")
-    test_mutated_aligned_model = seed_test("aligned")
-    test_mutated_split = seed_test("split")
-    test_mutated_imatrix_gguf = seed_test("imatrix-gguf")
-    test_mutated_imatrix_dat = seed_test("imatrix-dat")
-
-    def test_seeds_read_back(folder):
-        for seed in SEEDS:
-            assert run_one(seed, seed.data, folder) == "ok", seed
-        f = GGUFFile.open(write(folder, "seed.gguf", SEEDS[0].data))
-        assert [list(a) for a in f.get("test.nested")] == [[1, 2], [3], []]
-        assert f.get("tokenizer.ggml.tokens")[2] == "bé"
-        assert [t.name for t in f.tensors] == [t[0] for t in TENSORS]
-
-    # -- headers from scratch ---------------------------------------------------------------------------------------
-    KEYS = st.sampled_from(["a", "b", "general.alignment", "split.count", "split.no", "imatrix.datasets", "é"])
-    TYPE_IDS = st.one_of(st.sampled_from([0, 1, 2, 8, 12, 30, 41]), st.integers(0, 64), st.sampled_from(EXTREMES))
-    SMALL = st.one_of(st.integers(1, 70), st.sampled_from(EXTREMES))
-
-    @st.composite
-    def kv_bytes(draw) -> bytes:
-        key = draw(KEYS)
-        kind = draw(st.sampled_from(["scalar", "string", "array", "strings", "nested", "junk"]))
-        if kind == "scalar":
-            vtype, seed_value = draw(st.sampled_from(SCALARS))
-            value = draw(st.sampled_from([seed_value, 0, 1, 2, 3, 32, 64]))
-            try:
-                return make_kv(key, vtype, value).raw
-            except struct.error:
-                return make_kv(key, vtype, 0).raw
-        if kind == "string":
-            return make_kv(key, T.STRING, draw(st.text(max_size=8))).raw
-        if kind == "array":
-            item = draw(st.sampled_from(list(NUMPY)))
-            return make_kv(key, T.ARRAY, [0] * draw(st.integers(0, 5)), item).raw
-        if kind == "strings":
-            return make_kv(key, T.ARRAY, draw(st.lists(st.text(max_size=4), max_size=4)), T.STRING).raw
-        if kind == "nested":
-            return encode_string(key) + struct.pack("<I", T.ARRAY) + deep_array(draw(st.integers(0, 12)))
-        return encode_string(key) + struct.pack("<I", draw(TYPE_IDS) & 0xFFFFFFFF) + draw(st.binary(max_size=24))
-
-    @st.composite
-    def gguf_headers(draw) -> bytes:
-        kvs = draw(st.lists(kv_bytes(), max_size=5))
-        infos = draw(st.lists(st.tuples(st.sampled_from(["t", "u", "v", "blk.0.w"]),
-                                        st.lists(SMALL, min_size=0, max_size=5), TYPE_IDS,
-                                        st.one_of(st.integers(0, 8).map(lambda k: 32 * k), st.sampled_from(EXTREMES),
-                                                  st.integers(0, 300))),
-                              max_size=4))
-        counts = draw(st.sampled_from([None, "kv", "tensors"]))
-        bogus = draw(st.sampled_from(EXTREMES))
-        return header_from_parts(draw(st.sampled_from([3, 3, 2, 1])), kvs, infos, draw(st.integers(0, 600)),
-                                 n_tensors=bogus if counts == "tensors" else None,
-                                 n_kv=bogus if counts == "kv" else None, pad_to=draw(st.sampled_from([32, 64, 1])))
-
-    @FUZZ
-    @given(data=gguf_headers())
-    def test_generated_headers(folder, data):
-        trace = next(TRACED) % 4 == 0
-        with capped():
-            run_bounded(SEEDS[0], data, folder, trace=trace)
-            run_bounded(SEEDS[3], data, folder, trace=trace)  # the same bytes as an imatrix
-
-    @FUZZ
-    @given(data=st.binary(max_size=200), magic=st.sampled_from([b"", b"GGUF", b"GGUF\x03\x00\x00\x00"]))
-    def test_arbitrary_bytes(folder, data, magic):
-        trace = next(TRACED) % 4 == 0
-        with capped():
-            run_bounded(SEEDS[0], magic + data, folder, trace=trace)
-            run_bounded(SEEDS[4], magic + data, folder, trace=trace)
-
-    # -- the reported examples, each a one-line error -------------------------------------------------------------
-    def _model(infos, kvs=(), data_len=512) -> bytes:
-        return header_from_parts(3, [make_kv("general.architecture", T.STRING, "llama").raw, *kvs], infos, data_len)
-
-    @pytest.mark.parametrize("data,needle", [
-        (_model([("w", (0, 4), 0, 0)]), "invalid shape [0, 4]"),
-        (_model([("w", (2**32, 2**32), 0, 0)]), "more than a 64-bit count holds"),
-        (_model([("w", (2**62, 4), 0, 0)]), "more than a 64-bit count holds"),
-        (_model([("w", (2**64 - 1,), 0, 0)]), "invalid shape"),
-        (_model([("w", (), 0, 0)]), "has 0 dimensions"),
-        (_model([("w", (1, 1, 1, 1, 1), 0, 0)]), "has 5 dimensions"),
-        (_model([], [encode_string("deep") + struct.pack("<I", T.ARRAY) + deep_array(5000)]),
-         "nests arrays deeper than"),
-        (_model([], [make_kv("a", T.UINT32, 1).raw, make_kv("a", T.STRING, "x").raw]), "duplicate metadata key 'a'"),
-        (_model([("w", (32,), 0, 0), ("w", (8,), 0, 128)]), "duplicate tensor name 'w'"),
-        (_model([("w", (32,), 0, 0), ("v", (8,), 0, 96)]), "the data of tensors 'w' and 'v' overlap"),
-        (_model([("w", (8,), 0, 0), ("v", (8,), 0, 0)]), "overlap"),
-        (_model([("w", (8,), 0, 16)]), "not aligned"),
-        (_model([("w", (8,), 0, 2**64 - 32)]), "truncated"),
-        (_model([("w", (48,), 2, 0)]), "not a multiple of its type's block size 32"),
-        (_model([("w", (32,), 2**31, 0)]), "ggml type id 2147483648"),
-        (_model([], [encode_string("s") + struct.pack("<IQ", T.STRING, 2**60)]), "truncated"),
-        (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, T.UINT64, 2**60)]), "truncated"),
-        (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, T.STRING, 2**61)]), "truncated"),
-        (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, T.ARRAY, 2**63)]), "truncated"),
-        (_model([], [encode_string("a") + struct.pack("<IIQ", T.ARRAY, 99, 1)]), "unknown array item type 99"),
-        (_model([], [encode_string("a") + struct.pack("<I", 13)]), "unknown value type 13"),
-        (_model([], [make_kv("general.alignment", T.UINT32, 48).raw]), "invalid general.alignment 48"),
-        (_model([], [make_kv("general.alignment", T.UINT64, 32).raw]), "invalid general.alignment"),
-        (_model([], [make_kv("general.alignment", T.UINT32, 0).raw]), "invalid general.alignment 0"),
-        (header_from_parts(3, [], [], 0, n_tensors=2**60), "corrupt GGUF header"),
-        (header_from_parts(3, [], [], 0, n_kv=2**64 - 1), "corrupt GGUF header"),
-        (header_from_parts(4, [], [], 0), "unsupported GGUF version 4"),
-        (b"GGUF" + bytes(10), "only 14 bytes"),
-        (b"PK\x03\x04" + bytes(40), "not a GGUF file"),
-    ])
-    def test_reported_examples(folder, data, needle):
-        path = write(folder, "r.gguf", data)
-        with pytest.raises(GGUFFormatError) as info:
-            GGUFFile.open(path)
-        check_error(info.value, path)
-        assert needle in str(info.value)
-
-    @pytest.mark.parametrize("value,needle", [
-        ((T.STRING, "2"), "split.count"), ((T.FLOAT32, 2.5), "split.count"), ((T.INT32, -1), "split.count"),
-        ((T.UINT64, 2**64 - 1), "split.count"), ((T.BOOL, True), "split.count"), ((T.UINT16, 0), "split.count"),
-        ((T.UINT32, 1), None), ((T.INT8, 1), None),
-    ])
-    def test_split_count_of_any_type(folder, value, needle):
-        path = write(folder, "one.gguf", gguf_bytes(model_kvs([make_kv("split.count", *value)])))
-        if needle is None:
-            assert len(TensorSource.open(path).tensors) == len(TENSORS)
-            return
-        with pytest.raises(GGUFFormatError, match=needle) as info:
-            TensorSource.open(path)
-        check_error(info.value, path)
-
-    def test_split_set_mismatch(folder):
-        split = SEEDS[2]
-        first = write(folder, "x-00001-of-00002.gguf", split.data)
-        second = write(folder, "x-00002-of-00002.gguf", split.data)  # the first split again: split.no 0
-        with pytest.raises(GGUFFormatError, match="holds split.no 0 of split.count 2, expected split 1 of 2") as info:
-            TensorSource.open(first)
-        check_error(info.value, second)
-
-    @pytest.mark.parametrize("mutate,needle", [
-        (lambda kvs: [kvs[0], *kvs[2:]], "missing imatrix metadata"),
-        (lambda kvs: [kvs[0], make_kv("imatrix.datasets", T.UINT32, 7), *kvs[2:]], "imatrix.datasets"),
-        (lambda kvs: [kvs[0], make_kv("imatrix.datasets", T.ARRAY, [1, 2], T.INT32), *kvs[2:]],
-         "imatrix.datasets"),
-        (lambda kvs: [*kvs[:2], make_kv("imatrix.chunk_count", T.STRING, "abc"), kvs[3]], "imatrix.chunk_count"),
-        (lambda kvs: [*kvs[:2], make_kv("imatrix.chunk_count", T.FLOAT64, 1e300), kvs[3]], "imatrix.chunk_count"),
-        (lambda kvs: [*kvs[:3], make_kv("imatrix.chunk_size", T.ARRAY, [1], T.INT32)], "imatrix.chunk_size"),
-        (lambda kvs: [*kvs[:3], make_kv("imatrix.chunk_size", T.INT64, -5)], "imatrix.chunk_size"),
-    ])
-    def test_imatrix_metadata_of_wrong_type(folder, mutate, needle):
-        seed = GGUFFile.open(write(folder, "seed-im.gguf", SEEDS[3].data))
-        tensors = [(t.name, t.shape, t.type_id, t.n_bytes) for t in seed.tensors]
-        fh = io.BytesIO()
-        w = GGUFStreamWriter(fh, mutate(list(seed.kvs)), [OutTensor(*t) for t in tensors])
-        for t in seed.tensors:
-            w.begin(t.name)
-            w.write(np.asarray(seed.tensor_data(t)))
-        w.close()
-        path = write(folder, "bad-im.gguf", fh.getvalue())
-        with pytest.raises(ImatrixError, match=needle) as info:
-            Imatrix.load(path)
-        check_error(info.value, path)
-
-    @pytest.mark.parametrize("data,needle", [
-        (struct.pack("<i", 2**31 - 1), "entry count"),
-        (struct.pack("<ii", 1, 2**31 - 1), "name length"),
-        (struct.pack("<ii", 1, 1) + b"a" + struct.pack("<ii", 1, 2**31 - 1), "value count"),
-        (struct.pack("<i", 2) + 2 * (struct.pack("<i", 1) + b"a" + struct.pack("<iif", 1, 1, 1.0)),
-         "duplicate entry 'a'"),
-        (struct.pack("<ii", 1, 1) + b"a" + struct.pack("<ii", 1, 1) + b"\0\0\x80\x3f" + b"\1\2", "chunk count"),
-        (b"", "entry count"),
-        (b"GGU", "neither GGUF nor"),
-    ])
-    def test_legacy_imatrix_errors(folder, data, needle):
-        path = write(folder, "bad.dat", data)
-        with pytest.raises(ImatrixError, match=needle) as info:
-            Imatrix.load(path)
-        check_error(info.value, path)
-
-    def test_unreadable_files(folder):
-        d = folder / "adir.gguf"
-        d.mkdir(exist_ok=True)
-        with pytest.raises(GGUFFormatError, match="directory"):
-            GGUFFile.open(d)
-        with pytest.raises(ImatrixError, match="cannot open|directory"):
-            Imatrix.load(d)
-        if os.geteuid() != 0:
-            p = write(folder, "locked.gguf", SEEDS[0].data)
-            p.chmod(0)
-            try:
-                with pytest.raises(GGUFFormatError, match="cannot open"):
-                    GGUFFile.open(p)
-            finally:
-                p.chmod(0o644)
-
-    def test_long_names_are_shortened_in_errors(folder):
-        name = "x" * 100_000
-        path = write(folder, "long.gguf", _model([(name, (32,), 0, 0), (name, (32,), 0, 128)]))
-        with pytest.raises(GGUFFormatError, match="duplicate tensor name") as info:
-            GGUFFile.open(path)
-        check_error(info.value, path)
-
-    def test_memory_capped_sweep():
-        """Every field of every seed at each extreme value, and truncations, under a 256 MiB address-space cap."""
-        here = Path(__file__).resolve().parent
-        code = (f"import sys, json; sys.path[:0] = [{str(here)!r}, {str(here.parent.parent / 'tests' / 'support')!r}];"
-                " import test_fuzz_gguf as m; print(json.dumps(m.sweep_main()))")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert not result["failures"], result["failures"][:20]
-        assert result["counts"]["ok"] > 0 and result["counts"]["error"] > 1000, result["counts"]
+def test_memory_capped_sweep():
+    """Every field of every seed at each extreme value, and truncations, under a 256 MiB address-space cap."""
+    here = Path(__file__).resolve().parent
+    code = (f"import sys, json; sys.path[:0] = [{str(here)!r}, {str(here.parent.parent / 'tests' / 'support')!r}];"
+            " import test_fuzz_gguf as m; print(json.dumps(m.sweep_main()))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result["failures"], result["failures"][:20]
+    assert result["counts"]["ok"] > 0 and result["counts"]["error"] > 1000, result["counts"]

@@ -164,9 +164,15 @@ def test_tensor_type_spec(spec):
     check_rule(rule)
 
 
+TYPE_FILES = st.one_of(
+    st.binary(max_size=64),
+    st.lists(SPECS, max_size=6).map(lambda xs: " \n".join(xs).encode("utf-8", "surrogateescape")),
+    st.sampled_from([b"\xff\xfe", "attn_q=Q8_0\n".encode("utf-16"), b"a=b\x00c=d"]),
+)
+
+
 @SOME
-@given(content=st.one_of(st.binary(max_size=64), st.lists(SPECS, max_size=6).map(lambda xs: " \n".join(xs).encode(
-    "utf-8", "surrogateescape")), st.sampled_from([b"\xff\xfe", "attn_q=Q8_0\n".encode("utf-16"), b"a=b\x00c=d"])))
+@given(content=TYPE_FILES)
 def test_tensor_type_file(folder, content):
     path = new_file(folder, "types.txt", content)
     try:
