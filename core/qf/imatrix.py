@@ -13,9 +13,9 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-from gguf.constants import GGUFValueType
 
 from qf.errors import GGUFFormatError, ImatrixError
+from qf.gguf_io.constants import GGUFValueType
 from qf.gguf_io.kv import INTEGER_TYPES, KV
 from qf.gguf_io.reader import shown
 

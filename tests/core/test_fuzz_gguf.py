@@ -394,10 +394,10 @@ def check_gguf(f: GGUFFile, size: int, sizes: Callable = gguf_sizes) -> None:
     assert len(set(names)) == len(names)
     spans = []
     for t in f.tensors:
-        block, type_size = sizes(t.type_id)
+        block, type_size, *row_meta = sizes(t.type_id)
         assert 1 <= len(t.shape) <= 4 and min(t.shape) >= 1 and t.shape[0] % block == 0
         assert t.n_elements < 2**63
-        assert t.n_bytes == t.n_elements // block * type_size > 0
+        assert t.n_bytes == t.n_elements // block * type_size + t.n_rows * sum(row_meta) > 0
         assert f.data_offset <= t.offset and t.offset + t.n_bytes <= size, (t, size)
         assert t.offset % f.alignment == f.data_offset % f.alignment
         assert f.tensor_data(t).nbytes == t.n_bytes

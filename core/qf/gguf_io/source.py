@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf.constants import GGUFValueType
 
 from qf.errors import GGUFFormatError
+from qf.gguf_io.constants import GGUFValueType
 from qf.gguf_io.kv import INTEGER_TYPES, KV
 from qf.gguf_io.reader import GGUFFile, SizeLookup, TensorInfo, gguf_sizes, shown
 
