@@ -169,8 +169,8 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         where = f"recipe {path}:{line} (rule #{index + 1})"
         unknown = set(item) - set(RULE_KEYS)
         if unknown:
-            raise UsageError(f"{where}: unknown key(s) {', '.join(shown(k) for k in sorted(unknown))}"
-                             f" (known: {', '.join(RULE_KEYS)})")
+            listed = ", ".join(k if len(k) <= 40 else k[:40] + "..." for k in sorted(unknown))
+            raise UsageError(f"{where}: unknown key(s) {listed} (known: {', '.join(RULE_KEYS)})")
         if "match" not in item or "type" not in item:
             raise UsageError(f"{where}: a rule needs 'match' and 'type'")
         for key, value in item.items():
