@@ -31,7 +31,7 @@ from qf.metadata import parse_override_kv
 from qf.options import QuantizeOptions, recipe_settings, resolve
 from qf.recipe import RULE_KEYS, TypeRule, load_recipe, load_tensor_type_file, parse_tensor_type
 
-FUZZ = settings(max_examples=300, deadline=2000, derandomize=True, database=None,
+FUZZ = settings(max_examples=200, deadline=2000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SOME = settings(FUZZ, max_examples=150)
 
@@ -438,9 +438,7 @@ def test_quantize_option_errors(cli_files, args):
 
 
 @pytest.mark.parametrize("args,needle", [
-    ([b"--override-kv", b"foo=float:1e39"], "not a finite 32-bit float"),
     ([b"--override-kv", b"f\xff=int:1", b"--override-kv", b"foo=int:" + b"9" * 5000], "at most 32 bits"),
-    ([b"--recipe", b"RECIPE"], "not UTF-8 text"),
     ([b"--tensor-type-file", b"RECIPE"], "not UTF-8 text"),
 ])
 def test_quantize_in_a_process(cli_files, tmp_path, args, needle):
