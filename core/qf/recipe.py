@@ -169,7 +169,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         where = f"recipe {path}:{line} (rule #{index + 1})"
         unknown = set(item) - set(RULE_KEYS)
         if unknown:
-            listed = ", ".join(k if len(k) <= 40 else k[:40] + "..." for k in sorted(unknown))
+            listed = ", ".join(k if k.isprintable() and len(k) <= 40 else shown(k) for k in sorted(unknown))
             raise UsageError(f"{where}: unknown key(s) {listed} (known: {', '.join(RULE_KEYS)})")
         if "match" not in item or "type" not in item:
             raise UsageError(f"{where}: a rule needs 'match' and 'type'")

@@ -319,6 +319,7 @@ def test_recipe(folder, content, tensor_types):
     (b'extends = "Q4_0"\n[[rule]]\nmatch = "x{99999999999}"\ntype = "Q8_0"\n', "invalid regex"),
     (b'extends = "Q4_0"\n[[rule]]\nmatch = "a"\ntype = "Q8_0"\nimatrix = "maybe"\n', "imatrix must be"),
     (b'extends = "Q4_0"\n[[rule]]\nmatch = "a"\ntype = "Q8_0"\n"' + b"k" * 5000 + b'" = 1\n', "unknown key(s)"),
+    (b'extends = "Q4_0"\n[[rule]]\nmatch = "a"\ntype = "Q8_0"\n"\\rU" = 1\n', "unknown key(s) '\\rU'"),
 ])
 def test_recipe_errors(folder, content, needle):
     path = new_file(folder, "r.toml", content)
