@@ -15,9 +15,18 @@ import attrs
 import numpy as np
 
 from qf.errors import GGUFFormatError, ImatrixError
+from qf.gguf_io.constants import GGUFValueType
+from qf.gguf_io.kv import INTEGER_TYPES, KV
+from qf.gguf_io.reader import shown
 
 #: llama-imatrix's default chunk size; converts legacy ncall counts into token counts when no other is known
 DEFAULT_CHUNK_SIZE = 512
+UINT32_MAX = 0xFFFFFFFF
+
+
+def _type_name(kv: KV) -> str:
+    name = GGUFValueType(kv.vtype).name.lower()
+    return f"array of {GGUFValueType(kv.item_type).name.lower()}" if kv.item_type is not None else name
 
 
 @attrs.define(eq=False)
@@ -69,45 +78,57 @@ class Imatrix:
             f = GGUFFile.open(path)
         except GGUFFormatError as exc:
             raise ImatrixError(f"imatrix file {exc}") from None
-        datasets = f.get("imatrix.datasets")
-        chunk_count = f.get("imatrix.chunk_count")
-        chunk_size = f.get("imatrix.chunk_size")
         sums: dict[str, np.ndarray] = {}
         counts: dict[str, np.ndarray] = {}
         for t in f.tensors:
             for suffix, table in ((".in_sum2", sums), (".counts", counts)):
                 if t.name.endswith(suffix):
                     if t.type_id != 0:
-                        raise ImatrixError(f"imatrix file {path}: tensor {t.name!r} must be F32")
+                        raise ImatrixError(f"imatrix file {path}: tensor {shown(t.name)} must be F32")
                     table[t.name[: -len(suffix)]] = f.tensor_data(t).view(np.float32).reshape(t.shape[::-1])
         if not sums and not counts:
             kind = f.get("general.type", "?")
-            raise ImatrixError(f"imatrix file {path}: a GGUF file with no *.in_sum2 tensors (general.type = {kind!r})")
+            raise ImatrixError(
+                f"imatrix file {path}: a GGUF file with no *.in_sum2 tensors (general.type = {shown(kind)})"
+            )
+        datasets, chunk_count, chunk_size = (f.kv(f"imatrix.{k}") for k in ("datasets", "chunk_count", "chunk_size"))
         if datasets is None or chunk_count is None or chunk_size is None:
             raise ImatrixError(
                 f"imatrix file {path}: missing imatrix metadata (imatrix.datasets/chunk_count/chunk_size)"
             )
+        if datasets.vtype != GGUFValueType.ARRAY or datasets.item_type != GGUFValueType.STRING:
+            raise ImatrixError(f"imatrix file {path}: imatrix.datasets must be an array of strings, not"
+                               f" {_type_name(datasets)} {shown(datasets.value)}")
+        for kv in (chunk_count, chunk_size):
+            if kv.vtype not in INTEGER_TYPES or not 0 <= kv.value <= UINT32_MAX:
+                raise ImatrixError(f"imatrix file {path}: {kv.key} must be an integer of at most 32 bits, not"
+                                   f" {_type_name(kv)} {shown(kv.value)}")
         entries = {}
         for name in sorted(set(sums) | set(counts)):
             if name not in sums or name not in counts:
-                raise ImatrixError(f"imatrix file {path}: mismatched in_sum2 and counts for {name!r}")
+                raise ImatrixError(f"imatrix file {path}: mismatched in_sum2 and counts for {shown(name)}")
             c = np.rint(np.asarray(counts[name], np.float32)).reshape(-1)  # lround, as llama.cpp
             s = np.asarray(sums[name], np.float32).reshape(-1)
             if c.size == 0 or s.size % c.size:
                 raise ImatrixError(
-                    f"imatrix file {path}: {name!r} has {s.size} sums, not a multiple of {c.size} counts"
+                    f"imatrix file {path}: {shown(name)} has {s.size} sums, not a multiple of {c.size} counts"
                 )
             s = s.reshape(c.size, -1)  # (n_mat, ne0)
             values = np.ones_like(s)
             nz = c > 0
-            values[nz] = s[nz] / c[nz, None].astype(np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are reported by _check_finite
+                values[nz] = s[nz] / c[nz, None].astype(np.float32)
             entries[name] = values.reshape(-1)
             sums[name], counts[name] = s.copy(), c.copy()
-        return cls(path, entries, list(datasets), int(chunk_count), int(chunk_size), False, sums, counts)
+        return cls(path, entries, list(datasets.value), int(chunk_count.value), int(chunk_size.value), False, sums,
+                   counts)
 
     @classmethod
     def _load_legacy(cls, path: Path) -> Imatrix:
-        data = path.read_bytes()
+        try:  # mapped, not read: a large file that is no imatrix is refused after a few bytes
+            data = memoryview(np.memmap(path, np.uint8, mode="r")) if path.stat().st_size else memoryview(b"")
+        except (OSError, ValueError) as exc:
+            raise ImatrixError(f"imatrix file {path}: cannot open: {getattr(exc, 'strerror', None) or exc}") from None
         pos = 0
 
         def take(fmt: str, what: str):
@@ -133,22 +154,27 @@ class Imatrix:
             (length,) = take("<i", f"entry {i + 1}'s name length")
             if length <= 0 or pos + length > len(data):
                 raise ImatrixError(f"imatrix file {path}: bad name length {length} for entry {i + 1}")
-            name = data[pos:pos + length].decode("utf-8", errors="replace")
+            name = bytes(data[pos:pos + length]).decode("utf-8", errors="replace")
             pos += length
-            ncall, nval = take("<ii", f"entry {name!r}'s counts")
+            if name in entries:
+                raise ImatrixError(f"imatrix file {path}: duplicate entry {shown(name)}")
+            ncall, nval = take("<ii", f"entry {shown(name)}'s counts")
             if nval < 1 or pos + 4 * nval > len(data):
-                raise ImatrixError(f"imatrix file {path}: entry {name!r} has an invalid value count {nval}")
+                raise ImatrixError(f"imatrix file {path}: entry {shown(name)} has an invalid value count {nval}")
             stored = np.frombuffer(data, np.float32, nval, pos).copy()
             pos += 4 * nval
-            entries[name] = stored / np.float32(ncall) if ncall > 0 else stored
+            with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are reported by _check_finite
+                entries[name] = stored / np.float32(ncall) if ncall > 0 else stored
             counts[name] = np.array([ncall], np.float32)
         chunk_count, datasets = 0, []
         if pos < len(data):
             (chunk_count,) = take("<i", "the chunk count")
+            if chunk_count < 0:
+                raise ImatrixError(f"imatrix file {path}: invalid chunk count {chunk_count}")
             if pos + 4 <= len(data):
                 (length,) = take("<i", "the dataset name length")
                 if length > 0 and pos + length <= len(data):
-                    datasets.append(data[pos:pos + length].decode("utf-8", errors="replace"))
+                    datasets.append(bytes(data[pos:pos + length]).decode("utf-8", errors="replace"))
         return cls(path, entries, datasets, chunk_count, 0, True, {}, counts)
 
     # -- checks and lookup -----------------------------------------------------------------------------------------
@@ -157,7 +183,7 @@ class Imatrix:
             bad = np.flatnonzero(~np.isfinite(values))
             if bad.size:
                 raise ImatrixError(
-                    f"imatrix file {self.path}: entry {name!r} has a non-finite value ({values[bad[0]]}) at index"
+                    f"imatrix file {self.path}: entry {shown(name)} has a non-finite value ({values[bad[0]]}) at index"
                     f" {bad[0]}"
                 )
 

@@ -21,32 +21,51 @@ def parse_override_kv(spec: str) -> KV:
     its absolute value, float as f32, as llama-quantize writes them) — but a value that is not a whole number of its
     type, or does not fit it, is refused instead of read as 0 or wrapped."""
     key, sep, rest = spec.partition("=")
-    if not sep or not key or len(key) >= 128:
-        raise UsageError(f"--override-kv: malformed KV override {spec!r} (expected KEY=TYPE:VALUE)")
+    if not sep or not key:
+        raise UsageError(f"--override-kv: malformed KV override {_shown(spec)} (expected KEY=TYPE:VALUE)")
+    key_bytes = _utf8(key, spec)
+    if len(key_bytes) >= 128:
+        raise UsageError(f"--override-kv: malformed KV override {_shown(spec)}: the key is longer than 127 bytes")
     kind, colon, value = rest.partition(":")
     if not colon:
-        raise UsageError(f"--override-kv: invalid type for KV override {spec!r} (int, float, bool or str)")
+        raise UsageError(f"--override-kv: invalid type for KV override {_shown(spec)} (int, float, bool or str)")
     if kind == "int":
-        if not re.fullmatch(r"\s*[+-]?\d+\s*", value) or abs(int(value)) > 0xFFFFFFFF:
-            raise UsageError(f"--override-kv: {spec!r}: not an integer of at most 32 bits")
-        return make_kv(key, T.UINT32, abs(int(value)))
+        digits = re.fullmatch(r"\s*[+-]?0*([0-9]+)\s*", value, re.ASCII)  # sign dropped: |value| is written
+        if digits is None or len(digits.group(1)) > 10 or int(digits.group(1)) > 0xFFFFFFFF:
+            raise UsageError(f"--override-kv: {_shown(spec)}: not an integer of at most 32 bits")
+        return make_kv(key, T.UINT32, int(digits.group(1)))
     if kind == "float":
         try:
             number = float(value)
         except ValueError:
             number = math.nan
         if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
-            raise UsageError(f"--override-kv: {spec!r}: not a finite 32-bit float")
+            raise UsageError(f"--override-kv: {_shown(spec)}: not a finite 32-bit float")
         return make_kv(key, T.FLOAT32, number)
     if kind == "bool":
         if value not in ("true", "false"):
-            raise UsageError(f"--override-kv: invalid boolean value for KV override {spec!r}")
+            raise UsageError(f"--override-kv: invalid boolean value for KV override {_shown(spec)}")
         return make_kv(key, T.BOOL, value == "true")
     if kind == "str":
-        if len(value.encode()) > 127:
-            raise UsageError(f"--override-kv: malformed KV override {spec!r}, value cannot exceed 127 chars")
+        if len(_utf8(value, spec)) > 127:
+            raise UsageError(f"--override-kv: malformed KV override {_shown(spec)}, value cannot exceed 127 bytes")
         return make_kv(key, T.STRING, value)
-    raise UsageError(f"--override-kv: invalid type {kind!r} for KV override {spec!r} (int, float, bool or str)")
+    raise UsageError(f"--override-kv: invalid type {_shown(kind)} for KV override {_shown(spec)}"
+                     " (int, float, bool or str)")
+
+
+def _utf8(text: str, spec: str) -> bytes:
+    """``text`` as the bytes written to the file (command-line arguments that were not UTF-8 come back as they were
+    given, as llama.cpp would write them); a string that has no bytes (a lone surrogate) is refused."""
+    try:
+        return text.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"--override-kv: {_shown(spec)}: not UTF-8 text (character {exc.start})") from None
+
+
+def _shown(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else f"{shown[:60]}... ({len(text)} characters)"
 
 
 def _truncate127(s: str) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: recipes and rule files are read whole; anything larger is not one
+MAX_TEXT_BYTES = 16 << 20
 RULE_KEYS = {"match": str, "type": str, "strategy": str, "imatrix": str}
 
 
@@ -57,14 +60,16 @@ class TypeRule:
 
     def __attrs_post_init__(self) -> None:
         try:
-            compiled = re.compile(self.pattern)
+            with warnings.catch_warnings():  # "possible nested set" and the like: not the user's concern here
+                warnings.simplefilter("ignore", FutureWarning)
+                compiled = re.compile(self.pattern)
         except (re.error, RecursionError, OverflowError) as exc:
             pos = f" at position {exc.pos}" if getattr(exc, "pos", None) is not None else ""
             reason = getattr(exc, "msg", exc)
-            raise UsageError(f"{self.source}: invalid regex {self.pattern!r}: {reason}{pos}") from None
+            raise UsageError(f"{self.source}: invalid regex {shown(self.pattern)}: {reason}{pos}") from None
         object.__setattr__(self, "regex", compiled)
         if self.imatrix not in (None, "use", "ignore"):
-            raise UsageError(f"{self.source}: imatrix must be 'use' or 'ignore', not {self.imatrix!r}")
+            raise UsageError(f"{self.source}: imatrix must be 'use' or 'ignore', not {shown(self.imatrix)}")
 
     def matches(self, name: str) -> bool:
         return self.regex.search(name) is not None
@@ -78,11 +83,11 @@ def parse_tensor_type(spec: str, source: str = "--tensor-type", lower: bool = Tr
     ``--custom-q`` keeps its case: ``lower=False``)."""
     pattern, sep, type_name = spec.partition("=")
     if not sep:
-        raise UsageError(f"{source}: malformed tensor type {spec!r} (expected PATTERN=TYPE)")
+        raise UsageError(f"{source}: malformed tensor type {shown(spec)} (expected PATTERN=TYPE)")
     if not pattern:
-        raise UsageError(f"{source}: missing tensor name pattern in {spec!r}")
+        raise UsageError(f"{source}: missing tensor name pattern in {shown(spec)}")
     if not type_name:
-        raise UsageError(f"{source}: missing quantization type in {spec!r}")
+        raise UsageError(f"{source}: missing quantization type in {shown(spec)}")
     return TypeRule(pattern.lower() if lower else pattern, type_name, source)
 
 
@@ -90,9 +95,12 @@ def read_text(path: str | os.PathLike[str], what: str) -> str:
     """A small UTF-8 text file the user named (a recipe, a rule file), or one line saying why it cannot be read."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_TEXT_BYTES + 1)  # not all of a model given by mistake
     except OSError as exc:
         raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_TEXT_BYTES:
+        raise UsageError(f"{what} {path}: larger than {MAX_TEXT_BYTES >> 20} MiB (is it the right file?)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -107,11 +115,35 @@ def load_tensor_type_file(path: str | os.PathLike[str]) -> list[TypeRule]:
 
 def parse_toml(text: str, where: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         last_line = text.rstrip().count("\n") + 1
         message = str(exc).replace("(at end of document)", f"(at end of document, line {last_line})")
         raise UsageError(f"{where}: TOML syntax error: {message}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise UsageError(f"{where}: TOML error: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # what tomllib lets through: an integer of more than 4300 digits
+        raise UsageError(f"{where}: TOML error: {shown(str(exc))}") from None
+    stack: list[Any] = [data]
+    while stack:  # TOML integers are 64-bit; tomllib reads any size (and Python cannot print the largest)
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, int) and not -(1 << 63) <= value < 1 << 63:
+            raise UsageError(f"{where}: TOML error: an integer of {value.bit_length()} bits (TOML integers are"
+                             " 64-bit)")
+    return data
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to about 80 characters, for error messages."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits, or holding one
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 @attrs.frozen
@@ -137,12 +169,13 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         where = f"recipe {path}:{line} (rule #{index + 1})"
         unknown = set(item) - set(RULE_KEYS)
         if unknown:
-            raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(RULE_KEYS)})")
+            listed = ", ".join(k if k.isprintable() and len(k) <= 40 else shown(k) for k in sorted(unknown))
+            raise UsageError(f"{where}: unknown key(s) {listed} (known: {', '.join(RULE_KEYS)})")
         if "match" not in item or "type" not in item:
             raise UsageError(f"{where}: a rule needs 'match' and 'type'")
         for key, value in item.items():
             if not isinstance(value, RULE_KEYS[key]):
-                raise UsageError(f"{where}: {key} must be a string, not {type(value).__name__} {value!r}")
+                raise UsageError(f"{where}: {key} must be a string, not {type(value).__name__} {shown(value)}")
         rules.append(TypeRule(item["match"], item["type"], source=where, strategy=item.get("strategy"),
                               imatrix=item.get("imatrix")))
     return Recipe(path, values, tuple(rules))

@@ -24,6 +24,9 @@ SCALAR = {
     GGUFValueType.INT64: "<q",
     GGUFValueType.FLOAT64: "<d",
 }
+#: the integer value types (bool is not one)
+INTEGER_TYPES = frozenset({GGUFValueType.UINT8, GGUFValueType.INT8, GGUFValueType.UINT16, GGUFValueType.INT16,
+                           GGUFValueType.UINT32, GGUFValueType.INT32, GGUFValueType.UINT64, GGUFValueType.INT64})
 #: numpy dtype of each scalar value type (arrays of scalars are read and written as numpy arrays)
 NUMPY = {vtype: np.dtype(fmt if fmt != "<?" else "?") for vtype, fmt in SCALAR.items()}
 

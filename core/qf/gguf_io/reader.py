@@ -32,6 +32,18 @@ MAX_DIMS = 4
 #: arrays of arrays deeper than this are refused (llama.cpp reads no nested arrays at all)
 MAX_NESTING = 8
 INT64_MAX = (1 << 63) - 1
+#: names and values quoted in error messages are cut to this many characters (a corrupt length makes them huge)
+SHOWN_CHARS = 80
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, cut to about :data:`SHOWN_CHARS` characters."""
+    if isinstance(value, (str, bytes)) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS - 20]!r}...({len(value)} characters)"
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) > 8:
+        return f"{type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
 @attrs.frozen
@@ -185,7 +197,11 @@ class GGUFFile:
             raise GGUFFormatError(f"{path}: is a directory, not a GGUF file")
         if size < 24:
             raise GGUFFormatError(f"{path}: not a GGUF file (only {size} bytes)")
-        data = np.memmap(path, dtype=np.uint8, mode="r")
+        try:
+            data = np.memmap(path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as exc:  # unreadable, or emptied since stat()
+            raise GGUFFormatError(f"{path}: cannot open: {getattr(exc, 'strerror', None) or exc}") from None
+        size = len(data)
         cur = _Cursor(path, data)
         magic = cur.scalar("<I", "magic")
         if magic != GGUF_MAGIC:
@@ -204,30 +220,30 @@ class GGUFFile:
             start = cur.pos
             key = cur.string(f"key of KV #{i}")
             if key in keys:
-                raise GGUFFormatError(f"{path}: duplicate metadata key {key!r}")
+                raise GGUFFormatError(f"{path}: duplicate metadata key {shown(key)}")
             keys.add(key)
-            vtype = cur.scalar("<I", f"type of {key!r}")
-            value, item_type = cur.value(vtype, f"value of {key!r}")
+            vtype = cur.scalar("<I", f"type of {shown(key)}")
+            value, item_type = cur.value(vtype, f"value of {shown(key)}")
             kvs.append(KV(key, vtype, value, item_type, bytes(cur.mv[start:cur.pos])))
 
         alignment = GGUF_DEFAULT_ALIGNMENT
         for kv in kvs:
             if kv.key == "general.alignment":
                 if kv.vtype != GGUFValueType.UINT32 or kv.value == 0 or kv.value & (kv.value - 1):
-                    raise GGUFFormatError(f"{path}: invalid general.alignment {kv.value!r}")
+                    raise GGUFFormatError(f"{path}: invalid general.alignment {shown(kv.value)}")
                 alignment = kv.value
 
         infos = []
         for i in range(n_tensors):
             name = cur.string(f"name of tensor #{i}")
-            n_dims = cur.scalar("<I", f"dims of {name!r}")
+            n_dims = cur.scalar("<I", f"dims of {shown(name)}")
             if not 1 <= n_dims <= MAX_DIMS:
-                raise GGUFFormatError(f"{path}: tensor {name!r} has {n_dims} dimensions")
-            shape = tuple(cur.scalar("<Q", f"shape of {name!r}") for _ in range(n_dims))
+                raise GGUFFormatError(f"{path}: tensor {shown(name)} has {n_dims} dimensions")
+            shape = tuple(cur.scalar("<Q", f"shape of {shown(name)}") for _ in range(n_dims))
             if min(shape) == 0 or max(shape) > INT64_MAX:
-                raise GGUFFormatError(f"{path}: tensor {name!r} has an invalid shape {list(shape)}")
-            type_id = cur.scalar("<I", f"type of {name!r}")
-            rel = cur.scalar("<Q", f"offset of {name!r}")
+                raise GGUFFormatError(f"{path}: tensor {shown(name)} has an invalid shape {list(shape)}")
+            type_id = cur.scalar("<I", f"type of {shown(name)}")
+            rel = cur.scalar("<Q", f"offset of {shown(name)}")
             infos.append((name, shape, type_id, rel))
 
         data_offset = -(-cur.pos // alignment) * alignment
@@ -235,39 +251,39 @@ class GGUFFile:
         seen: set[str] = set()
         for name, shape, type_id, rel in infos:
             if name in seen:
-                raise GGUFFormatError(f"{path}: duplicate tensor name {name!r}")
+                raise GGUFFormatError(f"{path}: duplicate tensor name {shown(name)}")
             seen.add(name)
             bs_ts = sizes(type_id)
             if bs_ts is None:
                 raise GGUFFormatError(
-                    f"{path}: tensor {name!r} has ggml type id {type_id}, which no installed plugin knows"
+                    f"{path}: tensor {shown(name)} has ggml type id {type_id}, which no installed plugin knows"
                 )
             block, type_size, *row_meta = bs_ts  # row metadata: bytes before each row's blocks (ik's types)
             if shape[0] % block:
                 raise GGUFFormatError(
-                    f"{path}: tensor {name!r} has row length {shape[0]},"
+                    f"{path}: tensor {shown(name)} has row length {shape[0]},"
                     f" not a multiple of its type's block size {block}"
                 )
             n_elements = 1
             for d in shape:
                 n_elements *= d
             if n_elements > INT64_MAX:
-                raise GGUFFormatError(f"{path}: tensor {name!r} has {n_elements} elements (shape {list(shape)}),"
+                raise GGUFFormatError(f"{path}: tensor {shown(name)} has {n_elements} elements (shape {list(shape)}),"
                                       f" more than a 64-bit count holds")
             n_bytes = n_elements // block * type_size + (n_elements // shape[0]) * sum(row_meta)
             offset = data_offset + rel
             if rel % alignment:
-                raise GGUFFormatError(f"{path}: tensor {name!r} data offset {rel} is not aligned to {alignment}")
+                raise GGUFFormatError(f"{path}: tensor {shown(name)} data offset {rel} is not aligned to {alignment}")
             if offset + n_bytes > size:
                 raise GGUFFormatError(
-                    f"{path}: truncated: tensor {name!r} needs bytes {offset}..{offset + n_bytes} but the file has"
+                    f"{path}: truncated: tensor {shown(name)} needs bytes {offset}..{offset + n_bytes} but the file has"
                     f" {size} bytes"
                 )
             tensors.append(TensorInfo(name, type_id, shape, offset, n_bytes, file_index))
         by_offset = sorted(tensors, key=lambda t: t.offset)
         for a, b in zip(by_offset, by_offset[1:]):
             if a.offset + a.n_bytes > b.offset:
-                raise GGUFFormatError(f"{path}: the data of tensors {a.name!r} and {b.name!r} overlap")
+                raise GGUFFormatError(f"{path}: the data of tensors {shown(a.name)} and {shown(b.name)} overlap")
         return cls(path, version, kvs, tensors, alignment, data_offset, data)
 
     # -- access ----------------------------------------------------------------------------------------------------

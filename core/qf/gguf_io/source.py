@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from qf.errors import GGUFFormatError
-from qf.gguf_io.kv import KV
-from qf.gguf_io.reader import GGUFFile, SizeLookup, TensorInfo, gguf_sizes
+from qf.gguf_io.constants import GGUFValueType
+from qf.gguf_io.kv import INTEGER_TYPES, KV
+from qf.gguf_io.reader import GGUFFile, SizeLookup, TensorInfo, gguf_sizes, shown
 
 _SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
@@ -20,6 +21,22 @@ _SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 def split_path(prefix: str, split_no: int, split_count: int) -> str:
     """llama_split_path: PREFIX-0000N-of-0000M.gguf (split_no counts from 0)."""
     return f"{prefix}-{split_no + 1:05d}-of-{split_count:05d}.gguf"
+
+
+#: gguf-split writes split.no and split.count as uint16
+MAX_SPLITS = 0xFFFF
+
+
+def _split_key(f: GGUFFile, key: str, default: int) -> int:
+    """``split.no`` / ``split.count``: a whole number below 65536 of any integer type, else a format error."""
+    kv = f.kv(key)
+    if kv is None:
+        return default
+    value = kv.value
+    if (kv.vtype not in INTEGER_TYPES or not 0 <= value <= MAX_SPLITS) or (key == "split.count" and value == 0):
+        raise GGUFFormatError(f"{f.path}: invalid {key} {shown(value)} (type {GGUFValueType(kv.vtype).name.lower()};"
+                              f" expected an integer of at most {MAX_SPLITS})")
+    return int(value)
 
 
 class TensorSource:
@@ -35,19 +52,25 @@ class TensorSource:
     def open(cls, path: str | os.PathLike[str], sizes: SizeLookup = gguf_sizes) -> TensorSource:
         """The model at ``path``, with every split when it is the first of a split set."""
         first = GGUFFile.open(path, sizes)
-        count = first.get("split.count", 0) or 0
+        count = _split_key(first, "split.count", 0)
         if count <= 1:
             return cls([first])
+        no = _split_key(first, "split.no", 0)
         m = _SPLIT.match(str(path))
-        if m is None or int(m.group("no")) != 1:
-            raise GGUFFormatError(f"{path}: split {first.get('split.no', 0) + 1} of {count}; open the first split"
+        if m is None or int(m.group("no")) != 1 or no != 0:
+            raise GGUFFormatError(f"{path}: split {no + 1} of {count}; open the first split"
                                   f" (named PREFIX-00001-of-{count:05d}.gguf)")
         files = [first]
         for i in range(1, count):
             p = Path(split_path(m.group("prefix"), i, count))
             if not p.exists():
                 raise GGUFFormatError(f"{path}: split {i + 1} of {count} is missing: {p}")
-            files.append(GGUFFile.open(p, sizes, file_index=i))
+            f = GGUFFile.open(p, sizes, file_index=i)
+            if _split_key(f, "split.no", i) != i or _split_key(f, "split.count", count) != count:
+                raise GGUFFormatError(f"{p}: holds split.no {f.get('split.no')} of split.count"
+                                      f" {f.get('split.count')}, expected split {i} of {count} (split.no counts"
+                                      f" from 0)")
+            files.append(f)
         names = [t.name for t in files[0].tensors]
         for f in files[1:]:
             names += [t.name for t in f.tensors]
