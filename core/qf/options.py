@@ -10,6 +10,7 @@ rule source (``--tensor-type``, ``--tensor-type-file``, recipe rules) into order
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ def parse_layers(spec: str) -> tuple[int, ...]:
     """``--prune-layers 1,5,7``: layer numbers, sorted, each once."""
     layers = []
     for part in spec.split(","):
-        if not part.strip().isdigit():
+        if not re.fullmatch(r"[0-9]+", part.strip()):
             raise UsageError(f"--prune-layers: invalid layer id {part!r}")
         layers.append(int(part))
     return tuple(sorted(set(layers)))
@@ -156,6 +157,14 @@ class QuantizeOptions:
         return cls(**kwargs)
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut to ``limit`` characters (huge ints are not even converted)."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _checked(field: attrs.Attribute, value: Any) -> Any:
     spec: OptionSpec = field.metadata["qf"]
     items = value if spec.multiple else (value,)
@@ -172,9 +181,9 @@ def _checked(field: attrs.Attribute, value: Any) -> Any:
             ok = isinstance(item, spec.kind)
         if not ok:
             raise UsageError(f"option {field.name}: expected {spec.kind.__name__}, got {type(item).__name__}"
-                             f" {item!r}")
+                             f" {_shown(item)}")
         if spec.choices and item not in spec.choices:
-            raise UsageError(f"option {field.name}: must be one of {', '.join(spec.choices)}, not {item!r}")
+            raise UsageError(f"option {field.name}: must be one of {', '.join(spec.choices)}, not {_shown(item)}")
     if spec.kind is os.PathLike:
         return os.fspath(value)
     return value

@@ -458,11 +458,9 @@ def test_quantize_in_a_process(cli_files, tmp_path, args, needle):
     assert needle in stderr[0]
 
 
-@pytest.mark.xfail(reason="qf/options.py parse_layers and qf/app/cli.py _split_positionals take str.isdigit() for"
-                          " int(): '²' is a digit to isdigit but not to int() (ValueError); owners: options/cli",
-                   strict=False)
 @pytest.mark.parametrize("args", [["--prune-layers", "²"], ["model", "Q4_0", "²"], ["model", "²"]])
-def test_known_bugs(cli_files, args):
+def test_non_ascii_digits_are_not_numbers(cli_files, args):
+    """'²' is a digit to str.isdigit but not to int(): layer ids, ftype ids and thread counts take ASCII digits."""
     args = [cli_files.get(a, a) for a in args]
     if args[0] == "--prune-layers":
         args += [cli_files["model"], "Q4_0"]

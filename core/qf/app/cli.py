@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import click
@@ -149,6 +150,11 @@ def plugins(as_json: bool) -> None:
         click.echo(f"FAILED: {f.message()}", err=True)
 
 
+def _is_number(s: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts '²', which int() refuses), and of a sane length."""
+    return re.fullmatch(r"[0-9]{1,9}", s) is not None
+
+
 def _split_positionals(
     args: tuple[str, ...], ftype_optional: bool
 ) -> tuple[str, str | None, str | None, int | None]:
@@ -159,7 +165,7 @@ def _split_positionals(
         try:
             return reg.preset(s).name
         except QfError:
-            preset = reg.preset_by_id(int(s)) if s.isdigit() else None
+            preset = reg.preset_by_id(int(s)) if _is_number(s) else None
             return preset.name if preset else None
 
     if not args:
@@ -177,7 +183,7 @@ def _split_positionals(
             if not ftype_optional:
                 raise UsageError(f"missing ftype after output {out!r}; see `qf list-ftypes`")
             ftype = None
-        elif ftype_optional and len(rest) == 1 and rest[0].isdigit():
+        elif ftype_optional and len(rest) == 1 and _is_number(rest[0]):
             ftype = None  # with a recipe, a lone trailing number is the thread count (its ftype is `extends`)
         else:
             ftype = ftype_name(rest[0])
@@ -186,7 +192,7 @@ def _split_positionals(
             rest = rest[1:]
     nthreads = None
     if rest:
-        if len(rest) > 1 or not rest[0].isdigit():
+        if len(rest) > 1 or not _is_number(rest[0]):
             raise UsageError(f"unexpected arguments: {' '.join(rest)}")
         nthreads = int(rest[0])
     return inp, out, ftype, nthreads
