@@ -94,6 +94,12 @@ def quantize_file(
     for note in plan.notes:
         say(note)
     if opts.dry_run:
+        if not quiet:
+            say(f"executor: {make_executor(opts, clamp_threads(threads, say)).describe()}")
+        if opts.estimate and not quiet:
+            from qf.app.estimate import estimate_report
+
+            say(estimate_report(plan))
         return plan
     if output is None:
         raise UsageError("no output file given")
@@ -130,8 +136,13 @@ def quantize_file(
 
 def make_executor(opts, threads: int):
     """The executor the options ask for (the registry's default without ``--executor``), built with its options."""
-    spec = get_registry().executor(opts.executor)
+    name = opts.executor
     extra = {}
+    if opts.scheduler:  # --scheduler ADDR: the dask executor on that cluster
+        if name is not None and name.casefold() != "dask":
+            raise UsageError(f"--scheduler is for the dask executor, not --executor {name}")
+        name, extra["scheduler"] = "dask", opts.scheduler
+    spec = get_registry().executor(name)
     for item in opts.executor_options:
         key, sep, value = item.partition("=")
         if not sep or not key:
