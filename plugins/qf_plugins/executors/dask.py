@@ -82,20 +82,28 @@ def _positive_int(name: str, value) -> int | None:
     return number
 
 
+def _seconds(name: str, value) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds > 0:
+        raise UsageError(f"executor dask: {name} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
 class DaskExecutor(Executor):
     name = "dask"
 
     def __init__(self, threads: int | None = None, scheduler: str | None = None, workers=None, window=None,
-                 no_worker_timeout=60, threads_per_worker=None) -> None:
+                 no_worker_timeout=60, threads_per_worker=None, connect_timeout=30) -> None:
         super().__init__(threads)
         self.scheduler = scheduler or None
         self.workers = _positive_int("workers", workers)
         self.window = _positive_int("window", window)
         self.threads_per_worker = _positive_int("threads_per_worker", threads_per_worker)
-        try:
-            self.no_worker_timeout = float(no_worker_timeout)
-        except (TypeError, ValueError):
-            raise UsageError(f"executor dask: no_worker_timeout must be seconds, not {no_worker_timeout!r}") from None
+        self.no_worker_timeout = _seconds("no_worker_timeout", no_worker_timeout)
+        self.connect_timeout = _seconds("connect_timeout", connect_timeout)
         if self.scheduler is None:
             self.workers = self.workers or max(1, self.threads // (self.threads_per_worker or 1))
             self.threads_per_worker = self.threads_per_worker or max(1, self.threads // self.workers)
@@ -130,7 +138,7 @@ class DaskExecutor(Executor):
                                              processes=True, dashboard_address=None, silence_logs=40)
                 self._client = Client(self._cluster, set_as_default=False)
             else:
-                self._client = Client(self.scheduler, set_as_default=False, timeout=30)
+                self._client = Client(self.scheduler, set_as_default=False, timeout=self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self._close()
             where = self.scheduler or "a local cluster"
@@ -181,7 +189,7 @@ class DaskExecutor(Executor):
             from distributed import KilledWorker
         from concurrent.futures import CancelledError
 
-        no_workers_since = None
+        no_workers_since = lost_since = None
         while True:
             try:
                 return future.result(timeout=POLL_SECONDS)
@@ -194,8 +202,14 @@ class DaskExecutor(Executor):
                                    f"; the run was cancelled") from None
             except OSError as exc:
                 raise ClusterError(f"executor dask: lost the scheduler: {_one_line(exc)}") from None
-            if client.status not in ("running", "connecting"):
-                raise ClusterError(f"executor dask: lost the scheduler ({self.scheduler or 'local cluster'})")
+            if client.status != "running":
+                if lost_since is None:
+                    lost_since = time.monotonic()
+                if client.status != "connecting" or time.monotonic() - lost_since > self.connect_timeout:
+                    raise ClusterError(f"executor dask: lost the scheduler ({self.scheduler or 'local cluster'},"
+                                       f" {client.status})")
+                continue
+            lost_since = None
             try:
                 n_workers = len(client.scheduler_info().get("workers", {}))
             except Exception as exc:  # noqa: BLE001
