@@ -43,7 +43,8 @@ def describe(entry: PlanEntry, n_total: int, dry_run: bool = False) -> str:
 
 def output_paths(output: str | os.PathLike[str], plan: Plan) -> list[Path]:
     """One path, or llama-quantize's split names (PREFIX-0000N-of-0000M.gguf) with --keep-split."""
-    if len(plan.files) == 1:
+    split_set = plan.options.split_max_size is not None or plan.options.split_max_tensors is not None
+    if len(plan.files) == 1 and not split_set:  # gguf-split names even a set of one file -00001-of-00001
         return [Path(output)]
     prefix = os.fspath(output)
     if ".gguf" in prefix:  # llama-quantize drops the last 5 characters when the name contains ".gguf"
