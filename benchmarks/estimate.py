@@ -137,9 +137,9 @@ def main(argv=None) -> None:
     print(f"{Path(path).name} -> {args.ftype}; {args.cores} cores per worker; assumed {c.worker_read / 1e9:g} GB/s"
           f" read per worker (storage {c.storage_read / 1e9:g} GB/s in all), {c.client_write / 1e9:g} GB/s client"
           f" write")
-    print(f"| strategy | workers | CPU-h | compute | input read | client write | wall | bound |")
+    print("| strategy | workers | CPU-h | compute | input read | client write | wall | bound |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for strategy, n, cpu, st, bin_, bout in rows:
+    for strategy, n, cpu, st, _bytes_in, _bytes_out in rows:
         print(f"| {strategy} | {n} | {cpu / 3600:.1f} | {hms(st.compute)} | {hms(st.input)} | {hms(st.client)} |"
               f" {hms(st.wall)} | {st.bound} |")
     if rows:

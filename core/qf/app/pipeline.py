@@ -82,6 +82,8 @@ def quantize_file(
     folder writable, room for the planned bytes); the output appears only when complete, and an error, Ctrl-C,
     SIGTERM or SIGHUP leaves nothing behind."""
     input = find_model(input)
+    if options.get("estimate") and not options.get("dry_run"):
+        raise UsageError("--estimate goes with --dry-run")
     plan, source = make_plan(input, ftype, **options)
     opts = plan.options
     bar = None

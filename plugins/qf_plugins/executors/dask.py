@@ -27,8 +27,8 @@ from qf.errors import QfError, UsageError
 from qf.execute import Executor, default_threads, run_unit
 from qf.values import DEFAULT_TARGET
 
-#: units in flight per worker thread (as the threads executor): every thread busy while the client drains results
-WINDOW_PER_THREAD = 2
+#: units in flight per worker thread: every thread busy while results travel back and the client writes them
+WINDOW_PER_THREAD = 4
 #: seconds between checks of the cluster's health while waiting for a result
 POLL_SECONDS = 1.0
 
@@ -56,8 +56,12 @@ def _source(path: str, target: str):
 
 
 def quantize_unit(path: str, target: str, entry, unit):
-    """One work unit's output bytes, computed on a worker."""
-    return run_unit(entry, unit, _source(path, target), target)
+    """One work unit's output bytes, computed on a worker (which drops the tensor's pages after its last unit)."""
+    source = _source(path, target)
+    out = run_unit(entry, unit, source, target)
+    if unit.last:
+        source.release(entry.source)
+    return out
 
 
 def _slim(entry, unit):
