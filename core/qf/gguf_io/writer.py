@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 import attrs
 import numpy as np
-from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC
 
+from qf.gguf_io.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC
 from qf.gguf_io.kv import KV, encode_string
 
 GGUF_VERSION = 3
