@@ -188,3 +188,22 @@ def test_scheduler_option_needs_dask(tmp_path):
     src = write_model(tmp_path / "in.gguf")
     with pytest.raises(QfError, match="--scheduler is for the dask executor"):
         qf.quantize_file(src, tmp_path / "out.gguf", "Q4_0", executor="threads", scheduler="tcp://127.0.0.1:9")
+
+
+def test_estimate_header_only_deepseek_v3(tmp_path, capsys):
+    """--dry-run --estimate on a header-only DeepSeek-V3 (benchmarks/estimate.py --make-header: a sparse file)."""
+    import importlib.util
+
+    from paths import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_estimate", REPO / "benchmarks" / "estimate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = bench.make_header("deepseek-v3", tmp_path / "dsv3.gguf")
+    assert path.stat().st_size > 1.3e12 and path.stat().st_blocks * 512 < 16 << 20
+    plan = qf.quantize_file(path, None, "Q4_K_M", dry_run=True, estimate=True, quiet=False)
+    err = capsys.readouterr().err
+    assert len(plan.entries) == 1086 and 671e9 < plan.n_elements < 672e9
+    assert "blk.*.ffn_up_exps.weight" in err and "total:" in err
+    for n in (1, 8, 64):
+        assert f"{n:3d} worker(s) x" in err
