@@ -1,7 +1,7 @@
 """The distributed path's overhead: the same job with the threads executor (2 threads) and a local Dask cluster
 (2 worker processes x 1 thread), same bytes checked.
 
-    python benchmarks/bench_dask.py [--model @smollm2|PATH] [--ftype Q4_K_M] [--repeat 3]
+    python benchmarks/bench_dask.py [--model @smollm2|PATH] [--ftype Q4_K_M] [--strategy gradient] [--repeat 3]
 
 Two Dask figures: against a cluster started beforehand (the steady state: tasks, pickling, results over TCP, the
 workers' own numba warm-up on the first run excluded by a warm-up run), and ``--executor dask`` from cold (a
@@ -25,13 +25,14 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="@smollm2")
     ap.add_argument("--ftype", default="Q4_K_M")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--strategy", default=None, help="e.g. gradient: a CPU-heavier job")
     args = ap.parse_args(argv)
 
     from distributed import Client, LocalCluster
 
     import qf
 
-    opts = {"allow_requantize": True}
+    opts = {"allow_requantize": True} | ({"strategy": args.strategy} if args.strategy else {})
     tmp = Path(tempfile.mkdtemp(prefix="bench_dask"))
 
     def timed(out: Path, **kw) -> float:
@@ -51,7 +52,7 @@ def main(argv=None) -> None:
     t_cold = timed(tmp / "cold.gguf", executor="dask", executor_options=["workers=2"], threads=2)
     same = sha(tmp / "threads.gguf") == sha(tmp / "dask.gguf") == sha(tmp / "cold.gguf")
     size = (tmp / "threads.gguf").stat().st_size
-    print(f"{args.model} -> {args.ftype} ({size / 2**20:.1f} MiB out), best of {args.repeat}; same bytes: {same}")
+    print(f"{args.model} -> {args.ftype} {args.strategy or ''} ({size / 2**20:.1f} MiB out), best of {args.repeat}; same bytes: {same}")
     print("| executor | wall s | vs threads |")
     print("|---|---:|---:|")
     print(f"| threads (2) | {t_threads:.2f} | - |")
