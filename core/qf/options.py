@@ -124,6 +124,17 @@ class QuantizeOptions:
     executor_options: tuple[str, ...] = option((), flags=("--executor-option",), multiple=True, metavar="KEY=VALUE",
                                                help="An option for the executor (e.g. scheduler=tcp://host:8786)."
                                                     " Repeatable.")
+    scheduler: str | None = option(flags=("--scheduler",), metavar="ADDR",
+                                   help="A Dask scheduler (tcp://host:8786) to run on: implies --executor dask.")
+    split_max_size: str | None = option(flags=("--split-max-size",), metavar="N(M|G)",
+                                        help="Write a split set as llama.cpp's gguf-split --split-max-size does"
+                                             " (M = 1000^2 bytes, G = 1000^3 of tensor data per file).")
+    split_max_tensors: int | None = option(flags=("--split-max-tensors",), kind=int, metavar="N",
+                                           help="Write a split set of at most N tensors per file, as llama.cpp's"
+                                                " gguf-split --split-max-tensors does.")
+    estimate: bool = option(False, flags=("--estimate",), kind=bool,
+                            help="With --dry-run: the CPU time the plan needs per tensor group and the wall time"
+                                 " on N workers of C cores (kernel throughput measured on a few rows).")
     no_space_check: bool = option(False, flags=("--no-space-check",), kind=bool,
                                   help="Do not refuse to start when the output's file system lacks room for it.")
     target_size: Any = option(flags=("--target-size",), kind=object, metavar="SIZE",

@@ -409,7 +409,10 @@ class Planner:
         block_count = (f"{facts.arch}.block_count", new_block_count) if opts.prune_layers else None
         kvs = output_kvs(source.kvs, self.preset, overrides, imatrix, opts.imatrix, block_count)
         alignment = next((kv.value for kv in kvs if kv.key == "general.alignment"), 32)
-        files = self._files(entries, kvs, len(source.files) if opts.keep_split else 1)
+        if opts.split_max_size is not None or opts.split_max_tensors is not None:
+            entries, files = gguf_split_layout(entries, kvs, opts)
+        else:
+            files = self._files(entries, kvs, len(source.files) if opts.keep_split else 1)
         n_elements = sum(t.n_elements for _, t in kept)
         return Plan(source.path, opts, self.preset, tuple(entries), files, alignment, n_elements, facts,
                     tuple(warnings), tuple(notes))
@@ -424,6 +427,60 @@ class Planner:
             file_kvs = (kvs if i == 0 else []) + split
             files.append(OutFile(i, tuple(file_kvs), tuple(e for e in entries if e.out_file == i)))
         return tuple(files)
+
+
+#: gguf-split sizes every tensor padded to GGUF's default alignment when it cuts by size
+GGUF_DEFAULT_ALIGNMENT = 32
+
+
+def parse_split_size(text: str) -> int:
+    """gguf-split's ``--split-max-size``: ``N`` followed by ``M`` (10^6 bytes) or ``G`` (10^9), N > 0."""
+    text = str(text).strip()
+    units = {"M": 1000 ** 2, "G": 1000 ** 3}
+    if not text or text[-1] not in units:
+        raise UsageError(f"--split-max-size: supported units are M (megabytes) or G (gigabytes), got {text!r}")
+    number = text[:-1].strip()
+    if not number.isdigit() or int(number) <= 0:
+        raise UsageError(f"--split-max-size: size must be a positive value, got {text!r}")
+    return int(number) * units[text[-1]]
+
+
+def gguf_split_layout(entries: list[PlanEntry], kvs: list[KV], opts: QuantizeOptions
+                      ) -> tuple[list[PlanEntry], tuple[OutFile, ...]]:
+    """The output cut into a split set exactly as llama.cpp's ``gguf-split --split`` cuts the unsplit file: tensors
+    in order; a new file when ``--split-max-tensors`` N tensors are in the current one, or when the next tensor's
+    data (padded to 32 bytes) would take the current file's tensor data past ``--split-max-size``; every metadata
+    key in the first file only; ``split.no``, ``split.tensors.count``, ``split.count`` (gguf-split's order: it sets
+    the count last) in every file."""
+    if opts.keep_split:
+        raise UsageError("--keep-split cannot be combined with --split-max-size/--split-max-tensors")
+    if opts.split_max_size is not None and opts.split_max_tensors is not None:
+        raise UsageError("either --split-max-tensors or --split-max-size can be given, but not both")
+    max_bytes = parse_split_size(opts.split_max_size) if opts.split_max_size is not None else None
+    max_tensors = opts.split_max_tensors
+    if max_tensors is not None and max_tensors < 1:
+        raise UsageError(f"--split-max-tensors must be a positive integer, not {max_tensors}")
+    n = len(entries)
+    split_of, current, size = [], 0, 0
+    for i, e in enumerate(entries):
+        padded = -(-e.n_bytes_out // GGUF_DEFAULT_ALIGNMENT) * GGUF_DEFAULT_ALIGNMENT
+        cut = (size + padded > max_bytes) if max_bytes is not None else (0 < i < n and i % max_tensors == 0)
+        if cut:
+            if not any(f == current for f in split_of):
+                raise UsageError(f"--split-max-size {opts.split_max_size}: one of the splits would have no tensors"
+                                 f" ({e.name!r} alone is {padded} bytes)")
+            current, size = current + 1, padded
+        else:
+            size += padded
+        split_of.append(current)
+    n_split = current + 1
+    entries = [attrs.evolve(e, out_file=f) for e, f in zip(entries, split_of)]
+    files = []
+    for i in range(n_split):
+        no, count, tensors = split_kvs(i, n_split, n)
+        files.append(OutFile(i, tuple((kvs if i == 0 else []) + [no, tensors, count]),
+                             tuple(e for e in entries if e.out_file == i)))
+    return entries, tuple(files)
 
 
 def plan_quantization(registry: Registry, options: QuantizeOptions, source) -> Plan:

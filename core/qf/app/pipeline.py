@@ -43,7 +43,8 @@ def describe(entry: PlanEntry, n_total: int, dry_run: bool = False) -> str:
 
 def output_paths(output: str | os.PathLike[str], plan: Plan) -> list[Path]:
     """One path, or llama-quantize's split names (PREFIX-0000N-of-0000M.gguf) with --keep-split."""
-    if len(plan.files) == 1:
+    split_set = plan.options.split_max_size is not None or plan.options.split_max_tensors is not None
+    if len(plan.files) == 1 and not split_set:  # gguf-split names even a set of one file -00001-of-00001
         return [Path(output)]
     prefix = os.fspath(output)
     if ".gguf" in prefix:  # llama-quantize drops the last 5 characters when the name contains ".gguf"
@@ -85,6 +86,8 @@ def quantize_file(
     folder writable, room for the planned bytes); the output appears only when complete, and an error, Ctrl-C,
     SIGTERM or SIGHUP leaves nothing behind."""
     input = find_model(input)
+    if options.get("estimate") and not options.get("dry_run"):
+        raise UsageError("--estimate goes with --dry-run")
     plan, source = make_plan(input, ftype, **options)
     opts = plan.options
     bar = None
@@ -98,6 +101,12 @@ def quantize_file(
     for note in plan.notes:
         say(note)
     if opts.dry_run:
+        if not quiet:
+            say(f"executor: {make_executor(opts, clamp_threads(threads, say)).describe()}")
+        if opts.estimate and not quiet:
+            from qf.app.estimate import estimate_report
+
+            say(estimate_report(plan))
         return plan
     if output is None:
         raise UsageError("no output file given")
@@ -134,8 +143,13 @@ def quantize_file(
 
 def make_executor(opts, threads: int):
     """The executor the options ask for (the registry's default without ``--executor``), built with its options."""
-    spec = get_registry().executor(opts.executor)
+    name = opts.executor
     extra = {}
+    if opts.scheduler:  # --scheduler ADDR: the dask executor on that cluster
+        if name is not None and name.casefold() != "dask":
+            raise UsageError(f"--scheduler is for the dask executor, not --executor {name}")
+        name, extra["scheduler"] = "dask", opts.scheduler
+    spec = get_registry().executor(name)
     for item in opts.executor_options:
         key, sep, value = item.partition("=")
         if not sep or not key:
