@@ -1,0 +1,38 @@
+"""ik_llama.cpp's own quant types, with ik's GGUF type ids (ggml/include/ggml.h of the commit in REFERENCE.md).
+
+All of these exist only in ik_llama.cpp's runtime: once qf's core has targets, each gets ``target="ik"`` (the
+commented field below) and the ``ik`` target is registered from ``qf_register_targets``.  Their ids (133 and up)
+do not clash with mainline's, so they can be registered in the common registry already.
+
+Fallbacks are ik's ``change_type_if_necessary`` (llama-quantize.cpp): a row length that is not a multiple of 256
+goes to IQ4_NL (IQ2/IQ3 types), Q5_0 (IQ4_K), Q6_0 (IQ5_K) or Q8_0 (IQ6_K).  No type here needs an imatrix
+(ik's ``ggml_quantize_requires_imatrix`` lists only IQ2_XXS, IQ2_XS and IQ1_S).
+"""
+
+from __future__ import annotations
+
+from qf import QuantType, hookimpl
+
+TARGET = "ik"  # for QuantType(..., target=TARGET) once the core API exists
+_C = "qf_ik.codecs"
+
+QUANT_TYPES = (
+    QuantType("Q6_0", 133, 32, 26, f"{_C}:Q6_0", ("symmetric",), ggml_name="q6_0",
+              description="ik: 6.5 bpw, fp16 scale per 32 (ik_llama.cpp only)"),  # target=TARGET
+    QuantType("IQ2_K", 137, 256, 76, f"{_C}:IQ2_K", ("table", "superblock"), ggml_name="iq2_k", fallback="IQ4_NL",
+              description="ik: 2.375 bpw non-linear, 4-bit scales per 16 (ik_llama.cpp only)"),
+    QuantType("IQ3_K", 138, 256, 110, f"{_C}:IQ3_K", ("table", "superblock"), ggml_name="iq3_k", fallback="IQ4_NL",
+              description="ik: 3.4375 bpw non-linear, 4-bit scales + sign per 16 (ik_llama.cpp only)"),
+    QuantType("IQ4_K", 139, 256, 144, f"{_C}:IQ4_K", ("table", "superblock"), ggml_name="iq4_k", fallback="Q5_0",
+              description="ik: 4.5 bpw non-linear, 6-bit scales per 16 (ik_llama.cpp only)"),
+    QuantType("IQ5_K", 140, 256, 176, f"{_C}:IQ5_K", ("table", "superblock"), ggml_name="iq5_k", fallback="Q6_0",
+              description="ik: 5.5 bpw non-linear, 6-bit scales per 16 (ik_llama.cpp only)"),
+    QuantType("IQ6_K", 141, 256, 212, f"{_C}:IQ6_K", ("table", "superblock"), ggml_name="iq6_k", fallback="Q8_0",
+              description="ik: 6.625 bpw non-linear, 8-bit scales per 16 (ik_llama.cpp only)"),
+)
+
+
+@hookimpl
+def qf_register_quant_types(registrar):
+    for qtype in QUANT_TYPES:
+        registrar.add_quant_type(qtype)
