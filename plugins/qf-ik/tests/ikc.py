@@ -40,6 +40,10 @@ class _Traits(ctypes.Structure):
     ]
 
 
+class _InitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
 class IKC:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -52,6 +56,11 @@ class IKC:
         lib.ggml_internal_get_type_traits.restype = _Traits
         lib.ggml_internal_get_type_traits.argtypes = [ctypes.c_int]
         lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+        # ggml_init fills the fp16 -> fp32 table that the to_float functions read
+        lib.ggml_init.restype = ctypes.c_void_p
+        lib.ggml_init.argtypes = [_InitParams]
+        lib.ggml_free.argtypes = [ctypes.c_void_p]
+        lib.ggml_free(lib.ggml_init(_InitParams(1 << 16, None, True)))
 
     @classmethod
     def load(cls) -> IKC | None:
