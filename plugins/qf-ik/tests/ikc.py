@@ -82,11 +82,12 @@ class IKC:
                                      None if im is None else im.ctypes.data, None)
         return out
 
-    def dequantize(self, type_id: int, data: np.ndarray, n_per_row: int) -> np.ndarray:
+    def dequantize(self, type_id: int, data: np.ndarray, n_per_row: int, group: int = 1) -> np.ndarray:
+        """``group`` rows per to_float call (4 for the _R4 types, whose to_float decodes 4 interleaved rows)."""
         data = np.ascontiguousarray(data, np.uint8)
         traits = self.lib.ggml_internal_get_type_traits(type_id)
         fn = _TO_FLOAT(traits.to_float)
         out = np.empty((data.shape[0], n_per_row), np.float32)
-        for r in range(data.shape[0]):
-            fn(data[r].ctypes.data, out[r].ctypes.data, n_per_row)
+        for r in range(0, data.shape[0], group):
+            fn(data[r].ctypes.data, out[r].ctypes.data, group * n_per_row)
         return out

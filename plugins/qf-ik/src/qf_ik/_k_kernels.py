@@ -534,12 +534,30 @@ def quantize_iq2_k(x, imatrix, out):
 # ------------------------------------------------------------------------------------------------------------- Q6_0
 @jit
 def quantize_q6_0(x, imatrix, out):
+    """ggml-quants.c's quantize_q6_0 (the imatrix as it is)."""
+    _q6_0(x, imatrix, out, 0)
+
+
+@jit
+def quantize_q6_0_qhelper(x, imatrix, out):
+    """quantize_q6_0 behind ik's QHelper with blocks of 32 (what quantize_q6_0_r4 does)."""
+    _q6_0(x, imatrix, out, 32)
+
+
+@inline
+def _q6_0(x, imatrix, out, helper):
     n, k = x.shape
     nb = k // 32
     use_qw = imatrix.shape[0] > 0
     weight = np.empty(32, np.float32)
     L = np.empty(32, np.int8)
+    qw = np.empty(k, np.float32)
     for r in range(n):
+        if use_qw:
+            if helper > 0:
+                row_weights(x, r, imatrix, helper, qw)
+            else:
+                qw[:] = imatrix
         sigma2 = F32(0.0)
         if use_qw:
             s = F32(0.0)
@@ -551,7 +569,7 @@ def quantize_q6_0(x, imatrix, out):
             for j in range(32):
                 xv = x[r, base + j]
                 if use_qw:
-                    weight[j] = imatrix[base + j] * np.sqrt(sigma2 + xv * xv)
+                    weight[j] = qw[base + j] * np.sqrt(sigma2 + xv * xv)
                 else:
                     weight[j] = xv * xv
             d = make_qx_quants_ik(32, 32, x[r], base, L, weight)

@@ -55,15 +55,17 @@ class KernelCodec(Codec):
 
 
 class RepackCodec(Codec):
-    """A row-interleaved ``_R4``/``_R8`` type: ``nrows`` consecutive rows quantized by the base codec, then
-    interleaved (ik's ``quantize_repack``).  The number of rows must be a multiple of ``nrows``."""
+    """A row-interleaved ``_R4`` type: groups of 4 consecutive rows quantized by the base codec (``base_quantize``
+    overrides its kernel where ik's ``quantize_*_r4`` prepares the imatrix differently), then interleaved.  The
+    number of rows must be a multiple of 4 (ik asserts it; its llama-quantize falls back to the base type)."""
 
-    def __init__(self, name: str, base: Codec, nrows: int, repack: str, unpack: str) -> None:
+    nrows = 4
+
+    def __init__(self, name: str, base_name: str, base: KernelCodec, base_quantize: str | None = None) -> None:
         self.name = name
-        self.base = base
-        self.nrows = nrows
-        self.repack_fn = repack
-        self.unpack_fn = unpack
+        self.base_name = base_name
+        self.base = base if base_quantize is None else KernelCodec(
+            base.name, base.block_size, base.type_size, base.module, base_quantize, base.dequantize_fn, base.kind)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         from qf.errors import InvalidWeightsError
@@ -71,16 +73,11 @@ class RepackCodec(Codec):
         if x.shape[0] % self.nrows:
             raise InvalidWeightsError(
                 f"{self.name}: the number of rows ({x.shape[0]}) is not a multiple of {self.nrows}")
-        plain = self.base.quantize_native(x, imatrix)
-        out = np.empty_like(plain)
-        getattr(_mod("_repack_kernels"), self.repack_fn)(plain, x.shape[1], out)
-        return out
+        return _mod("_repack_kernels").repack(self.base_name, self.base.quantize_native(x, imatrix), x.shape[1])
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
         data = np.ascontiguousarray(data, np.uint8)
-        plain = np.empty_like(data)
-        getattr(_mod("_repack_kernels"), self.unpack_fn)(data, n_per_row, plain)
-        return self.base.dequantize(plain, n_per_row)
+        return self.base.dequantize(_mod("_repack_kernels").unpack(self.base_name, data, n_per_row), n_per_row)
 
 
 def _k(name: str, type_size: int, quantize: str, dequantize: str, kind: int | None = None) -> KernelCodec:
@@ -93,3 +90,9 @@ IQ3_K = _k("IQ3_K", 110, "quantize_iq3_k", "dequantize_iq3_k")
 IQ4_K = _k("IQ4_K", 144, "quantize_iq456_k", "dequantize_iq4_k", 4)
 IQ5_K = _k("IQ5_K", 176, "quantize_iq456_k", "dequantize_iq5_k", 5)
 IQ6_K = _k("IQ6_K", 212, "quantize_iq456_k", "dequantize_iq6_k", 6)
+
+Q6_0_R4 = RepackCodec("Q6_0_R4", "Q6_0", Q6_0, "quantize_q6_0_qhelper")
+IQ2_K_R4 = RepackCodec("IQ2_K_R4", "IQ2_K", IQ2_K)
+IQ3_K_R4 = RepackCodec("IQ3_K_R4", "IQ3_K", IQ3_K)
+IQ4_K_R4 = RepackCodec("IQ4_K_R4", "IQ4_K", IQ4_K)
+IQ5_K_R4 = RepackCodec("IQ5_K_R4", "IQ5_K", IQ5_K)

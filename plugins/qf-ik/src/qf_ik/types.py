@@ -29,6 +29,17 @@ QUANT_TYPES = (
               description="ik: 5.5 bpw non-linear, 6-bit scales per 16 (ik_llama.cpp only)"),
     QuantType("IQ6_K", 141, 256, 212, f"{_C}:IQ6_K", ("table", "superblock"), ggml_name="iq6_k", fallback="Q8_0",
               description="ik: 6.625 bpw non-linear, 8-bit scales per 16 (ik_llama.cpp only)"),
+    # row-interleaved repacks: 4 rows quantized as the base type, then interleaved (rows must come in fours)
+    QuantType("Q6_0_R4", 233, 32, 26, f"{_C}:Q6_0_R4", (), ggml_name="q6_0_r4",
+              description="ik: Q6_0, 4 rows interleaved"),
+    QuantType("IQ2_K_R4", 337, 256, 76, f"{_C}:IQ2_K_R4", (), ggml_name="iq2_k_r4", fallback="IQ4_NL",
+              description="ik: IQ2_K, 4 rows interleaved"),
+    QuantType("IQ3_K_R4", 338, 256, 110, f"{_C}:IQ3_K_R4", (), ggml_name="iq3_k_r4", fallback="IQ4_NL",
+              description="ik: IQ3_K, 4 rows interleaved"),
+    QuantType("IQ4_K_R4", 339, 256, 144, f"{_C}:IQ4_K_R4", (), ggml_name="iq4_k_r4", fallback="Q5_0",
+              description="ik: IQ4_K, 4 rows interleaved"),
+    QuantType("IQ5_K_R4", 340, 256, 176, f"{_C}:IQ5_K_R4", (), ggml_name="iq5_k_r4", fallback="Q6_0",
+              description="ik: IQ5_K, 4 rows interleaved"),
 )
 
 
