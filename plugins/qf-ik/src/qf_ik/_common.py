@@ -8,7 +8,6 @@ and qf_ik uses only qf's public API.
 from __future__ import annotations
 
 import numpy as np
-
 from qf.kernels import F32, inline, jit, nearest_int
 
 QK_K = 256

@@ -10,9 +10,15 @@ go through ik's ``QHelper::row_weights`` (blocks of 16 whose sums are tiny get 1
 from __future__ import annotations
 
 import numpy as np
-
 from qf.kernels import F32, fp16_to_fp32, get_f16, inline, jit, nearest_int, put_f16
-from qf_ik._common import best_index_sub_after, best_index_sub_before, make_qx_quants_ik, make_qx_quants_iqk, row_weights
+
+from qf_ik._common import (
+    best_index_sub_after,
+    best_index_sub_before,
+    make_qx_quants_ik,
+    make_qx_quants_iqk,
+    row_weights,
+)
 from qf_ik._tables import (
     IQ2NL_VALUES,
     IQ3NL_INDEX,

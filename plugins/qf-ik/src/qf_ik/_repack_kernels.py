@@ -13,7 +13,6 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-
 from qf.kernels import jit
 
 QK_K = 256
@@ -144,7 +143,8 @@ def repack_iq3_k(src, dst, n_per_row, nrows):
                     qh = xo + 78
                     for j in range(16):
                         L[32 * ib32 + j] = ((src[qs + j] >> sl_) & 3) | (((src[qh + j] >> ib32) & 1) << 2)
-                        L[32 * ib32 + j + 16] = ((src[qs + j + 16] >> sl_) & 3) | (((src[qh + j + 16] >> ib32) & 1) << 2)
+                        L[32 * ib32 + j + 16] = (((src[qs + j + 16] >> sl_) & 3)
+                                                 | (((src[qh + j + 16] >> ib32) & 1) << 2))
                 for ib in range(8):
                     e = extra >> (2 * ib)
                     if e & 1:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
-
 from qf.codec import Codec
 
 QK_K = 256

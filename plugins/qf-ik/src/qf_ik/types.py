@@ -17,17 +17,17 @@ TARGET = "ik"  # for QuantType(..., target=TARGET) once the core API exists
 _C = "qf_ik.codecs"
 
 QUANT_TYPES = (
-    QuantType("Q6_0", 133, 32, 26, f"{_C}:Q6_0", ("symmetric",), ggml_name="q6_0",
+    QuantType("Q6_0", 133, 32, 26, f"{_C}:Q6_0", (), ggml_name="q6_0",
               description="ik: 6.5 bpw, fp16 scale per 32 (ik_llama.cpp only)"),  # target=TARGET
-    QuantType("IQ2_K", 137, 256, 76, f"{_C}:IQ2_K", ("table", "superblock"), ggml_name="iq2_k", fallback="IQ4_NL",
+    QuantType("IQ2_K", 137, 256, 76, f"{_C}:IQ2_K", (), ggml_name="iq2_k", fallback="IQ4_NL",
               description="ik: 2.375 bpw non-linear, 4-bit scales per 16 (ik_llama.cpp only)"),
-    QuantType("IQ3_K", 138, 256, 110, f"{_C}:IQ3_K", ("table", "superblock"), ggml_name="iq3_k", fallback="IQ4_NL",
+    QuantType("IQ3_K", 138, 256, 110, f"{_C}:IQ3_K", (), ggml_name="iq3_k", fallback="IQ4_NL",
               description="ik: 3.4375 bpw non-linear, 4-bit scales + sign per 16 (ik_llama.cpp only)"),
-    QuantType("IQ4_K", 139, 256, 144, f"{_C}:IQ4_K", ("table", "superblock"), ggml_name="iq4_k", fallback="Q5_0",
+    QuantType("IQ4_K", 139, 256, 144, f"{_C}:IQ4_K", (), ggml_name="iq4_k", fallback="Q5_0",
               description="ik: 4.5 bpw non-linear, 6-bit scales per 16 (ik_llama.cpp only)"),
-    QuantType("IQ5_K", 140, 256, 176, f"{_C}:IQ5_K", ("table", "superblock"), ggml_name="iq5_k", fallback="Q6_0",
+    QuantType("IQ5_K", 140, 256, 176, f"{_C}:IQ5_K", (), ggml_name="iq5_k", fallback="Q6_0",
               description="ik: 5.5 bpw non-linear, 6-bit scales per 16 (ik_llama.cpp only)"),
-    QuantType("IQ6_K", 141, 256, 212, f"{_C}:IQ6_K", ("table", "superblock"), ggml_name="iq6_k", fallback="Q8_0",
+    QuantType("IQ6_K", 141, 256, 212, f"{_C}:IQ6_K", (), ggml_name="iq6_k", fallback="Q8_0",
               description="ik: 6.625 bpw non-linear, 8-bit scales per 16 (ik_llama.cpp only)"),
     # row-interleaved repacks: 4 rows quantized as the base type, then interleaved (rows must come in fours)
     QuantType("Q6_0_R4", 233, 32, 26, f"{_C}:Q6_0_R4", (), ggml_name="q6_0_r4",
