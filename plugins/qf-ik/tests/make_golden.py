@@ -36,7 +36,7 @@ def golden_inputs() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
 
 
 def main() -> None:
-    from qf_ik.types import QUANT_TYPES
+    from qf_ik.types import implemented
 
     c = IKC.load()
     if c is None:
@@ -49,11 +49,11 @@ def main() -> None:
         arrays[f"in/{name}/x"] = x
         if im is not None:
             arrays[f"in/{name}/imatrix"] = im
-    for t in QUANT_TYPES:
+    for tname, type_id, block_size in implemented():
         for name, x, im in cases:
-            if x.shape[1] % t.block_size or (t.name.endswith("_R4") and x.shape[0] % 4):
+            if x.shape[1] % block_size or (tname.endswith("_R4") and x.shape[0] % 4):
                 continue
-            arrays[f"out/{t.name}/{name}"] = c.quantize(t.type_id, x, im)
+            arrays[f"out/{tname}/{name}"] = c.quantize(type_id, x, im)
     arrays["meta"] = np.array(json.dumps({"ik_commit": IK_COMMIT, "seeds": SEEDS}))
     out = HERE / "data" / "ik_golden.npz"
     out.parent.mkdir(exist_ok=True)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from qf_ik import codecs
-from qf_ik.types import QUANT_TYPES
+from qf_ik.types import implemented
 
-TYPES = [t.name for t in QUANT_TYPES]
+TYPES = [name for name, _, _ in implemented()]
 
 
 def _cases(golden, name):

@@ -8,12 +8,41 @@ and qf_ik uses only qf's public API.
 from __future__ import annotations
 
 import numpy as np
-from qf.kernels import F32, inline, jit, nearest_int
+from qf.kernels import F32, bits_f32, f32_bits, inline, jit, nearest_int
 
 QK_K = 256
 K_EPS = F32(1e-9)
 K_EPS2 = K_EPS * K_EPS  # constexpr float kEps2 = kEps*kEps (float32 product)
 INT_MIN = -2147483648
+
+
+@inline
+def c_max(a, b):
+    """C's ``MAX(a, b)`` macro, ``a > b ? a : b`` (a NaN b wins)."""
+    return a if a > b else b
+
+
+@inline
+def std_max(a, b):
+    """``std::max(a, b)``, ``a < b ? b : a`` (a NaN b loses)."""
+    return b if a < b else a
+
+
+@inline
+def put_f32(out, r, o, value):
+    """Store float32 ``value`` little-endian at ``out[r, o:o+4]`` (the per-row scale of the KS/KT types)."""
+    u = np.int64(f32_bits(F32(value)))
+    out[r, o] = u & 0xFF
+    out[r, o + 1] = (u >> 8) & 0xFF
+    out[r, o + 2] = (u >> 16) & 0xFF
+    out[r, o + 3] = (u >> 24) & 0xFF
+
+
+@inline
+def get_f32(data, r, o):
+    u = (np.int64(data[r, o]) | (np.int64(data[r, o + 1]) << 8) | (np.int64(data[r, o + 2]) << 16)
+         | (np.int64(data[r, o + 3]) << 24))
+    return bits_f32(u)
 
 
 @inline

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 from qf.kernels import F32, fp16_to_fp32, get_f16, inline, jit, nearest_int, put_f16
-
 from qf_ik._common import (
     best_index_sub_after,
     best_index_sub_before,
+    c_max,
+    get_f32,
     make_qx_quants_ik,
     make_qx_quants_iqk,
+    put_f32,
     row_weights,
+    std_max,
 )
 from qf_ik._tables import (
     IQ2NL_VALUES,
@@ -81,10 +84,10 @@ def _val(kind, i):
 
 
 @inline
-def _weights(x, r, base, qw, use_qw, sigma2, plain_quarter, weight):
-    """weight[j] for the 16 values at x[r, base:]: qw·sqrt(σ² + x²) with an imatrix, else 0.25σ² + x² (IQ2/3/5/6_K)
-    or x² (IQ4_K)."""
-    for j in range(16):
+def _weights(x, r, base, qw, use_qw, sigma2, plain_quarter, weight, bsz=16):
+    """weight[j] for the bsz values at x[r, base:]: qw·sqrt(σ² + x²) with an imatrix, else 0.25σ² + x²
+    (IQ2/3/5/6_K) or x² (IQ4_K, the KS types)."""
+    for j in range(bsz):
         xv = x[r, base + j]
         if use_qw:
             weight[j] = qw[base + j] * np.sqrt(sigma2 + xv * xv)
@@ -95,13 +98,13 @@ def _weights(x, r, base, qw, use_qw, sigma2, plain_quarter, weight):
 
 
 @inline
-def _pm_sums(kind, off, x, r, base, weight, inv):
+def _pm_sums(kind, off, x, r, base, weight, inv, bsz):
     """Σw·q·x and Σw·q² for q = nearest(inv·x) and for q = nearest(−inv·x) (the two signs of the scale)."""
     sqx_p = F32(0.0)
     sq2_p = F32(0.0)
     sqx_m = F32(0.0)
     sq2_m = F32(0.0)
-    for j in range(16):
+    for j in range(bsz):
         w = weight[j]
         xv = x[r, base + j]
         al = inv * xv
@@ -115,13 +118,13 @@ def _pm_sums(kind, off, x, r, base, weight, inv):
 
 
 @inline
-def _block_scale(kind, x, r, base, weight, ntry, step2, nshift):
+def _block_scale(kind, x, r, base, weight, ntry, step2, nshift, bsz=16):
     """The block-of-16 search shared by IQ3_K/IQ4_K/IQ5_K/IQ6_K: returns (d, is_shifted, amax_tiny).
 
     kind 3: ``best`` starts at 0 and the first fit needs Σq² > 0; kinds 4/5/6: the first fit is taken as it is."""
     amax = F32(0.0)
     mx = F32(0.0)
-    for j in range(16):
+    for j in range(bsz):
         ax = np.abs(x[r, base + j])
         if ax > amax:
             amax = ax
@@ -132,7 +135,7 @@ def _block_scale(kind, x, r, base, weight, ntry, step2, nshift):
     vs0 = _val(kind, nshift)
     d = -mx / v0
     inv = F32(1.0) / d
-    sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, 0, x, r, base, weight, inv)
+    sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, 0, x, r, base, weight, inv, bsz)
     best = F32(0.0)
     if kind == 3:
         if sq2_p > F32(0.0):
@@ -148,7 +151,7 @@ def _block_scale(kind, x, r, base, weight, ntry, step2, nshift):
     for itry in range(-ntry, ntry + 1):
         t = F32(2 * itry) if step2 else F32(itry)
         inv = (t + v0) / mx
-        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, 0, x, r, base, weight, inv)
+        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, 0, x, r, base, weight, inv, bsz)
         if sq2_p > F32(0.0) and sqx_p * sqx_p > best * sq2_p:
             d = sqx_p / sq2_p
             best = d * sqx_p
@@ -158,7 +161,7 @@ def _block_scale(kind, x, r, base, weight, ntry, step2, nshift):
             best = d * sqx_m
             is_shifted = False
         inv = (t + vs0) / mx
-        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, nshift, x, r, base, weight, inv)
+        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, nshift, x, r, base, weight, inv, bsz)
         if sq2_p > F32(0.0) and sqx_p * sqx_p > best * sq2_p:
             d = sqx_p / sq2_p
             best = d * sqx_p
@@ -372,7 +375,7 @@ def quantize_iq3_k(x, imatrix, out):
                 scales[ib] = d
                 if shifted:
                     extra |= 1 << ib
-                max_abs_scale = max(max_abs_scale, np.abs(d))
+                max_abs_scale = c_max(max_abs_scale, np.abs(d))
             if max_abs_scale == F32(0.0):
                 continue
             d = max_abs_scale / F32(31.0)
@@ -458,7 +461,7 @@ def quantize_iq2_k(x, imatrix, out):
                 amax = F32(0.0)
                 for j in range(16):
                     s += weight[j]
-                    amax = max(amax, np.abs(x[r, base + j]))
+                    amax = std_max(amax, np.abs(x[r, base + j]))
                 sw[ib] = s
                 if amax < F32(1e-16):
                     scales[ib] = F32(0.0)
@@ -503,7 +506,7 @@ def quantize_iq2_k(x, imatrix, out):
                 scales[ib] = d
                 if is_shifted:
                     extra |= 1 << ib
-                max_abs_scale = max(max_abs_scale, np.abs(d))
+                max_abs_scale = std_max(max_abs_scale, np.abs(d))
             if max_abs_scale == F32(0.0):
                 continue
             d = make_qx_quants_iqk(16, 8, scales, Ls, sw)
@@ -589,6 +592,122 @@ def _q6_0(x, imatrix, out, helper):
                 out[r, o + 10 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4)
                 h = (xi0 >> 4) | ((xi1 >> 4) << 2)
                 out[r, o + 2 + j % 8] |= h << (4 * (j // 8))
+
+
+
+# --------------------------------------------------------------------------------------------------- IQ4_KS/IQ5_KS
+IQ4_KS_BYTES = 8 + 128
+IQ5_KS_BYTES = 8 + 128 + 32
+
+
+@jit
+def quantize_iq45_ks(kind, x, imatrix, out):
+    """IQ4_KS (kind 4) and IQ5_KS (5): blocks of 32 with 7-bit scales (+ shift bit) under one float per row."""
+    n, k = x.shape
+    nbl = k // QK_K
+    use_qw = imatrix.shape[0] > 0
+    qw = np.empty(k, np.float32)
+    weight = np.empty(32, np.float32)
+    scales = np.empty(k // 32, np.float32)
+    if kind == 4:
+        nshift, ntry, bsz = 16, 7, IQ4_KS_BYTES
+    else:
+        nshift, ntry, bsz = 32, 5, IQ5_KS_BYTES
+    for r in range(n):
+        if use_qw:
+            row_weights(x, r, imatrix, 32, qw)
+        amax_scale = F32(0.0)
+        for ibl in range(nbl):
+            o = 4 + ibl * bsz
+            for b in range(bsz):
+                out[r, o + b] = 0
+            xo = ibl * QK_K
+            sigma2 = _sumx2(x, r, xo) * (F32(2.0) / F32(256.0))
+            for ib in range(8):
+                base = xo + 32 * ib
+                _weights(x, r, base, qw, use_qw, sigma2, False, weight, 32)
+                d, shifted, tiny = _block_scale(kind, x, r, base, weight, ntry, False, nshift, 32)
+                if tiny:
+                    scales[8 * ibl + ib] = F32(0.0)
+                    continue
+                if shifted:
+                    out[r, o + ib] = 1
+                scales[8 * ibl + ib] = d
+                amax_scale = std_max(amax_scale, np.abs(d))
+        d = amax_scale / F32(127.0)
+        put_f32(out, r, 0, d)
+        if d == F32(0.0):
+            continue
+        inv = F32(1.0) / d
+        sumqx = F32(0.0)
+        sumq2 = F32(0.0)
+        for ibl in range(nbl):
+            o = 4 + ibl * bsz
+            xo = ibl * QK_K
+            sigma2 = _sumx2(x, r, xo) * (F32(2.0) / F32(256.0))
+            for ib in range(8):
+                off = nshift if out[r, o + ib] & 1 else 0
+                lv = nearest_int(F32(0.5) * (inv * scales[8 * ibl + ib] + F32(127.0)))
+                lv = max(0, min(127, lv)) << 1
+                out[r, o + ib] |= lv
+                lv -= 127
+                dl = d * F32(lv)
+                idl = F32(1.0) / dl if dl != F32(0.0) else F32(0.0)
+                base = xo + 32 * ib
+                _weights(x, r, base, qw, use_qw, sigma2, False, weight, 32)
+                if kind == 4:
+                    qs = o + 8 + 16 * ib
+                    for j in range(16):
+                        x1 = x[r, base + j]
+                        x2 = x[r, base + j + 16]
+                        i1 = _bi(4, off, idl * x1)
+                        i2 = _bi(4, off, idl * x2)
+                        out[r, qs + j] = i1 | (i2 << 4)
+                        w1 = weight[j]
+                        w2 = weight[j + 16]
+                        q1 = F32(np.int64(V4[off + i1]) * lv)
+                        q2 = F32(np.int64(V4[off + i2]) * lv)
+                        sumqx += w1 * q1 * x1 + w2 * q2 * x2
+                        sumq2 += w1 * q1 * q1 + w2 * q2 * q2
+                else:
+                    qs = o + 8 + 32 * (ib // 2)
+                    qh = o + 136
+                    for j in range(32):
+                        xv = x[r, base + j]
+                        idx = _bi(5, off, idl * xv)
+                        out[r, qs + j] |= (idx & 0xF) << (4 * (ib % 2))
+                        out[r, qh + j] |= (idx >> 4) << ib
+                        w = weight[j]
+                        q = F32(np.int64(V5[off + idx]) * lv)
+                        sumqx += w * q * xv
+                        sumq2 += w * q * q
+        if sumq2 > F32(0.0):
+            put_f32(out, r, 0, sumqx / sumq2)
+
+
+@jit
+def dequantize_iq45_ks(kind, data, n_per_row, out):
+    bsz = IQ4_KS_BYTES if kind == 4 else IQ5_KS_BYTES
+    for r in range(data.shape[0]):
+        d = get_f32(data, r, 0)
+        for ibl in range(n_per_row // QK_K):
+            o = 4 + ibl * bsz
+            for ib in range(8):
+                sc = np.int64(data[r, o + ib])
+                dl = d * F32((sc & 254) - 127)
+                y = ibl * QK_K + 32 * ib
+                if kind == 4:
+                    off = 16 if sc & 1 else 0
+                    for j in range(16):
+                        q = data[r, o + 8 + 16 * ib + j]
+                        out[r, y + j] = dl * V4[off + (q & 0xF)]
+                        out[r, y + j + 16] = dl * V4[off + (q >> 4)]
+                else:
+                    off = 32 if sc & 1 else 0
+                    for j in range(32):
+                        lo = (np.int64(data[r, o + 8 + 32 * (ib // 2) + j]) >> (4 * (ib % 2))) & 0xF
+                        hi = (np.int64(data[r, o + 136 + j]) >> ib) & 1
+                        out[r, y + j] = dl * V5[off + (lo | (hi << 4))]
 
 
 # ------------------------------------------------------------------------------------------------------- dequantize

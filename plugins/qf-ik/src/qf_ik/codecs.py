@@ -24,7 +24,7 @@ class KernelCodec(Codec):
     one kernel module (``kind`` is passed first where one kernel serves several types)."""
 
     def __init__(self, name: str, block_size: int, type_size: int, module: str, quantize: str, dequantize: str,
-                 kind: int | None = None) -> None:
+                 kind: int | None = None, row_meta: int = 0, dequantize_kind: bool = False) -> None:
         self.name = name
         self.block_size = block_size
         self.type_size = type_size
@@ -32,9 +32,12 @@ class KernelCodec(Codec):
         self.quantize_fn = quantize
         self.dequantize_fn = dequantize
         self.kind = kind
+        self.dequantize_kind = dequantize_kind
+        #: bytes at the start of every row (ik's row_meta_size: a float32 row scale for the KS/KT types)
+        self.row_meta = row_meta
 
     def row_bytes(self, n_per_row: int) -> int:
-        return n_per_row // self.block_size * self.type_size
+        return self.row_meta + n_per_row // self.block_size * self.type_size
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
@@ -49,7 +52,11 @@ class KernelCodec(Codec):
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
         data = np.ascontiguousarray(data, np.uint8)
         out = np.empty((data.shape[0], n_per_row), np.float32)
-        getattr(_mod(self.module), self.dequantize_fn)(data, n_per_row, out)
+        fn = getattr(_mod(self.module), self.dequantize_fn)
+        if self.dequantize_kind:
+            fn(self.kind, data, n_per_row, out)
+        else:
+            fn(data, n_per_row, out)
         return out
 
 
@@ -64,7 +71,8 @@ class RepackCodec(Codec):
         self.name = name
         self.base_name = base_name
         self.base = base if base_quantize is None else KernelCodec(
-            base.name, base.block_size, base.type_size, base.module, base_quantize, base.dequantize_fn, base.kind)
+            base.name, base.block_size, base.type_size, base.module, base_quantize, base.dequantize_fn, base.kind,
+            base.row_meta, base.dequantize_kind)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         from qf.errors import InvalidWeightsError
@@ -89,6 +97,8 @@ IQ3_K = _k("IQ3_K", 110, "quantize_iq3_k", "dequantize_iq3_k")
 IQ4_K = _k("IQ4_K", 144, "quantize_iq456_k", "dequantize_iq4_k", 4)
 IQ5_K = _k("IQ5_K", 176, "quantize_iq456_k", "dequantize_iq5_k", 5)
 IQ6_K = _k("IQ6_K", 212, "quantize_iq456_k", "dequantize_iq6_k", 6)
+IQ4_KS = KernelCodec("IQ4_KS", QK_K, 136, "_k_kernels", "quantize_iq45_ks", "dequantize_iq45_ks", 4, 4, True)
+IQ5_KS = KernelCodec("IQ5_KS", QK_K, 168, "_k_kernels", "quantize_iq45_ks", "dequantize_iq45_ks", 5, 4, True)
 
 Q6_0_R4 = RepackCodec("Q6_0_R4", "Q6_0", Q6_0, "quantize_q6_0_qhelper")
 IQ2_K_R4 = RepackCodec("IQ2_K_R4", "IQ2_K", IQ2_K)
