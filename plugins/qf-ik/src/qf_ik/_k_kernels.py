@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from qf.kernels import F32, fp16_to_fp32, get_f16, inline, jit, nearest_int, put_f16
+
 from qf_ik._common import (
     best_index_sub_after,
     best_index_sub_before,
@@ -430,6 +431,51 @@ def _seg(a, b, v):
     return (a - b) * v
 
 
+@inline
+def iq2_block_search(x, r, base, weight, bsz, max_i1, min_i3, order, sumx, sumw):
+    """The exhaustive split search of IQ2_K (blocks of 16) and IQ2_KS (blocks of 32): the block's values sorted,
+    every split into 4 runs (i1 < max_i1, i3 >= min_i3) against the table, its shifted twin and both reversed.
+    Returns (d, is_shifted)."""
+    # std::sort of (x, index) pairs: insertion sort by value, ties by index
+    for j in range(bsz):
+        order[j] = j
+    for j in range(1, bsz):
+        c = order[j]
+        cv = x[r, base + c]
+        i = j - 1
+        while i >= 0 and (x[r, base + order[i]] > cv):
+            order[i + 1] = order[i]
+            i -= 1
+        order[i + 1] = c
+    sumx[0] = F32(0.0)
+    sumw[0] = F32(0.0)
+    for j in range(bsz):
+        jj = order[j]
+        sumw[j + 1] = sumw[j] + weight[jj]
+        sumx[j + 1] = sumx[j] + weight[jj] * x[r, base + jj]
+    best = F32(0.0)
+    d = F32(0.0)
+    is_shifted = False
+    for i1 in range(max_i1):
+        for i2 in range(i1, bsz):
+            for i3 in range(max(i2, min_i3), bsz):
+                for cand in range(4):
+                    off = 4 if (cand & 1) else 0
+                    if cand < 2:
+                        a0, a1, a2, a3 = V2[off], V2[off + 1], V2[off + 2], V2[off + 3]
+                    else:
+                        a0, a1, a2, a3 = V2[off + 3], V2[off + 2], V2[off + 1], V2[off]
+                    sqx = (_seg(sumx[i1], sumx[0], a0) + _seg(sumx[i2], sumx[i1], a1)
+                           + _seg(sumx[i3], sumx[i2], a2) + _seg(sumx[bsz], sumx[i3], a3))
+                    sq2 = (_seg(sumw[i1], sumw[0], a0) * a0 + _seg(sumw[i2], sumw[i1], a1) * a1
+                           + _seg(sumw[i3], sumw[i2], a2) * a2 + _seg(sumw[bsz], sumw[i3], a3) * a3)
+                    if sq2 > F32(0.0) and sqx * sqx > best * sq2:
+                        d = sqx / sq2
+                        best = d * sqx
+                        is_shifted = (cand & 1) == 1
+    return d, is_shifted
+
+
 @jit
 def quantize_iq2_k(x, imatrix, out):
     n, k = x.shape
@@ -440,9 +486,9 @@ def quantize_iq2_k(x, imatrix, out):
     scales = np.empty(16, np.float32)
     sw = np.empty(16, np.float32)
     Ls = np.empty(16, np.int8)
-    order = np.empty(16, np.int64)
-    sumx = np.empty(17, np.float32)
-    sumw = np.empty(17, np.float32)
+    order = np.empty(32, np.int64)
+    sumx = np.empty(33, np.float32)
+    sumw = np.empty(33, np.float32)
     for r in range(n):
         if use_qw:
             row_weights(x, r, imatrix, 16, qw)
@@ -466,43 +512,7 @@ def quantize_iq2_k(x, imatrix, out):
                 if amax < F32(1e-16):
                     scales[ib] = F32(0.0)
                     continue
-                # std::sort of (x, index) pairs: insertion sort by value, ties by index
-                for j in range(16):
-                    order[j] = j
-                for j in range(1, 16):
-                    c = order[j]
-                    cv = x[r, base + c]
-                    i = j - 1
-                    while i >= 0 and (x[r, base + order[i]] > cv):
-                        order[i + 1] = order[i]
-                        i -= 1
-                    order[i + 1] = c
-                sumx[0] = F32(0.0)
-                sumw[0] = F32(0.0)
-                for j in range(16):
-                    jj = order[j]
-                    sumw[j + 1] = sumw[j] + weight[jj]
-                    sumx[j + 1] = sumx[j] + weight[jj] * x[r, base + jj]
-                best = F32(0.0)
-                d = F32(0.0)
-                is_shifted = False
-                for i1 in range(16):
-                    for i2 in range(i1, 16):
-                        for i3 in range(i2, 16):
-                            for cand in range(4):
-                                off = 4 if (cand & 1) else 0
-                                if cand < 2:
-                                    a0, a1, a2, a3 = V2[off], V2[off + 1], V2[off + 2], V2[off + 3]
-                                else:
-                                    a0, a1, a2, a3 = V2[off + 3], V2[off + 2], V2[off + 1], V2[off]
-                                sqx = (_seg(sumx[i1], sumx[0], a0) + _seg(sumx[i2], sumx[i1], a1)
-                                       + _seg(sumx[i3], sumx[i2], a2) + _seg(sumx[16], sumx[i3], a3))
-                                sq2 = (_seg(sumw[i1], sumw[0], a0) * a0 + _seg(sumw[i2], sumw[i1], a1) * a1
-                                       + _seg(sumw[i3], sumw[i2], a2) * a2 + _seg(sumw[16], sumw[i3], a3) * a3)
-                                if sq2 > F32(0.0) and sqx * sqx > best * sq2:
-                                    d = sqx / sq2
-                                    best = d * sqx
-                                    is_shifted = (cand & 1) == 1
+                d, is_shifted = iq2_block_search(x, r, base, weight, 16, 16, 0, order, sumx, sumw)
                 scales[ib] = d
                 if is_shifted:
                     extra |= 1 << ib

@@ -43,10 +43,13 @@ QUANT_TYPES = (
 )
 
 
-# Types whose rows start with a float32 scale (ik's row_meta_size = 4): a row is 4 + n/256·type_size bytes, which
+# Types whose rows start with a scale (ik's row_meta_size: fp16 = 2 bytes or float32 = 4): a row is
+# row_meta + n/256·type_size bytes, which
 # QuantType cannot express yet (row_bytes = n/block·type_size), so they are not registered; their codecs are complete
 # and tested.  (name, type_id, block_size, type_size, row_meta, codec, fallback)
 ROW_META_TYPES = (
+    ("IQ2_KS", 145, 256, 70, 2, f"{_C}:IQ2_KS", "IQ4_NL"),
+    ("IQ3_KS", 156, 256, 102, 2, f"{_C}:IQ3_KS", "IQ4_NL"),
     ("IQ4_KS", 144, 256, 136, 4, f"{_C}:IQ4_KS", "IQ4_NL"),
     ("IQ5_KS", 152, 256, 168, 4, f"{_C}:IQ5_KS", "Q5_0"),
 )
