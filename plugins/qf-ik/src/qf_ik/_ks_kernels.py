@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from qf.kernels import F32, get_f16, jit, nearest_int, put_f16
-from qf_ik._common import make_qx_quants_iqk, row_weights, std_max
-from qf_ik._k_kernels import V2, V3, _bi, _bi2, _block_scale, _sumx2, _weights, iq2_block_search
+from qf_ik._common import get_f32, make_qx_quants_iqk, put_f32, row_weights, std_max
+from qf_ik._k_kernels import V2, V3, V4, _bi, _bi2, _block_scale, _sumx2, _weights, iq2_block_search
 
 QK_K = 256
 IQ2_KS_BYTES = 2 + 4 + 64
@@ -209,3 +209,240 @@ def dequantize_iq3_ks(data, n_per_row, out):
                         idx = ((np.int64(data[r, qs + j]) >> (2 * ib)) & 3) | (
                             ((np.int64(data[r, o + 70 + j]) >> b) & 1) << 2)
                         out[r, y + j] = dl[b] * V3[off + idx]
+
+
+# ---------------------------------------------------------------------------------------------------------- IQ4_KSS
+IQ4_KSS_BYTES = 128
+FLT_MAX = F32(3.4028234663852886e38)
+
+
+def _scramble_table() -> np.ndarray:
+    """ik's ``scramble_table()``: table[i] = the first j with j ^ (j << 1) == i | parity(i) << 15."""
+    j = np.arange(1 << 15, dtype=np.int64)
+    v = j ^ (j << 1)
+    i = v & 0x7FFF
+    parity = np.array([bin(t).count("1") & 1 for t in range(1 << 15)], np.int64)
+    ok = (v >> 15) == parity[i]
+    table = np.full(1 << 15, -1, np.int64)
+    for jj in j[ok][::-1]:  # the first j wins: assign in descending order so that smaller j overwrite
+        table[i[jj]] = jj
+    assert (table >= 0).all()
+    return table.astype(np.uint16)
+
+
+SCRAMBLE = _scramble_table()
+_POP4 = np.array([bin(t).count("1") for t in range(16)], np.int64)
+
+
+@jit
+def _popcount16(v):
+    return _POP4[v & 0xF] + _POP4[(v >> 4) & 0xF] + _POP4[(v >> 8) & 0xF] + _POP4[(v >> 12) & 0xF]
+
+
+@jit
+def _prune(v, off, xv, wv, dl):
+    """ik's prune_iq4ks: make the 4 nibbles' total popcount even by moving one quant by ±1..2 (the cheapest in
+    w·(Δ²)); the reference error uses the unshifted table whatever ``off`` is (as ik does)."""
+    if _popcount16(v) % 2 == 0:
+        return v
+    best_score = FLT_MAX
+    jbest = -1
+    bestq = 0
+    for j in range(4):
+        q = (v >> (4 * j)) & 0xF
+        pc = _POP4[q]
+        diff0 = dl * V4[q] - xv[j]
+        for iq in range(max(q - 2, 0), min(q + 2, 15) + 1):
+            if iq == q:
+                continue
+            if abs(_POP4[iq] - pc) % 2:
+                diff1 = dl * V4[off + iq] - xv[j]
+                score = wv[j] * (diff1 * diff1 - diff0 * diff0)
+                if score < best_score:
+                    best_score = score
+                    jbest = j
+                    bestq = iq
+    q4 = np.empty(4, np.int64)
+    for j in range(4):
+        q4[j] = (v >> (4 * j)) & 0xF
+    q4[jbest] = bestq
+    return q4[0] | (q4[1] << 4) | (q4[2] << 8) | (q4[3] << 12)
+
+
+@jit
+def _group(x, r, base, weight, k, xv, wv):
+    xv[0] = x[r, base + 2 * k]
+    xv[1] = x[r, base + 2 * k + 16]
+    xv[2] = x[r, base + 2 * k + 1]
+    xv[3] = x[r, base + 2 * k + 17]
+    wv[0] = weight[2 * k]
+    wv[1] = weight[2 * k + 16]
+    wv[2] = weight[2 * k + 1]
+    wv[3] = weight[2 * k + 17]
+
+
+@jit
+def _kss_try(x, r, base, weight, off, inv, xv, wv):
+    """One candidate inverse scale: the pruned quants of both signs and their Σw·q·x, Σw·q²."""
+    this_d = F32(1.0) / inv
+    sqx_p = F32(0.0)
+    sq2_p = F32(0.0)
+    sqx_m = F32(0.0)
+    sq2_m = F32(0.0)
+    for k in range(8):
+        _group(x, r, base, weight, k, xv, wv)
+        vp = 0
+        vm = 0
+        for j in range(4):
+            al = inv * xv[j]
+            vp |= _bi(4, off, al) << (4 * j)
+            vm |= _bi(4, off, -al) << (4 * j)
+        vp = _prune(vp, off, xv, wv, this_d)
+        vm = _prune(vm, off, xv, wv, this_d)
+        for j in range(4):
+            w = wv[j]
+            q = V4[off + ((vp >> (4 * j)) & 0xF)]
+            sqx_p += w * q * xv[j]
+            sq2_p += w * q * q
+            q = V4[off + ((vm >> (4 * j)) & 0xF)]
+            sqx_m += w * q * xv[j]
+            sq2_m += w * q * q
+    return sqx_p, sq2_p, sqx_m, sq2_m
+
+
+@jit
+def quantize_iq4_kss(x, imatrix, out):
+    n, k = x.shape
+    nbl = k // QK_K
+    use_qw = imatrix.shape[0] > 0
+    qw = np.empty(k, np.float32)
+    weight = np.empty(32, np.float32)
+    scales = np.empty(k // 32, np.float32)
+    xv = np.empty(4, np.float32)
+    wv = np.empty(4, np.float32)
+    vps = np.empty(8, np.int64)
+    vms = np.empty(8, np.int64)
+    for r in range(n):
+        if use_qw:
+            row_weights(x, r, imatrix, 32, qw)
+        for b in range(4 + nbl * IQ4_KSS_BYTES):
+            out[r, b] = 0
+        amax_scale = F32(0.0)
+        for ibl in range(nbl):
+            xo = ibl * QK_K
+            sigma2 = _sumx2(x, r, xo) * (F32(2.0) / F32(256.0))
+            for ib in range(8):
+                base = xo + 32 * ib
+                _weights(x, r, base, qw, use_qw, sigma2, False, weight, 32)
+                amax = F32(0.0)
+                mx = F32(0.0)
+                for j in range(32):
+                    ax = np.abs(x[r, base + j])
+                    if ax > amax:
+                        amax = ax
+                        mx = x[r, base + j]
+                if amax < F32(1e-16):
+                    scales[8 * ibl + ib] = F32(0.0)
+                    continue
+                best = F32(0.0)
+                d = -mx / V4[0]
+                for itry in range(-7, 8):
+                    for off in (0, 16):
+                        inv = (F32(itry) + V4[off]) / mx
+                        sqx_p, sq2_p, sqx_m, sq2_m = _kss_try(x, r, base, weight, off, inv, xv, wv)
+                        if sq2_p > F32(0.0) and sqx_p * sqx_p > best * sq2_p:
+                            d = sqx_p / sq2_p
+                            best = d * sqx_p
+                        if sq2_m > F32(0.0) and sqx_m * sqx_m > best * sq2_m:
+                            d = sqx_m / sq2_m
+                            best = d * sqx_m
+                scales[8 * ibl + ib] = d
+                amax_scale = std_max(amax_scale, np.abs(d))
+        d = amax_scale / F32(127.0)
+        put_f32(out, r, 0, d)
+        if d == F32(0.0):
+            continue
+        inv = F32(1.0) / d
+        sumqx = F32(0.0)
+        sumq2 = F32(0.0)
+        for ibl in range(nbl):
+            xo = ibl * QK_K
+            sigma2 = _sumx2(x, r, xo) * (F32(2.0) / F32(256.0))
+            for ib in range(8):
+                base = xo + 32 * ib
+                _weights(x, r, base, qw, use_qw, sigma2, False, weight, 32)
+                lv = nearest_int(F32(0.5) * (inv * scales[8 * ibl + ib] + F32(127.0)))
+                lv = (max(0, min(127, lv)) << 1) - 127
+                q16 = 4 + ibl * IQ4_KSS_BYTES + 16 * ib
+                if lv != 0:
+                    dl = d * F32(lv)
+                    idl = F32(1.0) / dl
+                    mse_p = F32(0.0)
+                    mse_m = F32(0.0)
+                    for kk in range(8):
+                        _group(x, r, base, weight, kk, xv, wv)
+                        vp = 0
+                        vm = 0
+                        for j in range(4):
+                            al = idl * xv[j]
+                            vp |= _bi(4, 0, al) << (4 * j)
+                            vm |= _bi(4, 16, al) << (4 * j)
+                        vp = _prune(vp, 0, xv, wv, dl)
+                        vm = _prune(vm, 16, xv, wv, dl)
+                        for j in range(4):
+                            w = wv[j]
+                            q = V4[(vp >> (4 * j)) & 0xF]
+                            e = xv[j] - dl * q
+                            mse_p += w * e * e
+                            q = V4[16 + ((vm >> (4 * j)) & 0xF)]
+                            e = xv[j] - dl * q
+                            mse_m += w * e * e
+                        vps[kk] = vp
+                        vms[kk] = vm
+                    use_m = mse_m < mse_p
+                    off = 16 if use_m else 0
+                    for kk in range(8):
+                        _group(x, r, base, weight, kk, xv, wv)
+                        v = vms[kk] if use_m else vps[kk]
+                        for j in range(4):
+                            q = F32(np.int64(V4[off + ((v >> (4 * j)) & 0xF)]) * lv)
+                            sumqx += wv[j] * q * xv[j]
+                            sumq2 += wv[j] * q * q
+                    lv += 127
+                    if use_m:
+                        lv |= 1
+                    for kk in range(8):
+                        v = vms[kk] if use_m else vps[kk]
+                        val = ((np.int64(SCRAMBLE[v & 0x7FFF]) << 1) | ((lv >> kk) & 1)) & 0xFFFF
+                        out[r, q16 + 2 * kk] = val & 0xFF
+                        out[r, q16 + 2 * kk + 1] = val >> 8
+                else:
+                    lv += 127
+                    for kk in range(8):
+                        out[r, q16 + 2 * kk] = (lv >> kk) & 1
+                        out[r, q16 + 2 * kk + 1] = 0
+        if sumq2 > F32(0.0):
+            put_f32(out, r, 0, sumqx / sumq2 * F32(1.01))
+
+
+@jit
+def dequantize_iq4_kss(data, n_per_row, out):
+    for r in range(data.shape[0]):
+        d = get_f32(data, r, 0)
+        for ibl in range(n_per_row // QK_K):
+            for ib in range(8):
+                q16 = 4 + ibl * IQ4_KSS_BYTES + 16 * ib
+                ls = 0
+                aux = np.empty(8, np.int64)
+                for kk in range(8):
+                    q = np.int64(data[r, q16 + 2 * kk]) | (np.int64(data[r, q16 + 2 * kk + 1]) << 8)
+                    a = q & 0xFFFE
+                    aux[kk] = (a ^ (a >> 1)) & 0xFFFF
+                    ls |= (q & 1) << kk
+                off = 16 if ls & 1 else 0
+                dl = d * F32((ls & 254) - 127)
+                y = ibl * QK_K + 32 * ib
+                for j in range(16):
+                    byte = (aux[j // 2] >> (8 * (j % 2))) & 0xFF
+                    out[r, y + j] = dl * V4[off + (byte & 0xF)]
+                    out[r, y + j + 16] = dl * V4[off + (byte >> 4)]

@@ -99,6 +99,7 @@ IQ5_K = _k("IQ5_K", 176, "quantize_iq456_k", "dequantize_iq5_k", 5)
 IQ6_K = _k("IQ6_K", 212, "quantize_iq456_k", "dequantize_iq6_k", 6)
 IQ2_KS = KernelCodec("IQ2_KS", QK_K, 70, "_ks_kernels", "quantize_iq2_ks", "dequantize_iq2_ks", row_meta=2)
 IQ3_KS = KernelCodec("IQ3_KS", QK_K, 102, "_ks_kernels", "quantize_iq3_ks", "dequantize_iq3_ks", row_meta=2)
+IQ4_KSS = KernelCodec("IQ4_KSS", QK_K, 128, "_ks_kernels", "quantize_iq4_kss", "dequantize_iq4_kss", row_meta=4)
 IQ4_KS = KernelCodec("IQ4_KS", QK_K, 136, "_k_kernels", "quantize_iq45_ks", "dequantize_iq45_ks", 4, 4, True)
 IQ5_KS = KernelCodec("IQ5_KS", QK_K, 168, "_k_kernels", "quantize_iq45_ks", "dequantize_iq45_ks", 5, 4, True)
 
