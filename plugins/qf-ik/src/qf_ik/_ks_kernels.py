@@ -9,10 +9,11 @@ IQ2_KS reproduces ``quantize_row_iq2_ks_impl``: what ``ggml_quantize_chunk`` run
 from __future__ import annotations
 
 import numpy as np
-
 from qf.kernels import F32, get_f16, jit, nearest_int, put_f16
+
 from qf_ik._common import get_f32, make_qx_quants_iqk, put_f32, row_weights, std_max
 from qf_ik._k_kernels import V2, V3, V4, _bi, _bi2, _block_scale, _sumx2, _weights, iq2_block_search
+from qf_ik._tables import IQ2KL_K_INDEX, IQ2KL_NEIGHBOURS, IQ2KL_VALUES, IQ3NL_VALUES
 
 QK_K = 256
 IQ2_KS_BYTES = 2 + 4 + 64
@@ -446,3 +447,220 @@ def dequantize_iq4_kss(data, n_per_row, out):
                     byte = (aux[j // 2] >> (8 * (j % 2))) & 0xFF
                     out[r, y + j] = dl * V4[off + (byte & 0xF)]
                     out[r, y + j + 16] = dl * V4[off + (byte >> 4)]
+
+
+# ----------------------------------------------------------------------------------------------------------- IQ2_KL
+IQ2_KL_BYTES = 2 + 4 + 64 + 16
+
+
+def _kl_grid() -> np.ndarray:
+    """grid[i] = (iq3nl_values[j // 8], iq3nl_values[j % 8]) for the 32 pairs j that k_index keeps."""
+    grid = np.zeros((32, 2), np.float32)
+    for j in range(64):
+        i = int(IQ2KL_K_INDEX[j])
+        if i >= 0:
+            grid[i] = (IQ3NL_VALUES[j // 8], IQ3NL_VALUES[j % 8])
+    return grid
+
+
+KL_GRID = _kl_grid()
+KL_INDEX = IQ2KL_K_INDEX.astype(np.int64)
+KL_NEIGH = IQ2KL_NEIGHBOURS.astype(np.int64)
+
+
+@jit
+def _kl_index(inv, x1, x2, w1, w2):
+    """ik's ``index`` lambda: the grid pair for (inv·x1, inv·x2), or the best of the 8 listed neighbours."""
+    sx1 = inv * x1
+    sx2 = inv * x2
+    l1 = _bi(3, 0, sx1)
+    l2 = _bi(3, 0, sx2)
+    i = KL_INDEX[8 * l1 + l2]
+    if i >= 0:
+        return i
+    best = FLT_MAX
+    ibest = -1
+    for t in range(8):
+        nb = KL_NEIGH[-i - 1, t]
+        diff1 = KL_GRID[nb, 0] - sx1
+        diff2 = KL_GRID[nb, 1] - sx2
+        score = w1 * diff1 * diff1 + w2 * diff2 * diff2
+        if score < best:
+            best = score
+            ibest = nb
+    return ibest
+
+
+@jit
+def _kl_weights(x, r, base, qw, use_qw, sigma2, weight):
+    for j in range(32):
+        xv = x[r, base + j]
+        if use_qw:
+            weight[j] = qw[base + j] * np.sqrt(sigma2 + xv * xv)
+        else:
+            weight[j] = np.abs(xv)
+
+
+@jit
+def _kl_sums(x, r, base, weight, inv):
+    sqx_p = F32(0.0)
+    sq2_p = F32(0.0)
+    sqx_m = F32(0.0)
+    sq2_m = F32(0.0)
+    for j in range(0, 32, 2):
+        w1 = weight[j]
+        w2 = weight[j + 1]
+        x1 = x[r, base + j]
+        x2 = x[r, base + j + 1]
+        idx = _kl_index(inv, x1, x2, w1, w2)
+        q1 = KL_GRID[idx, 0]
+        q2 = KL_GRID[idx, 1]
+        sqx_p += w1 * q1 * x1 + w2 * q2 * x2
+        sq2_p += w1 * q1 * q1 + w2 * q2 * q2
+        idx = _kl_index(-inv, x1, x2, w1, w2)
+        q1 = KL_GRID[idx, 0]
+        q2 = KL_GRID[idx, 1]
+        sqx_m += w1 * q1 * x1 + w2 * q2 * x2
+        sq2_m += w1 * q1 * q1 + w2 * q2 * q2
+    return sqx_p, sq2_p, sqx_m, sq2_m
+
+
+@jit
+def quantize_iq2_kl(x, imatrix, out):
+    n, k = x.shape
+    nbl = k // QK_K
+    use_qw = imatrix.shape[0] > 0
+    qw = np.empty(k, np.float32)
+    weight = np.empty(32, np.float32)
+    scales = np.empty(k // 32, np.float32)
+    v0 = V3[0]
+    for r in range(n):
+        if use_qw:
+            row_weights(x, r, imatrix, 32, qw)
+        for b in range(2 + nbl * IQ2_KL_BYTES):
+            out[r, b] = 0
+        max_scale = F32(0.0)
+        max_abs_scale = F32(0.0)
+        for ibl in range(nbl):
+            xo = ibl * QK_K
+            sigma2 = _sumx2(x, r, xo) * (F32(2.25) / F32(256.0))
+            for ib in range(8):
+                base = xo + 32 * ib
+                _kl_weights(x, r, base, qw, use_qw, sigma2, weight)
+                amax = F32(0.0)
+                mx = F32(0.0)
+                for j in range(32):
+                    ax = np.abs(x[r, base + j])
+                    if ax > amax:
+                        amax = ax
+                        mx = x[r, base + j]
+                if amax < F32(1e-16):
+                    scales[8 * ibl + ib] = F32(0.0)
+                    continue
+                d = -mx / v0
+                inv = F32(1.0) / d
+                sqx_p, sq2_p, sqx_m, sq2_m = _kl_sums(x, r, base, weight, inv)
+                d = sqx_p / sq2_p
+                best = d * sqx_p
+                if sq2_m > F32(0.0) and sqx_m * sqx_m > best * sq2_m:
+                    d = sqx_m / sq2_m
+                    best = d * sqx_m
+                for itry in range(-5, 6):
+                    inv = (F32(itry) + v0) / mx
+                    sqx_p, sq2_p, sqx_m, sq2_m = _kl_sums(x, r, base, weight, inv)
+                    if sq2_p > F32(0.0) and sqx_p * sqx_p > best * sq2_p:
+                        d = sqx_p / sq2_p
+                        best = d * sqx_p
+                    if sq2_m > F32(0.0) and sqx_m * sqx_m > best * sq2_m:
+                        d = sqx_m / sq2_m
+                        best = d * sqx_m
+                scales[8 * ibl + ib] = d
+                ad = np.abs(d)
+                if ad > max_abs_scale:
+                    max_abs_scale = ad
+                    max_scale = d
+        if max_abs_scale == F32(0.0):
+            continue
+        d = -max_scale / F32(32.0)
+        inv = F32(1.0) / d
+        sumqx = F32(0.0)
+        sumq2 = F32(0.0)
+        for ibl in range(nbl):
+            o = 2 + ibl * IQ2_KL_BYTES
+            xo = ibl * QK_K
+            sigma2 = _sumx2(x, r, xo) * (F32(2.25) / F32(256.0))
+            for ib in range(8):
+                base = xo + 32 * ib
+                _kl_weights(x, r, base, qw, use_qw, sigma2, weight)
+                ls = nearest_int(inv * scales[8 * ibl + ib])
+                ls = max(-32, min(31, ls))
+                best_score = FLT_MAX
+                best_ls = ls
+                for ils in range(max(-32, ls - 1), min(31, ls + 1) + 1):
+                    dl = d * F32(ils)
+                    idl = F32(1.0) / dl if dl != F32(0.0) else F32(0.0)
+                    score = F32(0.0)
+                    for j in range(16):
+                        w1 = weight[2 * j]
+                        w2 = weight[2 * j + 1]
+                        x1 = x[r, base + 2 * j]
+                        x2 = x[r, base + 2 * j + 1]
+                        idx = _kl_index(idl, x1, x2, w1, w2)
+                        diff1 = dl * KL_GRID[idx, 0] - x1
+                        diff2 = dl * KL_GRID[idx, 1] - x2
+                        score += w1 * diff1 * diff1 + w2 * diff2 * diff2
+                    if score < best_score:
+                        best_score = score
+                        best_ls = ils
+                ls = best_ls
+                uls = ls + 32
+                out[r, o + 2 + ib % 4] |= (uls & 0xF) << (4 * (ib // 4))
+                out[r, o + ib // 4] |= (uls >> 4) << (2 * (ib % 4))  # scales_h bits 2·ib
+                if ls == 0:
+                    continue
+                dl = d * F32(ls)
+                idl = F32(1.0) / dl
+                for j in range(16):
+                    w1 = weight[2 * j]
+                    w2 = weight[2 * j + 1]
+                    x1 = x[r, base + 2 * j]
+                    x2 = x[r, base + 2 * j + 1]
+                    idx = _kl_index(idl, x1, x2, w1, w2)
+                    out[r, o + 6 + 16 * (ib // 2) + j] |= (idx & 0xF) << (4 * (ib % 2))
+                    out[r, o + 70 + j] |= (idx >> 4) << ib
+                    q1 = F32(ls) * KL_GRID[idx, 0]
+                    q2 = F32(ls) * KL_GRID[idx, 1]
+                    sumqx += w1 * q1 * x1 + w2 * q2 * x2
+                    sumq2 += w1 * q1 * q1 + w2 * q2 * q2
+        if sumq2 > F32(0.0):
+            d = sumqx / sumq2
+        put_f16(out, r, 0, F32(1.025) * d)
+
+
+KL_VALUES = np.stack([(IQ2KL_VALUES.astype(np.int64) & 0xFF).astype(np.int8),
+                      (IQ2KL_VALUES.astype(np.int64) >> 8).astype(np.int8)], axis=1).astype(np.float32)
+
+
+@jit
+def dequantize_iq2_kl(data, n_per_row, out):
+    for r in range(data.shape[0]):
+        d = get_f16(data, r, 0)
+        for ibl in range(n_per_row // QK_K):
+            o = 2 + ibl * IQ2_KL_BYTES
+            sh = np.int64(data[r, o]) | (np.int64(data[r, o + 1]) << 8)
+            for ib64 in range(4):
+                s1 = (np.int64(data[r, o + 2 + (2 * ib64) % 4]) >> (4 * (ib64 // 2))) & 0xF
+                s2 = (np.int64(data[r, o + 2 + (2 * ib64 + 1) % 4]) >> (4 * (ib64 // 2))) & 0xF
+                dl1 = d * F32((s1 | (((sh >> (4 * ib64)) & 3) << 4)) - 32)
+                dl2 = d * F32((s2 | (((sh >> (4 * ib64 + 2)) & 3) << 4)) - 32)
+                qs = o + 6 + 16 * ib64
+                y = ibl * QK_K + 64 * ib64
+                for j in range(16):
+                    q = np.int64(data[r, qs + j])
+                    h = np.int64(data[r, o + 70 + j])
+                    i1 = (q & 0xF) | (((h >> (2 * ib64)) & 1) << 4)
+                    i2 = (q >> 4) | (((h >> (2 * ib64 + 1)) & 1) << 4)
+                    out[r, y + 2 * j] = dl1 * KL_VALUES[i1, 0]
+                    out[r, y + 2 * j + 1] = dl1 * KL_VALUES[i1, 1]
+                    out[r, y + 2 * j + 32] = dl2 * KL_VALUES[i2, 0]
+                    out[r, y + 2 * j + 33] = dl2 * KL_VALUES[i2, 1]

@@ -49,6 +49,7 @@ QUANT_TYPES = (
 # and tested.  (name, type_id, block_size, type_size, row_meta, codec, fallback)
 ROW_META_TYPES = (
     ("IQ2_KS", 145, 256, 70, 2, f"{_C}:IQ2_KS", "IQ4_NL"),
+    ("IQ2_KL", 157, 256, 86, 2, f"{_C}:IQ2_KL", "IQ4_NL"),
     ("IQ3_KS", 156, 256, 102, 2, f"{_C}:IQ3_KS", "IQ4_NL"),
     ("IQ4_KS", 144, 256, 136, 4, f"{_C}:IQ4_KS", "IQ4_NL"),
     ("IQ4_KSS", 146, 256, 128, 4, f"{_C}:IQ4_KSS", "IQ4_NL"),
