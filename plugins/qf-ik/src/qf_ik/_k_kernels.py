@@ -62,26 +62,41 @@ D_IQ6K = F32(0.0011972)
 
 # ---------------------------------------------------------------------------------------------------------- lookups
 @inline
-def _bi(kind, off, x):
-    """Index of the table entry nearest x, as ik's best_index_iq{3,4,5,6}nl(values + off, x)."""
-    if kind == 3:
-        return best_index_sub_after(V3, off, I3, 111, 8, x)
-    if kind == 4:
-        return best_index_sub_after(V4, off, I4, 241, 16, x)
-    if kind == 5:
-        return best_index_sub_after(V5, off, I5, 247, 32, x)
-    return best_index_sub_before(V6, off, I6, 249, 64, x)
+def tab3():
+    return (V3, I3, np.int64(111), np.int64(8), False)
 
 
 @inline
-def _val(kind, i):
-    if kind == 3:
-        return V3[i]
+def tab4():
+    return (V4, I4, np.int64(241), np.int64(16), False)
+
+
+@inline
+def tab5():
+    return (V5, I5, np.int64(247), np.int64(32), False)
+
+
+@inline
+def tab6():
+    return (V6, I6, np.int64(249), np.int64(64), True)
+
+
+@inline
+def tab_for(kind):
+    """The table of IQ4_K (4), IQ5_K (5) or IQ6_K (6): (values, index, index length, half size, subtract first)."""
     if kind == 4:
-        return V4[i]
+        return tab4()
     if kind == 5:
-        return V5[i]
-    return V6[i]
+        return tab5()
+    return tab6()
+
+
+@inline
+def bidx(tab, off, x):
+    """Index of the table entry nearest x, as ik's best_index_iq{3,4,5,6}nl(values + off, x)."""
+    if tab[4]:
+        return best_index_sub_before(tab[0], off, tab[1], tab[2], tab[3], x)
+    return best_index_sub_after(tab[0], off, tab[1], tab[2], tab[3], x)
 
 
 @inline
@@ -98,8 +113,8 @@ def _weights(x, r, base, qw, use_qw, sigma2, plain_quarter, weight, bsz=16):
             weight[j] = xv * xv
 
 
-@inline
-def _pm_sums(kind, off, x, r, base, weight, inv, bsz):
+@jit
+def _pm_sums(tab, off, x, r, base, weight, inv, bsz):
     """Σw·q·x and Σw·q² for q = nearest(inv·x) and for q = nearest(−inv·x) (the two signs of the scale)."""
     sqx_p = F32(0.0)
     sq2_p = F32(0.0)
@@ -109,17 +124,17 @@ def _pm_sums(kind, off, x, r, base, weight, inv, bsz):
         w = weight[j]
         xv = x[r, base + j]
         al = inv * xv
-        q = _val(kind, off + _bi(kind, off, al))
+        q = tab[0][off + bidx(tab, off, al)]
         sqx_p += w * q * xv
         sq2_p += w * q * q
-        q = _val(kind, off + _bi(kind, off, -al))
+        q = tab[0][off + bidx(tab, off, -al)]
         sqx_m += w * q * xv
         sq2_m += w * q * q
     return sqx_p, sq2_p, sqx_m, sq2_m
 
 
-@inline
-def _block_scale(kind, x, r, base, weight, ntry, step2, nshift, bsz=16):
+@jit
+def _block_scale(tab, first_needs_q2, x, r, base, weight, ntry, step2, nshift, bsz):
     """The block-of-16 search shared by IQ3_K/IQ4_K/IQ5_K/IQ6_K: returns (d, is_shifted, amax_tiny).
 
     kind 3: ``best`` starts at 0 and the first fit needs Σq² > 0; kinds 4/5/6: the first fit is taken as it is."""
@@ -132,13 +147,13 @@ def _block_scale(kind, x, r, base, weight, ntry, step2, nshift, bsz=16):
             mx = x[r, base + j]
     if amax < F32(1e-16):
         return F32(0.0), False, True
-    v0 = _val(kind, 0)
-    vs0 = _val(kind, nshift)
+    v0 = tab[0][0]
+    vs0 = tab[0][nshift]
     d = -mx / v0
     inv = F32(1.0) / d
-    sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, 0, x, r, base, weight, inv, bsz)
+    sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(tab, 0, x, r, base, weight, inv, bsz)
     best = F32(0.0)
-    if kind == 3:
+    if first_needs_q2:
         if sq2_p > F32(0.0):
             d = sqx_p / sq2_p
             best = d * sqx_p
@@ -152,7 +167,7 @@ def _block_scale(kind, x, r, base, weight, ntry, step2, nshift, bsz=16):
     for itry in range(-ntry, ntry + 1):
         t = F32(2 * itry) if step2 else F32(itry)
         inv = (t + v0) / mx
-        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, 0, x, r, base, weight, inv, bsz)
+        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(tab, 0, x, r, base, weight, inv, bsz)
         if sq2_p > F32(0.0) and sqx_p * sqx_p > best * sq2_p:
             d = sqx_p / sq2_p
             best = d * sqx_p
@@ -162,7 +177,7 @@ def _block_scale(kind, x, r, base, weight, ntry, step2, nshift, bsz=16):
             best = d * sqx_m
             is_shifted = False
         inv = (t + vs0) / mx
-        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(kind, nshift, x, r, base, weight, inv, bsz)
+        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(tab, nshift, x, r, base, weight, inv, bsz)
         if sq2_p > F32(0.0) and sqx_p * sqx_p > best * sq2_p:
             d = sqx_p / sq2_p
             best = d * sqx_p
@@ -174,8 +189,8 @@ def _block_scale(kind, x, r, base, weight, ntry, step2, nshift, bsz=16):
     return d, is_shifted, False
 
 
-@inline
-def _refit(kind, off, x, r, base, weight, d):
+@jit
+def _refit(tab, off, x, r, base, weight, d):
     """IQ3/5/6_K: refit d by least squares on the quants nearest x/d."""
     sumqx = F32(0.0)
     sumq2 = F32(0.0)
@@ -183,7 +198,7 @@ def _refit(kind, off, x, r, base, weight, d):
     for j in range(16):
         w = weight[j]
         xv = x[r, base + j]
-        q = _val(kind, off + _bi(kind, off, inv * xv))
+        q = tab[0][off + bidx(tab, off, inv * xv)]
         sumqx += w * q * xv
         sumq2 += w * q * q
     if sumq2 > F32(0.0):
@@ -210,6 +225,7 @@ def quantize_iq456_k(kind, x, imatrix, out):
     weight = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
     L = np.empty(QK_K, np.uint8)
+    tab = tab_for(kind)
     if kind == 4:
         nshift, ntry, bsz = 16, 7, 144
     elif kind == 5:
@@ -235,12 +251,12 @@ def quantize_iq456_k(kind, x, imatrix, out):
             for ib in range(16):
                 base = xo + 16 * ib
                 _weights(x, r, base, qw, use_qw, sigma2, kind != 4, weight)
-                d, shifted, tiny = _block_scale(kind, x, r, base, weight, ntry, False, nshift)
+                d, shifted, tiny = _block_scale(tab, False, x, r, base, weight, ntry, False, nshift, 16)
                 if tiny:
                     scales[ib] = F32(0.0)
                     continue
                 if kind != 4 and d != F32(0.0):
-                    d = _refit(kind, nshift if shifted else 0, x, r, base, weight, d)
+                    d = _refit(tab, nshift if shifted else 0, x, r, base, weight, d)
                 scales[ib] = d
                 if shifted:
                     extra |= 1 << ib
@@ -251,10 +267,10 @@ def quantize_iq456_k(kind, x, imatrix, out):
             if kind == 4:
                 _iq4_k_super(x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight, L, out, o)
             elif amax_scale != F32(0.0):
-                _iq56_k_super(kind, x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight, out, o)
+                _iq56_k_super(kind, tab, x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight, out, o)
 
 
-@inline
+@jit
 def _iq4_k_super(x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight, L, out, o):
     d = -max_scale / F32(32.0)
     put_f16(out, r, o, d)
@@ -273,7 +289,7 @@ def _iq4_k_super(x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight,
         _weights(x, r, base, qw, use_qw, sigma2, False, weight)
         for j in range(16):
             xv = x[r, base + j]
-            li = _bi(4, off, idl * xv)
+            li = bidx(tab4(), off, idl * xv)
             L[16 * ib + j] = li
             w = weight[j]
             q = F32(np.int64(V4[off + li]) * lv)
@@ -292,8 +308,8 @@ def _iq4_k_super(x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight,
             out[r, o + 16 + 16 * i + j] = L[32 * i + j] | (L[32 * i + 16 + j] << 4)
 
 
-@inline
-def _iq56_k_super(kind, x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight, out, o):
+@jit
+def _iq56_k_super(kind, tab, x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, weight, out, o):
     nshift = 32 if kind == 5 else 64
     smax = 32 if kind == 5 else 127
     d = -max_scale / F32(smax)
@@ -329,7 +345,7 @@ def _iq56_k_super(kind, x, r, xo, qw, use_qw, sigma2, scales, extra, max_scale, 
                 qh = o + 148 + 32 * (ib32 // 4) + offset
             for j in range(16):
                 xv = x[r, base + j]
-                ibest = _bi(kind, off, idl * xv)
+                ibest = bidx(tab, off, idl * xv)
                 out[r, qs + j] |= (ibest & 0xF) << (4 * (ib32 % 2))
                 if kind == 5:
                     out[r, qh + j] |= (ibest >> 4) << (ib32 % 8)
@@ -367,12 +383,12 @@ def quantize_iq3_k(x, imatrix, out):
             for ib in range(16):
                 base = xo + 16 * ib
                 _weights(x, r, base, qw, use_qw, sigma2, True, weight)
-                d, shifted, tiny = _block_scale(3, x, r, base, weight, 3, True, 8)
+                d, shifted, tiny = _block_scale(tab3(), True, x, r, base, weight, 3, True, 8, 16)
                 if tiny or d == F32(0.0):
                     scales[ib] = F32(0.0)
                     continue
                 # (ik's 128-step refinement that follows does not change the stored scale: skipped)
-                d = _refit(3, 8 if shifted else 0, x, r, base, weight, d)
+                d = _refit(tab3(), 8 if shifted else 0, x, r, base, weight, d)
                 scales[ib] = d
                 if shifted:
                     extra |= 1 << ib
@@ -406,7 +422,7 @@ def quantize_iq3_k(x, imatrix, out):
                     qh = o + 78 + 32 * (ib32 // 8) + offset
                     for j in range(16):
                         xv = x[r, base + j]
-                        ibest = _bi(3, off, idl * xv)
+                        ibest = bidx(tab3(), off, idl * xv)
                         out[r, qs + j] |= (ibest & 3) << (2 * (ib32 % 4))
                         out[r, qh + j] |= (ibest >> 2) << (ib32 % 8)
                         w = weight[j]
@@ -619,6 +635,7 @@ def quantize_iq45_ks(kind, x, imatrix, out):
     qw = np.empty(k, np.float32)
     weight = np.empty(32, np.float32)
     scales = np.empty(k // 32, np.float32)
+    tab = tab_for(kind)
     if kind == 4:
         nshift, ntry, bsz = 16, 7, IQ4_KS_BYTES
     else:
@@ -636,7 +653,7 @@ def quantize_iq45_ks(kind, x, imatrix, out):
             for ib in range(8):
                 base = xo + 32 * ib
                 _weights(x, r, base, qw, use_qw, sigma2, False, weight, 32)
-                d, shifted, tiny = _block_scale(kind, x, r, base, weight, ntry, False, nshift, 32)
+                d, shifted, tiny = _block_scale(tab, False, x, r, base, weight, ntry, False, nshift, 32)
                 if tiny:
                     scales[8 * ibl + ib] = F32(0.0)
                     continue
@@ -670,8 +687,8 @@ def quantize_iq45_ks(kind, x, imatrix, out):
                     for j in range(16):
                         x1 = x[r, base + j]
                         x2 = x[r, base + j + 16]
-                        i1 = _bi(4, off, idl * x1)
-                        i2 = _bi(4, off, idl * x2)
+                        i1 = bidx(tab, off, idl * x1)
+                        i2 = bidx(tab, off, idl * x2)
                         out[r, qs + j] = i1 | (i2 << 4)
                         w1 = weight[j]
                         w2 = weight[j + 16]
@@ -684,7 +701,7 @@ def quantize_iq45_ks(kind, x, imatrix, out):
                     qh = o + 136
                     for j in range(32):
                         xv = x[r, base + j]
-                        idx = _bi(5, off, idl * xv)
+                        idx = bidx(tab, off, idl * xv)
                         out[r, qs + j] |= (idx & 0xF) << (4 * (ib % 2))
                         out[r, qh + j] |= (idx >> 4) << ib
                         w = weight[j]

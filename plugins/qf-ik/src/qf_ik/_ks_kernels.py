@@ -12,7 +12,7 @@ import numpy as np
 from qf.kernels import F32, get_f16, jit, nearest_int, put_f16
 
 from qf_ik._common import get_f32, make_qx_quants_iqk, put_f32, row_weights, std_max
-from qf_ik._k_kernels import V2, V3, V4, _bi, _bi2, _block_scale, _sumx2, _weights, iq2_block_search
+from qf_ik._k_kernels import V2, V3, V4, _bi2, _block_scale, _sumx2, _weights, bidx, iq2_block_search, tab3, tab4
 from qf_ik._tables import IQ2KL_K_INDEX, IQ2KL_NEIGHBOURS, IQ2KL_VALUES, IQ3NL_VALUES
 
 QK_K = 256
@@ -140,7 +140,7 @@ def quantize_iq3_ks(x, imatrix, out):
             for ib in range(8):
                 base = xo + 32 * ib
                 _weights(x, r, base, qw, use_qw, sigma2, False, weight, 32)
-                d, shifted, tiny = _block_scale(3, x, r, base, weight, 5, False, 8, 32)
+                d, shifted, tiny = _block_scale(tab3(), True, x, r, base, weight, 5, False, 8, 32)
                 if tiny:
                     scales[8 * ibl + ib] = F32(0.0)
                     continue
@@ -177,7 +177,7 @@ def quantize_iq3_ks(x, imatrix, out):
                 qh = o + 70
                 for j in range(32):
                     xv = x[r, base + j]
-                    i = _bi(3, off, idl * xv)
+                    i = bidx(tab3(), off, idl * xv)
                     out[r, qs + j] |= (i & 3) << (2 * (ib % 4))
                     out[r, qh + j] |= (i >> 2) << (ib % 8)
                     w = weight[j]
@@ -296,8 +296,8 @@ def _kss_try(x, r, base, weight, off, inv, xv, wv):
         vm = 0
         for j in range(4):
             al = inv * xv[j]
-            vp |= _bi(4, off, al) << (4 * j)
-            vm |= _bi(4, off, -al) << (4 * j)
+            vp |= bidx(tab4(), off, al) << (4 * j)
+            vm |= bidx(tab4(), off, -al) << (4 * j)
         vp = _prune(vp, off, xv, wv, this_d)
         vm = _prune(vm, off, xv, wv, this_d)
         for j in range(4):
@@ -386,8 +386,8 @@ def quantize_iq4_kss(x, imatrix, out):
                         vm = 0
                         for j in range(4):
                             al = idl * xv[j]
-                            vp |= _bi(4, 0, al) << (4 * j)
-                            vm |= _bi(4, 16, al) << (4 * j)
+                            vp |= bidx(tab4(), 0, al) << (4 * j)
+                            vm |= bidx(tab4(), 16, al) << (4 * j)
                         vp = _prune(vp, 0, xv, wv, dl)
                         vm = _prune(vm, 16, xv, wv, dl)
                         for j in range(4):
@@ -473,8 +473,8 @@ def _kl_index(inv, x1, x2, w1, w2):
     """ik's ``index`` lambda: the grid pair for (inv·x1, inv·x2), or the best of the 8 listed neighbours."""
     sx1 = inv * x1
     sx2 = inv * x2
-    l1 = _bi(3, 0, sx1)
-    l2 = _bi(3, 0, sx2)
+    l1 = bidx(tab3(), 0, sx1)
+    l2 = bidx(tab3(), 0, sx2)
     i = KL_INDEX[8 * l1 + l2]
     if i >= 0:
         return i
