@@ -109,3 +109,26 @@ IQ2_K_R4 = RepackCodec("IQ2_K_R4", "IQ2_K", IQ2_K)
 IQ3_K_R4 = RepackCodec("IQ3_K_R4", "IQ3_K", IQ3_K)
 IQ4_K_R4 = RepackCodec("IQ4_K_R4", "IQ4_K", IQ4_K)
 IQ5_K_R4 = RepackCodec("IQ5_K_R4", "IQ5_K", IQ5_K)
+
+
+class TrellisCodec(KernelCodec):
+    """The KT types: kernels take the quantizer's tables (built once, on first use) before the data."""
+
+    def _tables(self):
+        q = _mod("_kt_kernels").quantizer(self.name)
+        return q.values, q.mid, q.starts, q.points, q.cvalues
+
+    def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        out = np.zeros((x.shape[0], self.row_bytes(x.shape[1])), np.uint8)
+        getattr(_mod(self.module), self.quantize_fn)(*self._tables(), x, _imatrix(imatrix), out)
+        return out
+
+    def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
+        data = np.ascontiguousarray(data, np.uint8)
+        out = np.empty((data.shape[0], n_per_row), np.float32)
+        getattr(_mod(self.module), self.dequantize_fn)(self._tables()[0], data, n_per_row, out)
+        return out
+
+
+IQ2_KT = TrellisCodec("IQ2_KT", QK_K, 68, "_kt_kernels", "quantize_iq2_kt", "dequantize_iq2_kt", row_meta=4)
