@@ -132,3 +132,28 @@ class TrellisCodec(KernelCodec):
 
 
 IQ2_KT = TrellisCodec("IQ2_KT", QK_K, 68, "_kt_kernels", "quantize_iq2_kt", "dequantize_iq2_kt", row_meta=4)
+IQ1_KT = TrellisCodec("IQ1_KT", QK_K, 56, "_kt_kernels", "quantize_iq1_kt", "dequantize_iq1_kt", row_meta=4)
+IQ3_KT = TrellisCodec("IQ3_KT", QK_K, 100, "_kt_kernels", "quantize_iq3_kt", "dequantize_iq3_kt", row_meta=4)
+
+
+class IQ4KTCodec(TrellisCodec):
+    """IQ4_KT: two quantizers (index offsets 4096 and 4096 + 32768), chosen per block of 32."""
+
+    def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        kt = _mod("_kt_kernels")
+        q1, q2 = kt.quantizer("IQ4_KT"), kt.quantizer("IQ4_KT_2")
+        x = np.ascontiguousarray(x, np.float32)
+        out = np.zeros((x.shape[0], self.row_bytes(x.shape[1])), np.uint8)
+        kt.quantize_iq4_kt(q1.starts, q1.points, q1.cvalues, q1.values, q2.starts, q2.points, q2.cvalues, q2.values,
+                           x, _imatrix(imatrix), out)
+        return out
+
+    def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
+        kt = _mod("_kt_kernels")
+        data = np.ascontiguousarray(data, np.uint8)
+        out = np.empty((data.shape[0], n_per_row), np.float32)
+        kt.dequantize_iq4_kt(kt.quantizer("IQ4_KT").values, kt.quantizer("IQ4_KT_2").values, data, n_per_row, out)
+        return out
+
+
+IQ4_KT = IQ4KTCodec("IQ4_KT", QK_K, 128, "_kt_kernels", "quantize_iq4_kt", "dequantize_iq4_kt", row_meta=4)
