@@ -503,7 +503,8 @@ def find_best_match4(starts, points, cvalues, d, x, xo, w, wo, best_idx, bo):
             e1 = q[1] - vx[1]
             e2 = q[2] - vx[2]
             e3 = q[3] - vx[3]
-            score = ((w[w_] * (e0 * e0)) + (w[w_ + 2] * (e2 * e2))) + ((w[w_ + 1] * (e1 * e1)) + (w[w_ + 3] * (e3 * e3)))
+            score = (((w[w_] * (e0 * e0)) + (w[w_ + 2] * (e2 * e2)))
+                     + ((w[w_ + 1] * (e1 * e1)) + (w[w_ + 3] * (e3 * e3))))
             t = p & 7
             lane = (t >> 1) if (t & 1) == 0 else 4 + (t >> 1)
             if score < sbest[lane]:
