@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from qf.mix import MixState
 from qf.model import ArchFacts
 from qf.plugins import get_registry
