@@ -246,16 +246,90 @@ def repack_q6_0(src, dst, n_per_row, nrows):
                             ((L[i + l1] >> 4) | ((L[i + l2] >> 4) << 4)) << (2 * (l_ // 2)))
 
 
-REPACKS = {"IQ2_K": (repack_iq2_k, 256, 76), "IQ3_K": (repack_iq3_k, 256, 110), "IQ4_K": (repack_iq4_k, 256, 144),
-           "IQ5_K": (repack_iq5_k, 256, 176), "Q6_0": (repack_q6_0, 32, 26)}
+@jit
+def _ks_meta(src, dst, g, rb):
+    for k in range(4):
+        for t in range(4):
+            dst[g + 4 * k + t] = src[g + k * rb + t]
+
+
+@jit
+def repack_iq4_ks(src, dst, n_per_row, nrows):
+    # rows: float d, then block_iq4_ks (scales 8, qs 128) = 136; r4: float d[4], then scales 32, qs 512
+    bs = 136
+    nbl = n_per_row // QK_K
+    rb = 4 + nbl * bs
+    for row in range(0, nrows, 4):
+        g = row * rb
+        _ks_meta(src, dst, g, rb)
+        for ibl in range(nbl):
+            yo = g + 16 + ibl * 4 * bs
+            for k in range(4):
+                xo = g + k * rb + 4 + ibl * bs
+                for ib in range(8):
+                    dst[yo + 4 * ib + k] = src[xo + ib]
+                    for i in range(4):
+                        q = yo + 32 + 64 * ib + 4 * k + i
+                        a0 = src[xo + 8 + 16 * ib + i]
+                        a8 = src[xo + 8 + 16 * ib + i + 8]
+                        a4 = src[xo + 8 + 16 * ib + i + 4]
+                        a12 = src[xo + 8 + 16 * ib + i + 12]
+                        dst[q] = (a0 & 0xF) | ((a8 & 0x0F) << 4)
+                        dst[q + 16] = (a0 >> 4) | (a8 & 0xF0)
+                        dst[q + 32] = (a4 & 0xF) | ((a12 & 0x0F) << 4)
+                        dst[q + 48] = (a4 >> 4) | (a12 & 0xF0)
+
+
+@jit
+def repack_iq5_ks(src, dst, n_per_row, nrows):
+    # rows: float d, then block_iq5_ks (scales 8, qs 128, qh 32) = 168; r4: float d[4], scales 32, qs 512, qh 128
+    bs = 168
+    nbl = n_per_row // QK_K
+    rb = 4 + nbl * bs
+    L = np.empty(QK_K, np.uint8)
+    for row in range(0, nrows, 4):
+        g = row * rb
+        _ks_meta(src, dst, g, rb)
+        for ibl in range(nbl):
+            yo = g + 16 + ibl * 4 * bs
+            for k in range(4):
+                xo = g + k * rb + 4 + ibl * bs
+                for ib64 in range(4):
+                    qs = xo + 8 + 32 * ib64
+                    qh = xo + 136
+                    shift = 2 * ib64
+                    for j in range(16):
+                        L[64 * ib64 + j] = (src[qs + j] & 0xF) | (((src[qh + j] >> shift) & 1) << 4)
+                        L[64 * ib64 + j + 16] = (src[qs + j + 16] & 0xF) | (((src[qh + j + 16] >> shift) & 1) << 4)
+                        L[64 * ib64 + j + 32] = (src[qs + j] >> 4) | (((src[qh + j] >> shift) & 2) << 3)
+                        L[64 * ib64 + j + 48] = (src[qs + j + 16] >> 4) | (((src[qh + j + 16] >> shift) & 2) << 3)
+                for ib in range(8):
+                    dst[yo + 4 * ib + k] = src[xo + ib]
+                    for i in range(4):
+                        q = yo + 32 + 64 * ib + 4 * k + i
+                        b = 32 * ib + i
+                        dst[q] = (L[b] & 0xF) | ((L[b + 8] & 0xF) << 4)
+                        dst[q + 16] = (L[b + 16] & 0xF) | ((L[b + 24] & 0xF) << 4)
+                        dst[q + 32] = (L[b + 4] & 0xF) | ((L[b + 12] & 0xF) << 4)
+                        dst[q + 48] = (L[b + 20] & 0xF) | ((L[b + 28] & 0xF) << 4)
+                        dst[yo + 544 + 16 * ib + 4 * k + i] = (
+                            ((L[b] >> 4) << 0) | ((L[b + 8] >> 4) << 1) | ((L[b + 16] >> 4) << 2)
+                            | ((L[b + 24] >> 4) << 3) | ((L[b + 4] >> 4) << 4) | ((L[b + 12] >> 4) << 5)
+                            | ((L[b + 20] >> 4) << 6) | ((L[b + 28] >> 4) << 7))
+
+
+# base type: (kernel, block size, bytes per block, bytes of row header)
+REPACKS = {"IQ2_K": (repack_iq2_k, 256, 76, 0), "IQ3_K": (repack_iq3_k, 256, 110, 0),
+           "IQ4_K": (repack_iq4_k, 256, 144, 0), "IQ5_K": (repack_iq5_k, 256, 176, 0), "Q6_0": (repack_q6_0, 32, 26, 0),
+           "IQ4_KS": (repack_iq4_ks, 256, 136, 4), "IQ5_KS": (repack_iq5_ks, 256, 168, 4)}
 
 
 @cache
 def bit_map(base: str) -> np.ndarray:
-    """For one group of 4 rows of one block each: ``m[b]`` = the input bit that output bit ``b`` comes from (−1 for
-    a constant 0).  Probes the forward kernel with one bit set at a time; checks that it is a permutation."""
-    kernel, block, bs = REPACKS[base]
-    nbytes = 4 * bs
+    """For one group of 4 one-block rows: ``m[b]`` = the input bit that output bit ``b`` comes from.  Probes the
+    forward kernel with one bit set at a time; checks that it is a permutation."""
+    kernel, block, bs, meta = REPACKS[base]
+    nbytes = 4 * (meta + bs)
     src = np.zeros(nbytes, np.uint8)
     dst = np.zeros(nbytes, np.uint8)
     m = np.full(nbytes * 8, -1, np.int64)
@@ -271,37 +345,42 @@ def bit_map(base: str) -> np.ndarray:
 
 
 @jit
-def _unpack(data, out, n_per_row, nrows, block, bs, inv):
-    """Inverse repack: ``inv[b]`` is the output bit the input bit ``b`` went to (per 4-row group, one block)."""
+def _unpack(data, out, n_per_row, nrows, block, bs, meta, inv):
+    """Inverse repack: ``inv[b]`` is the output bit that input bit ``b`` went to, in the one-block layout (the row
+    headers map as they are, block ibl adds ibl·4·bs on the output side)."""
     nbl = n_per_row // block
-    rb = nbl * bs
+    rb = meta + nbl * bs
     for row in range(0, nrows, 4):
         g = row * rb
-        for ibl in range(nbl):
-            yo = g + ibl * 4 * bs
-            for k in range(4):
-                xo = g + k * rb + ibl * bs
-                for j in range(bs):
-                    v = 0
-                    for t in range(8):
-                        ob = inv[(k * bs + j) * 8 + t]
-                        v |= ((np.int64(data[yo + (ob >> 3)]) >> (ob & 7)) & 1) << t
-                    out[xo + j] = v
+        for k in range(4):
+            for p in range(rb):
+                if p < meta:
+                    local = k * (meta + bs) + p
+                    shift = 0
+                else:
+                    ibl = (p - meta) // bs
+                    local = k * (meta + bs) + meta + (p - meta) % bs
+                    shift = ibl * 4 * bs * 8
+                v = 0
+                for t in range(8):
+                    ob = inv[local * 8 + t] + shift
+                    v |= ((np.int64(data[g + (ob >> 3)]) >> (ob & 7)) & 1) << t
+                out[g + k * rb + p] = v
 
 
 def unpack(base: str, data: np.ndarray, n_per_row: int) -> np.ndarray:
     """Rows of an ``_R4`` type back to the base type's rows."""
-    _, block, bs = REPACKS[base]
+    _, block, bs, meta = REPACKS[base]
     m = bit_map(base)
     inv = np.empty_like(m)
     inv[m] = np.arange(len(m))
     out = np.empty_like(data)
-    _unpack(data.reshape(-1), out.reshape(-1), n_per_row, data.shape[0], block, bs, inv)
+    _unpack(data.reshape(-1), out.reshape(-1), n_per_row, data.shape[0], block, bs, meta, inv)
     return out
 
 
 def repack(base: str, plain: np.ndarray, n_per_row: int) -> np.ndarray:
-    kernel, _, _ = REPACKS[base]
+    kernel = REPACKS[base][0]
     out = np.empty_like(plain)
     kernel(plain.reshape(-1), out.reshape(-1), n_per_row, plain.shape[0])
     return out

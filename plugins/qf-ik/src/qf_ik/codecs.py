@@ -157,3 +157,5 @@ class IQ4KTCodec(TrellisCodec):
 
 
 IQ4_KT = IQ4KTCodec("IQ4_KT", QK_K, 128, "_kt_kernels", "quantize_iq4_kt", "dequantize_iq4_kt", row_meta=4)
+IQ4_KS_R4 = RepackCodec("IQ4_KS_R4", "IQ4_KS", IQ4_KS)
+IQ5_KS_R4 = RepackCodec("IQ5_KS_R4", "IQ5_KS", IQ5_KS)
