@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from qf import ArchFacts
 from qf.mix import MixState
-from qf.model import ArchFacts
 from qf.plugins import get_registry
 
 NAMES = ["token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight",

@@ -7,6 +7,8 @@ import importlib
 import numpy as np
 from qf.codec import Codec
 
+from qf_ik.types import BY_NAME as T
+
 QK_K = 256
 _EMPTY = np.empty(0, np.float32)
 
@@ -21,23 +23,20 @@ def _imatrix(imatrix: np.ndarray | None) -> np.ndarray:
 
 class KernelCodec(Codec):
     """A type whose kernels are ``quantize(x, imatrix, out)`` / ``dequantize(data, n_per_row, out)`` functions of
-    one kernel module (``kind`` is passed first where one kernel serves several types)."""
+    one kernel module (``kind`` is passed first where one kernel serves several types).  Sizes (and the row header,
+    ``row_meta_size``) come from the QuantType."""
 
-    def __init__(self, name: str, block_size: int, type_size: int, module: str, quantize: str, dequantize: str,
-                 kind: int | None = None, row_meta: int = 0, dequantize_kind: bool = False) -> None:
-        self.name = name
-        self.block_size = block_size
-        self.type_size = type_size
+    def __init__(self, qtype, module: str, quantize: str, dequantize: str, kind: int | None = None,
+                 dequantize_kind: bool = False) -> None:
+        super().__init__(qtype)
         self.module = module
         self.quantize_fn = quantize
         self.dequantize_fn = dequantize
         self.kind = kind
         self.dequantize_kind = dequantize_kind
-        #: bytes at the start of every row (ik's row_meta_size: a float32 row scale for the KS/KT types)
-        self.row_meta = row_meta
 
     def row_bytes(self, n_per_row: int) -> int:
-        return self.row_meta + n_per_row // self.block_size * self.type_size
+        return self.qtype.row_bytes(n_per_row)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
@@ -67,12 +66,11 @@ class RepackCodec(Codec):
 
     nrows = 4
 
-    def __init__(self, name: str, base_name: str, base: KernelCodec, base_quantize: str | None = None) -> None:
-        self.name = name
-        self.base_name = base_name
+    def __init__(self, qtype, base: KernelCodec, base_quantize: str | None = None) -> None:
+        super().__init__(qtype)
+        self.base_name = base.name
         self.base = base if base_quantize is None else KernelCodec(
-            base.name, base.block_size, base.type_size, base.module, base_quantize, base.dequantize_fn, base.kind,
-            base.row_meta, base.dequantize_kind)
+            base.qtype, base.module, base_quantize, base.dequantize_fn, base.kind, base.dequantize_kind)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         from qf.errors import InvalidWeightsError
@@ -87,28 +85,29 @@ class RepackCodec(Codec):
         return self.base.dequantize(_mod("_repack_kernels").unpack(self.base_name, data, n_per_row), n_per_row)
 
 
-def _k(name: str, type_size: int, quantize: str, dequantize: str, kind: int | None = None) -> KernelCodec:
-    return KernelCodec(name, QK_K, type_size, "_k_kernels", quantize, dequantize, kind)
+def _k(name: str, quantize: str, dequantize: str, kind: int | None = None, module: str = "_k_kernels",
+       dequantize_kind: bool = False) -> KernelCodec:
+    return KernelCodec(T[name], module, quantize, dequantize, kind, dequantize_kind)
 
 
-Q6_0 = KernelCodec("Q6_0", 32, 26, "_k_kernels", "quantize_q6_0", "dequantize_q6_0")
-IQ2_K = _k("IQ2_K", 76, "quantize_iq2_k", "dequantize_iq2_k")
-IQ3_K = _k("IQ3_K", 110, "quantize_iq3_k", "dequantize_iq3_k")
-IQ4_K = _k("IQ4_K", 144, "quantize_iq456_k", "dequantize_iq4_k", 4)
-IQ5_K = _k("IQ5_K", 176, "quantize_iq456_k", "dequantize_iq5_k", 5)
-IQ6_K = _k("IQ6_K", 212, "quantize_iq456_k", "dequantize_iq6_k", 6)
-IQ2_KS = KernelCodec("IQ2_KS", QK_K, 70, "_ks_kernels", "quantize_iq2_ks", "dequantize_iq2_ks", row_meta=2)
-IQ3_KS = KernelCodec("IQ3_KS", QK_K, 102, "_ks_kernels", "quantize_iq3_ks", "dequantize_iq3_ks", row_meta=2)
-IQ2_KL = KernelCodec("IQ2_KL", QK_K, 86, "_ks_kernels", "quantize_iq2_kl", "dequantize_iq2_kl", row_meta=2)
-IQ4_KSS = KernelCodec("IQ4_KSS", QK_K, 128, "_ks_kernels", "quantize_iq4_kss", "dequantize_iq4_kss", row_meta=4)
-IQ4_KS = KernelCodec("IQ4_KS", QK_K, 136, "_k_kernels", "quantize_iq45_ks", "dequantize_iq45_ks", 4, 4, True)
-IQ5_KS = KernelCodec("IQ5_KS", QK_K, 168, "_k_kernels", "quantize_iq45_ks", "dequantize_iq45_ks", 5, 4, True)
+Q6_0 = _k("Q6_0", "quantize_q6_0", "dequantize_q6_0")
+IQ2_K = _k("IQ2_K", "quantize_iq2_k", "dequantize_iq2_k")
+IQ3_K = _k("IQ3_K", "quantize_iq3_k", "dequantize_iq3_k")
+IQ4_K = _k("IQ4_K", "quantize_iq456_k", "dequantize_iq4_k", 4)
+IQ5_K = _k("IQ5_K", "quantize_iq456_k", "dequantize_iq5_k", 5)
+IQ6_K = _k("IQ6_K", "quantize_iq456_k", "dequantize_iq6_k", 6)
+IQ2_KS = _k("IQ2_KS", "quantize_iq2_ks", "dequantize_iq2_ks", module="_ks_kernels")
+IQ3_KS = _k("IQ3_KS", "quantize_iq3_ks", "dequantize_iq3_ks", module="_ks_kernels")
+IQ2_KL = _k("IQ2_KL", "quantize_iq2_kl", "dequantize_iq2_kl", module="_ks_kernels")
+IQ4_KSS = _k("IQ4_KSS", "quantize_iq4_kss", "dequantize_iq4_kss", module="_ks_kernels")
+IQ4_KS = _k("IQ4_KS", "quantize_iq45_ks", "dequantize_iq45_ks", 4, dequantize_kind=True)
+IQ5_KS = _k("IQ5_KS", "quantize_iq45_ks", "dequantize_iq45_ks", 5, dequantize_kind=True)
 
-Q6_0_R4 = RepackCodec("Q6_0_R4", "Q6_0", Q6_0, "quantize_q6_0_qhelper")
-IQ2_K_R4 = RepackCodec("IQ2_K_R4", "IQ2_K", IQ2_K)
-IQ3_K_R4 = RepackCodec("IQ3_K_R4", "IQ3_K", IQ3_K)
-IQ4_K_R4 = RepackCodec("IQ4_K_R4", "IQ4_K", IQ4_K)
-IQ5_K_R4 = RepackCodec("IQ5_K_R4", "IQ5_K", IQ5_K)
+Q6_0_R4 = RepackCodec(T["Q6_0_R4"], Q6_0, "quantize_q6_0_qhelper")
+IQ2_K_R4 = RepackCodec(T["IQ2_K_R4"], IQ2_K)
+IQ3_K_R4 = RepackCodec(T["IQ3_K_R4"], IQ3_K)
+IQ4_K_R4 = RepackCodec(T["IQ4_K_R4"], IQ4_K)
+IQ5_K_R4 = RepackCodec(T["IQ5_K_R4"], IQ5_K)
 
 
 class TrellisCodec(KernelCodec):
@@ -131,9 +130,9 @@ class TrellisCodec(KernelCodec):
         return out
 
 
-IQ2_KT = TrellisCodec("IQ2_KT", QK_K, 68, "_kt_kernels", "quantize_iq2_kt", "dequantize_iq2_kt", row_meta=4)
-IQ1_KT = TrellisCodec("IQ1_KT", QK_K, 56, "_kt_kernels", "quantize_iq1_kt", "dequantize_iq1_kt", row_meta=4)
-IQ3_KT = TrellisCodec("IQ3_KT", QK_K, 100, "_kt_kernels", "quantize_iq3_kt", "dequantize_iq3_kt", row_meta=4)
+IQ2_KT = TrellisCodec(T["IQ2_KT"], "_kt_kernels", "quantize_iq2_kt", "dequantize_iq2_kt")
+IQ1_KT = TrellisCodec(T["IQ1_KT"], "_kt_kernels", "quantize_iq1_kt", "dequantize_iq1_kt")
+IQ3_KT = TrellisCodec(T["IQ3_KT"], "_kt_kernels", "quantize_iq3_kt", "dequantize_iq3_kt")
 
 
 class IQ4KTCodec(TrellisCodec):
@@ -156,6 +155,6 @@ class IQ4KTCodec(TrellisCodec):
         return out
 
 
-IQ4_KT = IQ4KTCodec("IQ4_KT", QK_K, 128, "_kt_kernels", "quantize_iq4_kt", "dequantize_iq4_kt", row_meta=4)
-IQ4_KS_R4 = RepackCodec("IQ4_KS_R4", "IQ4_KS", IQ4_KS)
-IQ5_KS_R4 = RepackCodec("IQ5_KS_R4", "IQ5_KS", IQ5_KS)
+IQ4_KT = IQ4KTCodec(T["IQ4_KT"], "_kt_kernels", "quantize_iq4_kt", "dequantize_iq4_kt")
+IQ4_KS_R4 = RepackCodec(T["IQ4_KS_R4"], IQ4_KS)
+IQ5_KS_R4 = RepackCodec(T["IQ5_KS_R4"], IQ5_KS)

@@ -7,17 +7,20 @@ from importlib import resources
 
 from qf import Preset, hookimpl
 
+from qf_ik.types import TARGET
+
 MIX_NAME = "ik_llama.cpp"
 
 
 def load():
-    from qf.mix import Mix, parse_toml
+    from qf.mix import Mix
+    from qf.recipe import parse_toml
 
     text = resources.files(__package__).joinpath("ik_llama_cpp.toml").read_text()
     where = "qf_ik/ik_llama_cpp.toml"
     data = parse_toml(text, where)
     presets = [Preset(item["name"], item["id"], item["default"], mix=MIX_NAME,
-                      description=item.get("description", "").strip())
+                      description=item.get("description", "").strip(), target=TARGET)
                for item in data["ftype"]]
     return presets, Mix.from_toml(MIX_NAME, text, where)
 
