@@ -1,0 +1,32 @@
+"""Fixtures for qf_ik's tests: the committed golden file and, when QF_IK_LIB names ik_llama.cpp's libggml, the C
+quantizers themselves."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+GOLDEN = HERE / "data" / "ik_golden.npz"
+
+
+@pytest.fixture(scope="session")
+def ik_golden():
+    data = np.load(GOLDEN)
+    return {name: data[name] for name in data.files}
+
+
+@pytest.fixture(scope="session")
+def ikc():
+    from ikc import IKC
+
+    c = IKC.load()
+    if c is None:
+        pytest.skip("QF_IK_LIB is not set: no ik_llama.cpp library to compare with (the committed golden file "
+                    "still checks every type)")
+    return c

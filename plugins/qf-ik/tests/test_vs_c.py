@@ -1,0 +1,41 @@
+"""qf_ik against ik_llama.cpp's C quantizers on fresh random inputs (runs only when QF_IK_LIB is set)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from cases import random_cases
+from qf_ik import codecs
+from qf_ik.types import implemented
+
+TYPES = {name: (type_id, block_size) for name, type_id, block_size in implemented()}
+SEED = int(os.environ.get("QF_IK_SEED", np.random.SeedSequence().entropy % 2**31))
+
+
+@pytest.mark.parametrize("name", list(TYPES))
+@pytest.mark.parametrize("n_per_row", [256, 1024])
+def test_random_bit_exact(ikc, name, n_per_row):
+    type_id, block_size = TYPES[name]
+    if n_per_row % block_size:
+        pytest.skip("row length does not fit")
+    codec = getattr(codecs, name)
+    bad = []
+    for case, x, im in random_cases(SEED + n_per_row, n_per_row):
+        ref = ikc.quantize(type_id, x, im)
+        ours = codec.quantize_native(x, im)
+        if not np.array_equal(ref, ours):
+            bad.append(f"{case}: {(ref != ours).any(axis=1).sum()} rows")
+    assert not bad, f"{name} (seed {SEED + n_per_row}, QF_IK_SEED={SEED} reproduces): " + "; ".join(bad)
+
+
+@pytest.mark.parametrize("name", list(TYPES))
+def test_dequantize_equals_c(ikc, name):
+    type_id, _ = TYPES[name]
+    codec = getattr(codecs, name)
+    for _, x, im in random_cases(SEED, 512)[:4]:
+        data = ikc.quantize(type_id, x, im)
+        ref = ikc.dequantize(type_id, data, x.shape[1], 4 if name.endswith("_R4") else 1)
+        np.testing.assert_array_equal(codec.dequantize(data, x.shape[1]), ref)
