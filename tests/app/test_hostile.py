@@ -183,8 +183,10 @@ def test_space_is_checked_before_the_first_tensor(model, tmp_path, monkeypatch):
 def test_signal_mid_run_cleans_up(big_model, tmp_path, sig, code):
     out = tmp_path / "o.gguf"
     before = sha(big_model)
+    # a shell running us in the background (`cmd &`) ignores SIGINT, and a child inherits that: restore the default
     proc = subprocess.Popen([sys.executable, "-m", "qf", "quantize", "-q", "--strategy", "exhaustive",
-                             str(big_model), str(out), "Q4_1", "1"], stderr=subprocess.PIPE, text=True)
+                             str(big_model), str(out), "Q4_1", "1"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not leftovers(tmp_path) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
