@@ -409,6 +409,10 @@ class Perplexity:
         m = x.max(axis=1, keepdims=True)
         sum_exp = np.exp(x - m).sum(axis=1, dtype=np.float64)  # llama.cpp: expf, summed in double
         v = np.log(sum_exp) + m[:, 0].astype(np.float64) - x[np.arange(x.shape[0]), targets].astype(np.float64)
+        self.add_nll(v)
+
+    def add_nll(self, v: np.ndarray) -> None:
+        """Add negative log-likelihoods (float64), as llama-imatrix's ``process_logits`` sums them."""
         self.nll += float(v.sum())
         self.nll2 += float((v * v).sum())
         self.count += int(v.size)
