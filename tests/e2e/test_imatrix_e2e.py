@@ -14,9 +14,9 @@ from imatrix_compare import SUM_RTOL, compare_imatrix
 
 import llama_imatrix_ref
 from paths import DATA, GOLDEN_E2E, need
-from qf_arches.imatrix.collect import CollectOptions, ModelWeights, collect
 from qf.gguf_io.source import ModelSource
 from qf.imatrix import Imatrix
+from qf_arches.imatrix.collect import CollectOptions, ModelWeights, collect
 from qf_arches.imatrix.tokenize import tokenize_text
 
 ARCHES = ("llama", "glm4moe", "deepseek2", "qwen3moe")
