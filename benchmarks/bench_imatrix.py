@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from paths import DATA, GOLDEN_E2E  # noqa: E402
-from qf_arches.imatrix.collect import CollectOptions, ModelWeights, collect  # noqa: E402
-from qf.gguf_io.source import ModelSource  # noqa: E402
 from qf.app.aliases import find_model  # noqa: E402
+from qf.gguf_io.source import ModelSource  # noqa: E402
+from qf_arches.imatrix.collect import CollectOptions, ModelWeights, collect  # noqa: E402
 from qf_arches.imatrix.tokenize import tokenize_text  # noqa: E402
 
 
