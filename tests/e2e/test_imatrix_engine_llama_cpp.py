@@ -15,11 +15,12 @@ made by a llama-imatrix built from llama-cpp-python 0.3.36's vendored llama.cpp
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from conftest import missing
 from imatrix_compare import compare_imatrix
 
@@ -132,10 +133,12 @@ def test_parse_special(engine, smollm2):
     assert 1 not in plain.tolist() and plain.size > special.size
 
 
-def run_cli(*args):
-    from qf.app.cli import cli
-
-    return CliRunner().invoke(cli, ["imatrix", *map(str, args)], catch_exceptions=False)
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``qf imatrix ARGS`` in a subprocess (stdout and stderr together in ``.output``)."""
+    proc = subprocess.run([sys.executable, "-m", "qf", "imatrix", *map(str, args)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    proc.output, proc.exit_code = proc.stdout, proc.returncode
+    return proc
 
 
 def test_cli_auto_uses_llama_cpp_for_gemma3(engine, gemma3_f32, tmp_path):
