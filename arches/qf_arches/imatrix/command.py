@@ -215,10 +215,12 @@ def _collect_numpy(source, model_path, text, tokens_file, parse_special, opts, s
         try:
             tokens = tokenize_text(weights.metadata, text.decode("utf-8", errors="replace"))
         except UsageError:
+            from qf_arches.imatrix.engines import llama_cpp_available
+
+            if not llama_cpp_available():
+                raise
             from qf_arches.imatrix import llama_cpp
 
-            if not llama_cpp.available():
-                raise
             tokens = llama_cpp.tokenize(model_path, text)
     opts = attrs.evolve(opts, bos_id=chunk_bos(weights.metadata))
     with threadpool_limits(limits=threads):

@@ -47,6 +47,13 @@ def numpy_handles(arch: str) -> bool:
     return a is not None and a.forward is not None and "*" not in a.gguf_names
 
 
+def llama_cpp_available() -> bool:
+    """llama-cpp-python is installed (found without loading its shared libraries)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def _llama_cpp_handles(arch: str) -> bool:
     return True  # whatever the bundled llama.cpp loads; it says so when it cannot
 
@@ -55,7 +62,7 @@ ENGINES: dict[str, EngineInfo] = {
     "numpy": EngineInfo("numpy", "qf's own numpy forward passes", f"{__name__}:_numpy_available",
                         f"{__name__}:numpy_handles"),
     "llama.cpp": EngineInfo("llama.cpp", "llama.cpp's forward pass through llama-cpp-python",
-                            "qf_arches.imatrix.llama_cpp:available", f"{__name__}:_llama_cpp_handles"),
+                            f"{__name__}:llama_cpp_available", f"{__name__}:_llama_cpp_handles"),
 }
 #: ``auto`` tries these in order
 AUTO_ORDER = ("numpy", "llama.cpp")

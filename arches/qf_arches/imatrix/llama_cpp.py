@@ -30,6 +30,7 @@ import numpy as np
 
 from qf.errors import ImatrixError, UsageError
 
+from . import _kernels as kernels
 from .collect import CollectOptions, CollectResult, Entry, ImatrixStats, Perplexity, chunk_tokens
 
 GGML_OP_MUL_MAT = 29
@@ -64,13 +65,6 @@ GGMLTensor._fields_ = [
 ]
 #: sizeof(struct ggml_object): offs, size, next, type + 4 bytes padding
 GGML_OBJECT_SIZE = 32
-
-
-def available() -> bool:
-    """llama-cpp-python is importable (without loading its shared libraries)."""
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def _import_llama_cpp():
@@ -229,6 +223,7 @@ class LlamaCppEngine:
         self._wanted: dict[bytes, str | None] = {}
         self._host_cache: dict[int, bool] = {}
         self._scratch = np.zeros(0, np.uint8)
+        self._pool = None
 
     # -- model facts -------------------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -281,6 +276,9 @@ class LlamaCppEngine:
             self._ctx = None
 
     def close(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+            self._pool = None
         self._free_context()
         if getattr(self, "_model", None):
             self._L.llama_model_free(self._model)
@@ -345,8 +343,6 @@ class LlamaCppEngine:
         return scratch.ctypes.data
 
     def _collect_mul_mat(self, t: GGMLTensor) -> None:
-        from qf_arches.imatrix import _kernels as kernels
-
         src0 = GGMLTensor.from_address(t.src[0])
         src1_ptr = t.src[1]
         src1 = GGMLTensor.from_address(src1_ptr)
@@ -378,8 +374,6 @@ class LlamaCppEngine:
         return e
 
     def _collect_mul_mat_id(self, t: GGMLTensor) -> None:
-        from qf_arches.imatrix import _kernels as kernels
-
         src0 = GGMLTensor.from_address(t.src[0])
         src1_ptr, ids_ptr = t.src[1], t.src[2]
         src1, ids = GGMLTensor.from_address(src1_ptr), GGMLTensor.from_address(ids_ptr)
@@ -417,6 +411,22 @@ class LlamaCppEngine:
         if bad >= 0:
             raise ImatrixError(f"non-finite values detected in {name}")
 
+    def _log_softmax(self, logits: np.ndarray, targets: np.ndarray, out: np.ndarray) -> None:
+        """``process_logits``: the rows split among as many threads as CPUs (as llama-imatrix's workers)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        n_workers = min(default_threads(), logits.shape[0])
+        if n_workers <= 1:
+            kernels.log_softmax_nll(logits, targets, out)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(n_workers, thread_name_prefix="qf-ppl")
+        bounds = np.linspace(0, logits.shape[0], n_workers + 1).astype(int)
+        jobs = [self._pool.submit(kernels.log_softmax_nll, logits[a:b], targets[a:b], out[a:b])
+                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        for job in jobs:
+            job.result()
+
     # -- llama-imatrix's compute_imatrix -----------------------------------------------------------------------------
     def collect(self, tokens: np.ndarray, opts: CollectOptions, stats: ImatrixStats | None = None,
                 progress: Callable[[int, int, Perplexity], None] | None = None) -> CollectResult:
@@ -424,8 +434,6 @@ class LlamaCppEngine:
 
         ``opts.bos_id`` is ignored: llama.cpp's vocabulary decides (``llama_vocab_get_add_bos``)."""
         import attrs
-
-        from qf_arches.imatrix import _kernels as kernels
 
         L = self._L
         n_ctx = opts.n_ctx
@@ -496,7 +504,7 @@ class LlamaCppEngine:
                             all_logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, s * n_ctx),
                                                                shape=(n_ctx, n_vocab))
                         m = n_ctx - 1 - first
-                        kernels.log_softmax_nll(all_logits[first:first + m], group[s, first + 1:], nll[:m])
+                        self._log_softmax(all_logits[first:first + m], group[s, first + 1:], nll[:m])
                         ppl.add_nll(nll[:m])
                 if progress is not None:
                     progress(min(i + n_seq, n_chunks), n_chunks, ppl)
@@ -531,4 +539,4 @@ def tokenize(model_path: str | os.PathLike[str], text: str | bytes, parse_specia
         L.llama_model_free(model)
 
 
-__all__ = ["LlamaCppEngine", "available", "collect_llama_cpp", "tokenize"]
+__all__ = ["LlamaCppEngine", "collect_llama_cpp", "tokenize"]
