@@ -487,6 +487,8 @@ def collect(model: ModelWeights, tokens: np.ndarray, opts: CollectOptions, stats
     logits_from = (0 if opts.process_output else first) if want_logits else None
     t0 = time.perf_counter()
     n_chunks = chunks.shape[0]
+    if progress is not None:
+        progress(0, n_chunks, ppl)
     for i in range(0, n_chunks, n_seq):
         batch = chunks[i:i + n_seq]
         layout = BatchLayout.llama_cpp(batch.shape[0], opts.n_ctx, n_batch, opts.n_ubatch, one_stream=n_seq == 1)

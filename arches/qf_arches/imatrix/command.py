@@ -112,8 +112,6 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
     source = ModelSource.open(model_path)
     arch = source.metadata.get("general.architecture", "")
     engine_name, reason = choose_engine(engine, arch)
-    if not quiet:
-        click.echo(f"qf imatrix: {engine_name} engine for {arch or 'this model'} ({reason})", err=True)
     text = None
     if text_file:
         try:
@@ -144,13 +142,15 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
             saved_at = chunk
         if quiet:
             return
-        if bar is None:
+        if bar is None:  # the run has started: all input checked
             from tqdm import tqdm
+
+            click.echo(f"qf imatrix: {engine_name} engine for {arch or 'this model'} ({reason})", err=True)
 
             bar = tqdm(total=total, unit="chunk", desc=f"imatrix ({engine_name})", file=sys.stderr,
                        dynamic_ncols=True)
         bar.update(done - bar.n)
-        if not no_ppl:
+        if not no_ppl and ppl.count:
             bar.set_postfix_str(f"ppl {ppl.value:.4f}")
 
     try:

@@ -69,9 +69,11 @@ AUTO_ORDER = ("numpy", "llama.cpp")
 
 
 def _call(ref: str, *args):
-    from qf.model import load_object
+    """Call ``"module:attr"`` (looked up on each call, unlike ``qf.model.load_object``'s cache)."""
+    import importlib
 
-    return load_object(ref)(*args)
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)(*args)
 
 
 def choose_engine(requested: str, arch: str) -> tuple[str, str]:
@@ -97,9 +99,9 @@ def choose_engine(requested: str, arch: str) -> tuple[str, str]:
             return name, reason
     from qf_arches.imatrix.collect import supported_arches
 
-    raise UsageError(f"no forward pass for architecture {arch!r}: the numpy engine has {', '.join(supported_arches())};"
-                     " for every other architecture install llama-cpp-python==0.3.36 (pip install 'qf[llama-cpp]')"
-                     " and qf runs llama.cpp's")
+    raise UsageError(f"no forward pass for architecture {arch!r}; qf imatrix supports: {', '.join(supported_arches())}"
+                     " (numpy engine), and every architecture llama.cpp runs once llama-cpp-python==0.3.36 is"
+                     " installed (pip install 'qf[llama-cpp]')")
 
 
 __all__ = ["AUTO", "AUTO_ORDER", "ENGINES", "EngineInfo", "choose_engine", "numpy_handles"]

@@ -476,6 +476,8 @@ class LlamaCppEngine:
         logits_buf = np.empty((n_ctx, n_vocab), np.float32) if opts.compute_ppl and num_batches > 1 else None
         nll = np.empty(n_ctx, np.float64)
         t0 = time.perf_counter()
+        if progress is not None:
+            progress(0, n_chunks, ppl)
         try:
             for i in range(0, n_chunks, n_seq):
                 group = chunks[i:i + n_seq]
