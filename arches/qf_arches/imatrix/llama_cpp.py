@@ -193,15 +193,16 @@ class LlamaCppEngine:
 
     def __init__(self, model_path: str | os.PathLike[str], n_threads: int | None = None,
                  verbose: bool = False) -> None:
+        self._model = self._ctx = self._batch = self._pool = None
+        self.model_path = str(model_path)
+        if not Path(self.model_path).is_file():
+            raise UsageError(f"model file {self.model_path} does not exist")
         L = _import_llama_cpp()
         self._L = L
         self._ggml = _GGML.get(L)
-        self.model_path = str(model_path)
         self.n_threads = n_threads or default_threads()
         _quiet_logs(L, verbose)
         L.llama_backend_init()
-        if not Path(self.model_path).exists():
-            raise UsageError(f"model file {self.model_path} does not exist")
         mparams = L.llama_model_default_params()
         self._model = L.llama_model_load_from_file(self.model_path.encode(), mparams)
         if not self._model:
@@ -212,9 +213,7 @@ class LlamaCppEngine:
         self.add_eos = bool(L.llama_vocab_get_add_eos(self._vocab))
         self.bos_id = int(L.llama_vocab_bos(self._vocab)) if self.add_bos else None
         self.arch = self.meta("general.architecture") or ""
-        self._ctx = None
         self._ctx_key = None
-        self._batch = None
         self._cb = L.ggml_backend_sched_eval_callback(self._callback)
         # collection state, set per run
         self._stats: ImatrixStats | None = None
@@ -223,7 +222,6 @@ class LlamaCppEngine:
         self._wanted: dict[bytes, str | None] = {}
         self._host_cache: dict[int, bool] = {}
         self._scratch = np.zeros(0, np.uint8)
-        self._pool = None
 
     # -- model facts -------------------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -276,11 +274,11 @@ class LlamaCppEngine:
             self._ctx = None
 
     def close(self) -> None:
-        if getattr(self, "_pool", None) is not None:
+        if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
         self._free_context()
-        if getattr(self, "_model", None):
+        if self._model:
             self._L.llama_model_free(self._model)
             self._model = None
 
