@@ -7,7 +7,8 @@ Every run is a separate process given the same command-line settings: ``qf imatr
 ``qf imatrix --engine llama.cpp`` and ``llama-imatrix`` itself (``--llama-imatrix``, else $LLAMA_IMATRIX, else
 ``llama-imatrix`` on PATH; build it from llama-cpp-python 0.3.36's vendored llama.cpp with -DGGML_NATIVE=OFF for a
 like-for-like build).  Runs are interleaved ``--repeat`` times and the fastest wall time of each counts (the machine
-may be shared).  tokens/s = chunks x ctx / process wall time (model load and tokenization included for all).
+may be shared; CPU seconds, user + system of the process, are printed too, as they suffer less from other load).
+tokens/s = chunks x ctx / process wall time (model load and tokenization included for all).
 
 Agreement: counts of every tensor against llama-imatrix's, and per tensor the relative L2 difference of the mean
 squared activations (in_sum2 / counts), printed as a bar on a log scale (``=`` where the sums are identical).
@@ -72,14 +73,20 @@ def llama_imatrix_binary(arg: str | None) -> str | None:
 
 
 def run(name: str, argv: list[str], out: Path) -> dict:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{' '.join(map(str, argv))}\n{log[-3000:]}")
     ppl = re.search(r"PPL = ([\d.]+)", log)
-    return {"wall": wall, "ppl": float(ppl.group(1)) if ppl else float("nan"), "imatrix": Imatrix.load(out)}
+    return {"wall": wall, "cpu": cpu, "ppl": float(ppl.group(1)) if ppl else float("nan"),
+            "imatrix": Imatrix.load(out)}
 
 
 def mean_squares(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -160,15 +167,16 @@ def main() -> None:
                     r = run(engine, argv, out)
                 finally:
                     os.chdir(cwd)
-                print(f"  run {rep + 1}: {engine:<14} {n_tokens / r['wall']:8.1f} tokens/s ({r['wall']:.1f} s)",
-                      flush=True)
+                print(f"  run {rep + 1}: {engine:<14} {n_tokens / r['wall']:8.1f} tokens/s ({r['wall']:.1f} s wall,"
+                      f" {r['cpu']:.1f} s CPU)", flush=True)
                 if engine not in best or r["wall"] < best[engine]["wall"]:
                     best[engine] = r
     ref = best.get("llama-imatrix")
-    print(f"\n{'engine':<14} {'tokens/s':>9} {'wall s':>8} {'PPL':>9}  vs llama-imatrix")
+    print(f"\n{'engine':<14} {'tokens/s':>9} {'wall s':>8} {'CPU s':>8} {'PPL':>9}  speed vs llama-imatrix"
+          " (wall; CPU)")
     for engine, r in best.items():
-        ratio = f"{(n_tokens / r['wall']) / (n_tokens / ref['wall']):.3f}x" if ref else ""
-        print(f"{engine:<14} {n_tokens / r['wall']:9.1f} {r['wall']:8.1f} {r['ppl']:9.4f}  {ratio}")
+        ratio = (f"{ref['wall'] / r['wall']:.3f}x; {ref['cpu'] / r['cpu']:.3f}x" if ref else "")
+        print(f"{engine:<14} {n_tokens / r['wall']:9.1f} {r['wall']:8.1f} {r['cpu']:8.1f} {r['ppl']:9.4f}  {ratio}")
     if ref is None:
         return
     rels = {}
