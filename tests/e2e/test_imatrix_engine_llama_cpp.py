@@ -174,3 +174,21 @@ def test_cli_resume_and_output_frequency(engine, tmp_path):
     for name, (sums, counts) in theirs.items():
         np.testing.assert_array_equal(ours[name][1], counts)
         np.testing.assert_allclose(ours[name][0], sums, rtol=1e-5)
+
+
+def test_process_output_agrees_with_numpy_engine(engine):
+    """--process-output: output.weight collected over every position (llama-imatrix asks llama.cpp for all logits);
+    the numpy engine computes the same entry its own way (no llama-imatrix binary in the e2e env: checked by hand,
+    this build's llama-imatrix --process-output gives sums identical to the llama.cpp engine's)."""
+    from qf.gguf_io.source import ModelSource
+    from qf_arches.imatrix.collect import ModelWeights, collect
+    from qf_arches.imatrix.tokenize import tokenize_text
+
+    path = need(GOLDEN_E2E / "synthetic" / "llama" / "synthetic-llama-F32.gguf")
+    opts = CollectOptions(n_ctx=128, n_chunks=4, process_output=True)
+    ours = engine.collect_llama_cpp(path, calib_text(), opts, n_threads=2)
+    model = ModelWeights(ModelSource.open(path))
+    numpy_result = collect(model, tokenize_text(model.metadata, calib_text().decode()), opts)
+    assert ours.stats.entries["output.weight"].counts.tolist() == [4 * 128]
+    assert ours.ppl.value == pytest.approx(numpy_result.ppl.value, rel=1e-4)
+    assert_matches(stats_dict(ours.stats), stats_dict(numpy_result.stats))
