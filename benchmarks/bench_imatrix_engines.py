@@ -1,7 +1,7 @@
 """qf imatrix's engines against llama-imatrix: speed (tokens/s, same threads, same text) and agreement.
 
     python benchmarks/bench_imatrix_engines.py [--model @smollm2|@gemma3|PATH] [-c 512] [--chunks 16] [-t 2]
-        [--repeat 2] [--llama-imatrix PATH] [--engines numpy,llama.cpp,llama-imatrix]
+        [--repeat 2] [--llama-imatrix PATH] [--engines numpy,llama.cpp,llama-imatrix] [--overhead]
 
 Every run is a separate process given the same command-line settings: ``qf imatrix --engine numpy``,
 ``qf imatrix --engine llama.cpp`` and ``llama-imatrix`` itself (``--llama-imatrix``, else $LLAMA_IMATRIX, else
@@ -118,6 +118,54 @@ def compare(ours: Imatrix, ref: Imatrix) -> tuple[bool, dict[str, float]]:
     return counts_equal, rel
 
 
+def overhead(model: Path, text: Path, n_ctx: int, chunks: int, n_batch: int, threads: int) -> None:
+    """In-process: the share of the llama.cpp engine's loop spent in qf's Python (graph callbacks, perplexity),
+    a measure of its cost over llama.cpp's own work that a busy machine disturbs less than wall times."""
+    from qf_arches.imatrix.collect import CollectOptions
+    from qf_arches.imatrix.llama_cpp import LlamaCppEngine
+
+    class Timed(LlamaCppEngine):
+        callback_s = ask_s = ppl_s = 0.0
+        n_ask = n_collect = 0
+
+        def _callback(self, t_ptr, ask, user_data):
+            t0 = time.perf_counter()
+            try:
+                return super()._callback(t_ptr, ask, user_data)
+            finally:
+                dt = time.perf_counter() - t0
+                Timed.callback_s += dt
+                if ask:
+                    Timed.ask_s += dt
+                    Timed.n_ask += 1
+                else:
+                    Timed.n_collect += 1
+
+        def _log_softmax(self, *a):
+            t0 = time.perf_counter()
+            super()._log_softmax(*a)
+            Timed.ppl_s += time.perf_counter() - t0
+
+    raw = text.read_bytes()
+    raw = raw[:-1] if raw.endswith(b"\n") else raw
+    with Timed(model, threads) as engine:
+        tokens = engine.tokenize(raw)
+        opts = CollectOptions(n_ctx=n_ctx, n_chunks=chunks, n_batch=n_batch)
+        engine.collect(tokens, CollectOptions(n_ctx=n_ctx, n_chunks=max(1, n_batch // n_ctx), n_batch=n_batch))
+        Timed.callback_s = Timed.ask_s = Timed.ppl_s = 0.0
+        Timed.n_ask = Timed.n_collect = 0
+        result = engine.collect(tokens, opts)
+    loop = result.seconds
+    print(f"\nllama.cpp engine, in-process ({chunks} chunks x {n_ctx}, {threads} threads): loop {loop:.1f} s"
+          f" ({result.n_tokens / loop:.1f} tokens/s)")
+    print(f"  graph callbacks: {Timed.callback_s:.3f} s ({100 * Timed.callback_s / loop:.2f}% of the loop):"
+          f" {Timed.n_ask} asks ({1e6 * Timed.ask_s / max(1, Timed.n_ask):.1f} us each),"
+          f" {Timed.n_collect} collections ({1e3 * (Timed.callback_s - Timed.ask_s) / max(1, Timed.n_collect):.2f} ms"
+          " each)")
+    print(f"  perplexity (log-softmax over the second halves): {Timed.ppl_s:.3f} s"
+          f" ({100 * Timed.ppl_s / loop:.2f}%); llama-imatrix does the same work in C")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="@smollm2")
@@ -129,7 +177,12 @@ def main() -> None:
     ap.add_argument("--text", default=str(DATA / "calib_austen_emma.txt"))
     ap.add_argument("--llama-imatrix")
     ap.add_argument("--engines", default="numpy,llama.cpp,llama-imatrix")
+    ap.add_argument("--overhead", action="store_true",
+                    help="only measure, in-process, the share of the llama.cpp engine's time spent in qf's Python")
     args = ap.parse_args()
+    if args.overhead:
+        overhead(f32_model(args.model), Path(args.text), args.ctx_size, args.chunks, args.batch_size, args.threads)
+        return
 
     model = f32_model(args.model)
     from qf.gguf_io import GGUFFile
