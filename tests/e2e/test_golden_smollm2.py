@@ -10,7 +10,7 @@ import pytest
 from golden_e2e import parse_command, quant_cases
 
 import qf
-from paths import GOLDEN_E2E, need
+from paths import GOLDEN_E2E
 from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor, make_kv
 
 pytestmark = pytest.mark.e2e
@@ -22,19 +22,6 @@ def sha256(path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@pytest.fixture(scope="session")
-def smollm2_f32(smollm2, tmp_path_factory):
-    """The golden input: SmolLM2 dequantized to F32 (tensor data identical to golden-e2e's input)."""
-    path = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct.dequant-F32.gguf"
-    qf.quantize_file(smollm2, path, "F32", allow_requantize=True, threads=2)
-    expected = json.loads((need(GOLDEN_E2E / "smollm2") / "input_manifest.json").read_text())["files"][0]
-    f = GGUFFile.open(path)
-    by_name = {t["name"]: t for t in expected["tensors"]}
-    for t in f.tensors[:12]:
-        assert hashlib.sha256(f.tensor_data(t).tobytes()).hexdigest() == by_name[t.name]["sha256"]
-    return path
 
 
 @pytest.fixture(scope="session")

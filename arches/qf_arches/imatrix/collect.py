@@ -409,6 +409,10 @@ class Perplexity:
         m = x.max(axis=1, keepdims=True)
         sum_exp = np.exp(x - m).sum(axis=1, dtype=np.float64)  # llama.cpp: expf, summed in double
         v = np.log(sum_exp) + m[:, 0].astype(np.float64) - x[np.arange(x.shape[0]), targets].astype(np.float64)
+        self.add_nll(v)
+
+    def add_nll(self, v: np.ndarray) -> None:
+        """Add negative log-likelihoods (float64), as llama-imatrix's ``process_logits`` sums them."""
         self.nll += float(v.sum())
         self.nll2 += float((v * v).sum())
         self.count += int(v.size)
@@ -483,6 +487,8 @@ def collect(model: ModelWeights, tokens: np.ndarray, opts: CollectOptions, stats
     logits_from = (0 if opts.process_output else first) if want_logits else None
     t0 = time.perf_counter()
     n_chunks = chunks.shape[0]
+    if progress is not None:
+        progress(0, n_chunks, ppl)
     for i in range(0, n_chunks, n_seq):
         batch = chunks[i:i + n_seq]
         layout = BatchLayout.llama_cpp(batch.shape[0], opts.n_ctx, n_batch, opts.n_ubatch, one_stream=n_seq == 1)

@@ -43,22 +43,33 @@ def qf_register_commands(cli: click.Group) -> None:
 @click.option("--show-statistics", is_flag=True,
               help="Print per-tensor statistics (of the --in-file alone when there is no text to process).")
 @click.option("-t", "--threads", type=click.IntRange(min=1), help="Threads for the matrix multiplies.")
+@click.option("--engine", type=click.Choice(["auto", "numpy", "llama.cpp"]), default="auto", show_default=True,
+              help="Forward pass: qf's numpy passes, llama.cpp's (llama-cpp-python; every architecture llama.cpp"
+              " runs), or auto = numpy where qf has a pass for the architecture, llama.cpp otherwise.")
+@click.option("--parse-special", is_flag=True,
+              help="Special tokens in the text (chat/tool markers) become special tokens, as llama-imatrix's"
+              " --parse-special (tokenizes with llama.cpp).")
+@click.option("--output-frequency", "out_freq", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Write the output file every N chunks (as llama-imatrix), so an interrupted run can resume.")
+@click.option("--save-frequency", "save_freq", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also keep a copy OUTPUT.at_N every N chunks (0: none).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run: merge the existing OUTPUT and skip the chunks it holds.")
+@click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log (llama.cpp engine).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunks, skip_chunks, n_batch, n_ubatch,
-            mtp, in_files, process_output, no_ppl, show_statistics, threads, quiet) -> None:
+            mtp, in_files, process_output, no_ppl, show_statistics, threads, engine, parse_special, out_freq,
+            save_freq, resume, verbose, quiet) -> None:
     """Collect an importance matrix like llama-imatrix: qf imatrix MODEL -f TEXT -o imatrix.gguf.
 
-    Runs MODEL's forward pass (numpy; from its architecture plugin) over chunks of the text and sums the squared
-    inputs of every matrix multiply on blk.* weights (per expert for MoE).  Without -f/--tokens, merges the
-    --in-file imatrices (or shows their statistics).  MODEL may be `@smollm2`.
+    Runs MODEL's forward pass over chunks of the text and sums the squared inputs of every matrix multiply on
+    blk.* weights (per expert for MoE): qf's numpy pass where its architecture plugin has one, otherwise
+    llama.cpp's (--engine).  Without -f/--tokens, merges the --in-file imatrices (or shows their statistics).
+    MODEL may be `@smollm2`.
     """
     from qf_arches.imatrix.collect import (
         CollectOptions,
         ImatrixStats,
-        ModelWeights,
-        collect,
-        format_statistics,
-        load_forward,
         load_in_files,
         write_lines,
     )
@@ -71,8 +82,15 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         raise UsageError("nothing to do: give MODEL with -f TEXT (or --tokens FILE), and/or --in-file imatrices")
     if has_input and not model:
         raise UsageError("-f/--tokens need a MODEL to run")
+    if resume:
+        if not has_input:
+            raise UsageError("--resume continues a run over a text: give MODEL and -f/--tokens")
+        if Path(output).exists():
+            in_files = (*in_files, output)
     stats = load_in_files(in_files, n_ctx) if in_files else ImatrixStats(n_ctx)
     if not has_input:
+        from qf_arches.imatrix.collect import format_statistics
+
         merged = stats.to_imatrix()
         if show_statistics:
             write_lines(format_statistics(merged, ", ".join(in_files)))
@@ -81,50 +99,80 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         if not quiet:
             click.echo(f"wrote {output} ({len(merged.entries)} entries merged from {len(in_files)} file(s))", err=True)
         return
+    if resume and Path(output).exists() and skip_chunks == 0:
+        skip_chunks = stats.chunk_count
+        if not quiet:
+            click.echo(f"resuming: {output} holds {skip_chunks} chunks; starting at chunk {skip_chunks + 1}", err=True)
 
-    import numpy as np
 
     from qf.app.aliases import find_model
     from qf.gguf_io import TensorSource
     from qf.plugins import get_registry
-    from qf_arches.imatrix.tokenize import chunk_bos, load_token_file, tokenize_text
+    from qf_arches.imatrix.engines import choose_engine
 
-    weights = ModelWeights(TensorSource.open(find_model(model), get_registry().type_sizes()))
-    forward = load_forward(weights)
-    if tokens_file:
-        tokens = load_token_file(tokens_file, forward.n_vocab)
-    else:
+    model_path = find_model(model)
+    source = TensorSource.open(model_path, get_registry().type_sizes())
+    arch = source.metadata.get("general.architecture", "")
+    engine_name, reason = choose_engine(engine, arch)
+    text = None
+    if text_file:
         try:
-            text = Path(text_file).read_text(encoding="utf-8", errors="replace")
+            text = Path(text_file).read_bytes()
         except OSError as exc:
             raise UsageError(f"-f {text_file}: cannot read: {exc.strerror}") from None
-        tokens = tokenize_text(weights.metadata, text)
+        if text.endswith(b"\n"):  # llama.cpp's -f drops one trailing newline
+            text = text[:-1]
     opts = CollectOptions(n_ctx=n_ctx, n_chunks=None if n_chunks < 0 else n_chunks, n_batch=n_batch,
                           n_ubatch=n_ubatch, mtp=mtp, process_output=process_output, compute_ppl=not no_ppl,
-                          bos_id=chunk_bos(weights.metadata), skip_chunks=skip_chunks)
+                          skip_chunks=skip_chunks)
+    dataset = text_file or tokens_file
+    if not (resume and stats.datasets and stats.datasets[-1] == dataset):
+        stats.datasets.append(dataset)
     bar = None
+    saved_at = stats.chunk_count
 
     def progress(done: int, total: int, ppl) -> None:
-        nonlocal bar
+        nonlocal bar, saved_at
+        # llama-imatrix writes the output whenever its chunk count passes a multiple of --output-frequency
+        # (and a copy OUTPUT.at_N for --save-frequency)
+        chunk = stats.chunk_count
+        if chunk > saved_at:
+            if chunk // out_freq > saved_at // out_freq:
+                save(stats.to_imatrix(), output, output_format)
+            if save_freq and chunk // save_freq > saved_at // save_freq:
+                save(stats.to_imatrix(), f"{output}.at_{chunk // save_freq * save_freq}", output_format)
+            saved_at = chunk
         if quiet:
             return
-        if bar is None:
+        if bar is None:  # the run has started: all input checked
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="chunk", desc="imatrix", file=sys.stderr, dynamic_ncols=True)
+            click.echo(f"qf imatrix: {engine_name} engine for {arch or 'this model'} ({reason})", err=True)
+
+            bar = tqdm(total=total, unit="chunk", desc=f"imatrix ({engine_name})", file=sys.stderr,
+                       dynamic_ncols=True)
         bar.update(done - bar.n)
-        if not no_ppl:
+        if not no_ppl and ppl.count:
             bar.set_postfix_str(f"ppl {ppl.value:.4f}")
 
-    from threadpoolctl import threadpool_limits
-
     try:
-        with threadpool_limits(limits=threads):
-            result = collect(weights, np.asarray(tokens), opts, stats, progress, forward)
+        if engine_name == "llama.cpp":
+            from qf_arches.imatrix.llama_cpp import LlamaCppEngine
+
+            with LlamaCppEngine(model_path, threads, verbose=verbose) as llama:
+                if tokens_file:
+                    from qf_arches.imatrix.tokenize import load_token_file
+
+                    tokens = load_token_file(tokens_file, llama.n_vocab)
+                else:
+                    tokens = llama.tokenize(text, parse_special)
+                result = llama.collect(tokens, opts, stats, progress)
+        else:
+            result = _collect_numpy(source, model_path, text, tokens_file, parse_special, opts, stats, progress,
+                                    threads)
     finally:
         if bar is not None:
             bar.close()
-    stats.datasets.append(text_file or tokens_file)
     out = stats.to_imatrix()
     save(out, output, output_format)
     if not quiet:
@@ -133,7 +181,8 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         for note in stats.notes:
             click.echo(f"note: {note}", err=True)
         speed = result.n_tokens / result.seconds if result.seconds > 0 else float("nan")
-        line = f"{result.n_chunks} chunks of {n_ctx} tokens in {result.seconds:.1f} s ({speed:.1f} tokens/s)"
+        line = (f"{result.n_chunks} chunks of {n_ctx} tokens in {result.seconds:.1f} s ({speed:.1f} tokens/s,"
+                f" {engine_name})")
         if not no_ppl:
             line += f"; PPL = {result.ppl.value:.4f} +/- {result.ppl.error:.5f}"
             if result.mtp_ppl is not None:
@@ -141,4 +190,40 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         click.echo(line, err=True)
         click.echo(f"wrote {output} ({len(out.entries)} entries, {out.chunk_count} chunks)", err=True)
     if show_statistics:
+        from qf_arches.imatrix.collect import format_statistics
+
         write_lines(format_statistics(out, output))
+
+
+def _collect_numpy(source, model_path, text, tokens_file, parse_special, opts, stats, progress, threads):
+    """qf's numpy forward pass; text tokenized by qf's tokenizer (by llama.cpp's for --parse-special, or where qf's
+    cannot rebuild the model's tokenizer and llama-cpp-python is there)."""
+    import attrs
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from qf_arches.imatrix.collect import ModelWeights, collect, load_forward
+    from qf_arches.imatrix.tokenize import chunk_bos, load_token_file, tokenize_text
+
+    weights = ModelWeights(source)
+    forward = load_forward(weights)
+    if tokens_file:
+        tokens = load_token_file(tokens_file, forward.n_vocab)
+    elif parse_special:
+        from qf_arches.imatrix import llama_cpp
+
+        tokens = llama_cpp.tokenize(model_path, text, parse_special=True)
+    else:
+        try:
+            tokens = tokenize_text(weights.metadata, text.decode("utf-8", errors="replace"))
+        except UsageError:
+            from qf_arches.imatrix.engines import llama_cpp_available
+
+            if not llama_cpp_available():
+                raise
+            from qf_arches.imatrix import llama_cpp
+
+            tokens = llama_cpp.tokenize(model_path, text)
+    opts = attrs.evolve(opts, bos_id=chunk_bos(weights.metadata))
+    with threadpool_limits(limits=threads):
+        return collect(weights, np.asarray(tokens), opts, stats, progress, forward)

@@ -1,6 +1,6 @@
 """numba building blocks shared by the ``exhaustive`` and ``gradient`` strategies.
 
-A block is ``x`` (float32, n values) with importance ``w``; the problems (see qf.model.BlockProblem):
+A block is ``x`` (float32, n values) with importance ``w``; the problems (see qf.values.BlockProblem):
 
 * symmetric   x ≈ d·q,      q integer in [qmin, qmax]
 * asymmetric  x ≈ d·q + m,  q integer in [0, qmax], m <= offset_max
