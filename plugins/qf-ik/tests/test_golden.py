@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from qf_ik import codecs
-from qf_ik.types import implemented
+from qf_ik.types import implemented, overrides
 
-TYPES = [name for name, _, _ in implemented()]
+TYPES = [name for name, _, _ in implemented()] + [attr for *_, attr in overrides()]
 
 
 def _cases(golden, name):

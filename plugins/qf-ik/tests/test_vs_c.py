@@ -9,9 +9,10 @@ import pytest
 
 from cases import random_cases
 from qf_ik import codecs
-from qf_ik.types import implemented
+from qf_ik.types import implemented, overrides
 
 TYPES = {name: (type_id, block_size) for name, type_id, block_size in implemented()}
+TYPES.update({attr: (type_id, block) for _, type_id, block, attr in overrides()})
 SEED = int(os.environ.get("QF_IK_SEED", np.random.SeedSequence().entropy % 2**31))
 
 

@@ -158,3 +158,23 @@ class IQ4KTCodec(TrellisCodec):
 IQ4_KT = IQ4KTCodec(T["IQ4_KT"], "_kt_kernels", "quantize_iq4_kt", "dequantize_iq4_kt")
 IQ4_KS_R4 = RepackCodec(T["IQ4_KS_R4"], IQ4_KS)
 IQ5_KS_R4 = RepackCodec(T["IQ5_KS_R4"], IQ5_KS)
+
+
+class MainlineCodec(KernelCodec):
+    """ik's own quantizer for a mainline type (the ``ik`` target's codec override): decoding is the type's, so
+    :meth:`dequantize` uses the mainline codec."""
+
+    def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
+        from qf import get_registry
+
+        return get_registry().quant_type(self.name, target="ggml").load_codec().dequantize(data, n_per_row)
+
+
+def _mainline(name: str, type_id: int, block: int, size: int, quantize: str) -> MainlineCodec:
+    from qf import QuantType
+
+    qtype = QuantType(name, type_id, block, size, f"{__name__}:{name}_IK", ggml_name=name.lower().replace("_k", "_K"))
+    return MainlineCodec(qtype, "_mainline_kernels", quantize, "")
+
+
+Q6_K_IK = _mainline("Q6_K", 14, 256, 210, "quantize_q6_k")

@@ -18,8 +18,11 @@ _C = "qf_ik.codecs"
 # mainline (ggml) types that ik_llama.cpp does not have (its id 41 is Q1_0_G128, not mainline's Q1_0)
 MAINLINE_ONLY = ("TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "NVFP4")
 
+# ik's own quantizers for mainline types where they write other bytes (see the report for the others)
+IK_CODECS = {"Q6_K": f"{_C}:Q6_K_IK"}
+
 IK = Target(
-    TARGET, base="ggml", exclude=MAINLINE_ONLY,
+    TARGET, base="ggml", exclude=MAINLINE_ONLY, codecs=IK_CODECS,
     description="ik_llama.cpp (ikawrakow), commit 8337e4c: its own types, and mainline's but those it lacks",
 )
 
@@ -76,3 +79,8 @@ def qf_register_quant_types(registrar):
 def implemented() -> list[tuple[str, int, int]]:
     """(name, ik type id, block size) of every type qf_ik has a codec for."""
     return [(t.name, t.type_id, t.block_size) for t in QUANT_TYPES]
+
+
+def overrides() -> list[tuple[str, int, int, str]]:
+    """(mainline type, id, block size, qf_ik.codecs attribute) of ik's own quantizers for mainline types."""
+    return [("Q6_K", 14, 256, "Q6_K_IK")]
