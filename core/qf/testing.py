@@ -49,7 +49,7 @@ def check_sizes(type_name: str) -> None:
     imatrix = np.ones(n, np.float32) if qtype.requires_imatrix else None
     out = _quantize(type_name, sample_rows(n, rows=3), imatrix)
     assert out.dtype == np.uint8
-    assert out.shape == (3, n // qtype.block_size * qtype.type_size), (out.shape, qtype)
+    assert out.shape == (3, qtype.row_bytes(n)), (out.shape, qtype)
 
 
 def check_round_trip(type_name: str, max_rel_rmse: float, strategy: str = "ggml", seed: int = 0) -> float:
