@@ -84,3 +84,97 @@ class CGGML:
         out = np.empty((data.shape[0], n_per_row), np.float32)
         fn(data.ctypes.data, out.ctypes.data, out.size)
         return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# llama.cpp's C in a child process: an input on which ggml aborts (GGML_ASSERT) kills the child, not the test run
+
+
+class CAborted(Exception):
+    """llama.cpp's C died on this input (a GGML_ASSERT abort or a crash); ``exitcode`` is the child's (-signal)."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"llama.cpp's C died (exit code {exitcode})")
+        self.exitcode = exitcode
+
+
+def _serve(conn, path: str) -> None:
+    c = CGGML(path)
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        op, type_id, *args = request
+        if op == "quantize":
+            conn.send(c.quantize(type_id, *args))
+        elif op == "dequantize":
+            conn.send(c.dequantize(type_id, *args))
+        elif op == "validate":
+            c.lib.ggml_validate_row_data.restype = ctypes.c_bool
+            c.lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+            data = np.ascontiguousarray(args[0], np.uint8)
+            conn.send(bool(c.lib.ggml_validate_row_data(type_id, data.ctypes.data, data.nbytes)))
+
+
+class CWorker:
+    """:class:`CGGML`'s calls, run in a child process (spawned, restarted after a death)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._proc = None
+        self._conn = None
+        CGGML(path)  # fail here, in the parent, if the library cannot be loaded at all
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, self.path), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def _call(self, *request):
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        try:
+            self._conn.send(request)
+            return self._conn.recv()
+        except (EOFError, ConnectionError, BrokenPipeError):
+            self._proc.join(timeout=10)
+            code = self._proc.exitcode
+            self._proc = None
+            raise CAborted(code) from None
+
+    def quantize(self, type_id: int, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        return self._call("quantize", type_id, np.ascontiguousarray(x, np.float32),
+                          None if imatrix is None else np.ascontiguousarray(imatrix, np.float32))
+
+    def dequantize(self, type_id: int, data: np.ndarray, n_per_row: int) -> np.ndarray:
+        return self._call("dequantize", type_id, np.ascontiguousarray(data, np.uint8), n_per_row)
+
+    def validate(self, type_id: int, data: np.ndarray) -> bool:
+        return self._call("validate", type_id, data)
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._conn.close()
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc = None
+
+
+def require_cggml() -> CGGML:
+    """llama.cpp's C library, or fail (where it is required: tox -e e2e, CI with llama-cpp-python) / skip."""
+    from paths import missing
+
+    path = find_libggml_base()
+    if path is None:
+        missing("cggml", "libggml-base (llama.cpp's C library) not found: install llama-cpp-python==0.3.36"
+                " (tox -e e2e) or set QF_LIBGGML_BASE")
+    try:
+        return CGGML(path)
+    except OSError as exc:
+        missing("cggml", f"libggml-base at {path} could not be loaded: {exc}")
