@@ -99,6 +99,9 @@ class CAborted(Exception):
 
 
 def _serve(conn, path: str) -> None:
+    import faulthandler
+
+    faulthandler.disable()  # a crash of llama.cpp's C is reported by the parent (CAborted), not dumped here
     c = CGGML(path)
     while True:
         try:
@@ -118,7 +121,7 @@ def _serve(conn, path: str) -> None:
 
 
 class CWorker:
-    """:class:`CGGML`'s calls, run in a child process (spawned, restarted after a death)."""
+    """:class:`CGGML`'s calls, run in a child process (forked from a clean fork server, restarted after a death)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -129,7 +132,7 @@ class CWorker:
     def _start(self) -> None:
         import multiprocessing
 
-        ctx = multiprocessing.get_context("spawn")
+        ctx = multiprocessing.get_context("forkserver")  # a restart costs a fork, not an interpreter
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child, self.path), daemon=True)
         self._proc.start()

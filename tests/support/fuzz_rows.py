@@ -159,3 +159,12 @@ def imatrix_variants(rng: np.random.Generator, n: int, requires: bool) -> list[t
     out += [("lognormal", rng.lognormal(0, 1, n)), ("zero_columns", zeros), ("extreme_columns", extreme),
             ("all_zero", np.zeros(n))]
     return [(label, None if im is None else im.astype(F32)) for label, im in out]
+
+
+def scale_overflow_rows(block: int) -> tuple[np.ndarray, np.ndarray]:
+    """One row of values within fp16 (|x| <= 15500) and an imatrix with one column of 1e30: the weighted sums of the
+    imatrix searches overflow float32 and the stored scale becomes inf/NaN (llama.cpp's validation refuses)."""
+    x = np.tile((np.arange(32, dtype=F32) - F32(15.5)) * F32(1000), block // 32).reshape(1, block)
+    imatrix = np.ones(block, F32)
+    imatrix[3] = 1e30
+    return x, imatrix

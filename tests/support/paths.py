@@ -50,12 +50,12 @@ def required() -> set[str]:
     return wanted
 
 
-def missing(resource: str, message: str) -> NoReturn:
+def missing(resource: str, message: str, module_level: bool = False) -> NoReturn:
     """A reference the test compares with is absent: fail where it is required, skip (saying so) elsewhere."""
     if resource in required():
         why = "CI=true" if in_ci() and resource not in os.environ.get("QF_REQUIRE", "") else f"QF_REQUIRE={resource}"
         pytest.fail(f"{message} [required: {why}]", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=module_level)
 
 
 def need(path: Path) -> Path:
