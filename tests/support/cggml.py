@@ -99,29 +99,47 @@ class CAborted(Exception):
 
 
 def _serve(conn, path: str) -> None:
+    """The helper process: loads the library, initialises each type's tables once (``ggml_quantize_init``; the grid
+    types take seconds), then runs every call in a forked child of itself, so an abort kills only that child."""
     import faulthandler
+    import pickle
 
     faulthandler.disable()  # a crash of llama.cpp's C is reported by the parent (CAborted), not dumped here
+    os.environ["GGML_NO_BACKTRACE"] = "1"  # GGML_ASSERT: no gdb backtrace (slow, and noise), just the abort
     c = CGGML(path)
+    c.lib.ggml_validate_row_data.restype = ctypes.c_bool
+    c.lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
     while True:
         try:
-            request = conn.recv()
+            op, type_id, *args = conn.recv()
         except EOFError:
             return
-        op, type_id, *args = request
-        if op == "quantize":
-            conn.send(c.quantize(type_id, *args))
-        elif op == "dequantize":
-            conn.send(c.dequantize(type_id, *args))
-        elif op == "validate":
-            c.lib.ggml_validate_row_data.restype = ctypes.c_bool
-            c.lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-            data = np.ascontiguousarray(args[0], np.uint8)
-            conn.send(bool(c.lib.ggml_validate_row_data(type_id, data.ctypes.data, data.nbytes)))
+        c.init(type_id)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: one call, its result pickled into the pipe
+            os.close(read_end)
+            if op == "quantize":
+                result = c.quantize(type_id, *args)
+            elif op == "dequantize":
+                result = c.dequantize(type_id, *args)
+            else:
+                data = np.ascontiguousarray(args[0], np.uint8)
+                result = bool(c.lib.ggml_validate_row_data(type_id, data.ctypes.data, data.nbytes))
+            with os.fdopen(write_end, "wb") as fh:
+                pickle.dump(result, fh)
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as fh:
+            payload = fh.read()
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        conn.send(("ok", pickle.loads(payload)) if code == 0 and payload else ("died", code))
 
 
 class CWorker:
-    """:class:`CGGML`'s calls, run in a child process (forked from a clean fork server, restarted after a death)."""
+    """:class:`CGGML`'s calls in a helper process (spawned once; each call runs in a fork of it): an input on which
+    llama.cpp aborts raises :class:`CAborted` here instead of killing the test run."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -132,7 +150,7 @@ class CWorker:
     def _start(self) -> None:
         import multiprocessing
 
-        ctx = multiprocessing.get_context("forkserver")  # a restart costs a fork, not an interpreter
+        ctx = multiprocessing.get_context("spawn")  # a clean process (no threads): safe to fork per call
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child, self.path), daemon=True)
         self._proc.start()
@@ -143,12 +161,14 @@ class CWorker:
             self._start()
         try:
             self._conn.send(request)
-            return self._conn.recv()
-        except (EOFError, ConnectionError, BrokenPipeError):
+            status, value = self._conn.recv()
+        except (EOFError, ConnectionError, BrokenPipeError):  # the helper itself died: start a new one next time
             self._proc.join(timeout=10)
-            code = self._proc.exitcode
-            self._proc = None
+            code, self._proc = self._proc.exitcode, None
             raise CAborted(code) from None
+        if status != "ok":
+            raise CAborted(value)
+        return value
 
     def quantize(self, type_id: int, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
         return self._call("quantize", type_id, np.ascontiguousarray(x, np.float32),

@@ -71,7 +71,8 @@ def data_params(params: list, path: Path, n_args: int) -> list:
     naming the path (the ``needs_shared`` mark is checked in tests/conftest.py before the test runs)."""
     if params:
         return params
-    return [pytest.param(*[None] * n_args, id=f"missing-{path.name}", marks=pytest.mark.needs_shared(path))]
+    where = path.relative_to(SHARED) if path.is_relative_to(SHARED) else path
+    return [pytest.param(*[None] * n_args, id=f"missing:{where}", marks=pytest.mark.needs_shared(path))]
 
 
 def check_shared_mark(path: Path) -> None:
