@@ -1,4 +1,5 @@
-"""Shared fixtures: the golden data in ../shared (tests that need it skip, with the reason, when it is absent)."""
+"""Shared fixtures: the golden data in ../shared (tests that need it fail in CI, skip locally, when it is absent —
+see tests/support/paths.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,25 @@ import pytest
 # test helpers (model factories, the golden-data paths, ctypes access to llama.cpp's C) live in tests/support
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
-from paths import GOLDEN, need  # noqa: E402, F401  (re-exported for tests)
+from paths import GOLDEN, check_shared_mark, need  # noqa: E402, F401  (re-exported for tests)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_shared(path): placeholder case of a parametrisation over absent data")
+
+
+def pytest_report_header(config):
+    from fuzz_rows import session_seed
+
+    from paths import required
+
+    needed = ", ".join(sorted(required())) or "nothing (a missing reference skips)"
+    return [f"qf: fuzz seed {session_seed()} (QF_FUZZ_SEED reproduces); references required: {needed}"]
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_shared"):
+        check_shared_mark(mark.args[0])
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ Or use it as a pytest plugin (``pytest_plugins = ["qf.testing"]``) for the ``qf_
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from qf.errors import InvalidWeightsError
@@ -52,21 +54,39 @@ def check_sizes(type_name: str) -> None:
     assert out.shape == (3, qtype.row_bytes(n)), (out.shape, qtype)
 
 
-def check_round_trip(type_name: str, max_rel_rmse: float, strategy: str = "ggml", seed: int = 0) -> float:
-    """quantize -> dequantize reproduces the input within ``max_rel_rmse``; re-quantizing the decoded values is
-    stable (decoding again gives the same values).  Returns the measured error."""
+def check_round_trip(type_name: str, max_rel_rmse: float, strategy: str = "ggml", seed: int = 0,
+                     x: np.ndarray | None = None, imatrix: np.ndarray | None = None, stable: bool = False,
+                     max_drift: float = 1.0) -> float:
+    """quantize -> dequantize reproduces the input within ``max_rel_rmse``, and re-quantizing is stable: encoding the
+    decoded values ``y`` again does not lose more than the first quantization did (``relative_rmse(y, y2) <=
+    max_drift * err``: the error does not grow), and with ``stable=True`` gives ``y`` back exactly.  Returns the
+    measured error.
+
+    ``x`` (float32 rows) and ``imatrix`` default to :func:`sample_rows` and, for types that use one, a lognormal
+    imatrix.  Derive ``max_rel_rmse`` from a reference's error on the same rows (with a small margin), so that a
+    broken codec cannot pass: an all-zero output scores 1.0."""
     qtype = get_registry().quant_type(type_name)
-    n = max(qtype.block_size * 4, 256 - 256 % qtype.block_size or qtype.block_size)
-    x = sample_rows(n, seed=seed)
-    imatrix = np.random.default_rng(seed + 1).lognormal(size=n).astype(np.float32) if qtype.uses_imatrix else None
+    if x is None:
+        n = max(qtype.block_size * 4, 256 - 256 % qtype.block_size or qtype.block_size)
+        x = sample_rows(n, seed=seed)
+        if qtype.uses_imatrix and imatrix is None:
+            imatrix = np.random.default_rng(seed + 1).lognormal(size=n).astype(np.float32)
+    x = np.ascontiguousarray(x, np.float32)
+    n = x.shape[1]
     data = _quantize(type_name, x, imatrix, strategy)
     y = _dequantize(type_name, data, n)
     assert y.shape == x.shape and y.dtype == np.float32
     assert np.isfinite(y).all(), f"{type_name}: decoded values are not finite"
     err = relative_rmse(x, y)
-    assert err <= max_rel_rmse, f"{type_name} ({strategy}): relative RMSE {err:.4f} > {max_rel_rmse}"
+    assert err <= max_rel_rmse, f"{type_name} ({strategy}): relative RMSE {err:.4f} > {max_rel_rmse:.4f}"
     again = _dequantize(type_name, _quantize(type_name, y, imatrix, strategy), n)
-    assert relative_rmse(y, again) <= max_rel_rmse, f"{type_name}: re-quantizing decoded values drifts"
+    drift = relative_rmse(y, again)
+    if stable:
+        bad = np.flatnonzero((again.view(np.uint32) != y.view(np.uint32)) & (again != y))
+        assert bad.size == 0, (f"{type_name} ({strategy}): re-quantizing decoded values changes {bad.size} of them"
+                               f" (first at flat index {bad[0]}: {y.flat[bad[0]]!r} -> {again.flat[bad[0]]!r})")
+    assert drift <= max_drift * err, (f"{type_name} ({strategy}): re-quantizing decoded values loses {drift:.4g}"
+                                      f" (relative RMSE), more than {max_drift:g} x the first quantization's {err:.4g}")
     return err
 
 
@@ -89,14 +109,19 @@ def check_rejects_bad_shapes(type_name: str) -> None:
         raise AssertionError(f"{type_name}: 1-D input was accepted")
 
 
-def check_quant_type(type_name: str, max_rel_rmse: float, strategies: tuple[str, ...] | None = None) -> None:
-    """All checks: sizes, round trip for every supporting strategy, bad shapes."""
+def check_quant_type(type_name: str, max_rel_rmse: float, strategies: tuple[str, ...] | None = None,
+                     x: np.ndarray | None = None, imatrix: np.ndarray | None = None,
+                     stable: bool | Iterable[str] = False, max_drift: float = 1.0) -> None:
+    """All checks: sizes, round trip (see :func:`check_round_trip`) for every supporting strategy, bad shapes.
+    ``stable``: True, or the strategies whose re-quantized values must come back exactly."""
     registry = get_registry()
     qtype = registry.quant_type(type_name)
     check_sizes(type_name)
     names = strategies or tuple(s.name for s in registry.strategies.values() if s.supports(qtype))
+    exact = set(names) if stable is True else set() if stable is False else set(stable)
     for name in names:
-        check_round_trip(type_name, max_rel_rmse, name)
+        check_round_trip(type_name, max_rel_rmse, name, x=x, imatrix=imatrix, stable=name in exact,
+                         max_drift=max_drift)
     check_rejects_bad_shapes(type_name)
 
 

@@ -11,8 +11,10 @@ import time
 import numpy as np
 import pytest
 
+import qf as qf_api
 from imatrix_files import write_dat, write_imatrix_gguf
 from model_factory import llama_tensors, write_model
+from qf.gguf_io import GGUFFile
 
 
 def qf(*args, cwd=None):
@@ -64,10 +66,12 @@ def model(tmp_path):
     return write_model(tmp_path / "model.gguf")
 
 
-def check_failure(result, out, *needles, code=None):
-    assert result.returncode != 0
-    if code is not None:
-        assert result.returncode == code
+BAD_INPUT, USAGE, PLUGIN, INTERRUPTED = 1, 2, 3, 130  # README "Exit codes"
+
+
+def check_failure(result, out, *needles, code):
+    """The README's error contract: the exit code of the error's kind, one line on stderr, no output, no temp file."""
+    assert result.returncode == code, (result.returncode, result.stderr)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("qf: error: ")
@@ -81,14 +85,14 @@ def test_not_a_gguf(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("hello, this is not a model" * 4)
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", bad, out, "Q8_0"), out, "notes.txt", "not a GGUF file")
+    check_failure(qfq("quantize", bad, out, "Q8_0"), out, "notes.txt", "not a GGUF file", code=BAD_INPUT)
 
 
 def test_truncated(model, tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(model.read_bytes()[:-1000])
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", cut, out, "Q8_0"), out, "cut.gguf", "truncated")
+    check_failure(qfq("quantize", cut, out, "Q8_0"), out, "cut.gguf", "truncated", code=BAD_INPUT)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -101,7 +105,7 @@ def test_truncated(model, tmp_path):
 def test_unknown_names_and_bad_options(model, tmp_path, args, needle):
     out = tmp_path / "out.gguf"
     *opts, ftype = args
-    check_failure(qfq("quantize", *opts, model, out, ftype), out, needle)
+    check_failure(qfq("quantize", *opts, model, out, ftype), out, needle, code=USAGE)
 
 
 @pytest.mark.parametrize("dtype", ["F32", "F16"])
@@ -110,7 +114,7 @@ def test_non_finite_weight(tmp_path, dtype, value):
     src = write_model(tmp_path / "m.gguf", dtype=dtype, poison={"blk.1.ffn_up.weight": (64 * 5 + 7, value)})
     before = sha(src)
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", src, out, "Q4_0"), out, "blk.1.ffn_up.weight", "row 5", "column 7")
+    check_failure(qfq("quantize", src, out, "Q4_0"), out, "blk.1.ffn_up.weight", "row 5", "column 7", code=BAD_INPUT)
     assert sha(src) == before
 
 
@@ -118,7 +122,7 @@ def test_imatrix_wrong_size(model, tmp_path):
     im = write_dat(tmp_path / "im.dat", {"blk.0.attn_q.weight": np.ones(48)})
     out = tmp_path / "out.gguf"
     check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.dat", "blk.0.attn_q.weight",
-                  "has 48 values")
+                  "has 48 values", code=BAD_INPUT)
 
 
 def test_imatrix_non_finite(model, tmp_path):
@@ -126,44 +130,57 @@ def test_imatrix_non_finite(model, tmp_path):
     values[3] = np.nan
     im = write_imatrix_gguf(tmp_path / "im.gguf", {"blk.0.attn_q.weight": values})
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.gguf", "non-finite", "index 3")
+    check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.gguf", "non-finite", "index 3",
+                  code=BAD_INPUT)
 
 
 def test_imatrix_wrong_format(model, tmp_path):
     im = tmp_path / "im.bin"
     im.write_bytes(b"\x00\x01" * 50)
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.bin")
+    check_failure(qfq("quantize", "--imatrix", im, model, out, "Q4_0"), out, "im.bin", code=BAD_INPUT)
 
 
 def test_output_equal_to_input(model):
     before = sha(model)
     result = qf("quantize", model, model, "Q8_0")
-    assert result.returncode != 0 and "input and output files are the same" in result.stderr
+    assert result.returncode == USAGE and "input and output files are the same" in result.stderr
     assert sha(model) == before
 
 
 def test_quantized_input_needs_allow_requantize(tmp_path):
     src = write_model(tmp_path / "q.gguf", dtype="Q8_0")
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", src, out, "Q4_0"), out, "requantizing is disabled", "--allow-requantize", "q8_0")
+    check_failure(qfq("quantize", src, out, "Q4_0"), out, "requantizing is disabled", "--allow-requantize", "q8_0",
+                  code=BAD_INPUT)
+    before = sha(src)
     result = qf("quantize", "-q", "--allow-requantize", src, out, "Q4_0")
-    assert result.returncode == 0, result.stderr and out.exists()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == ""  # -q: nothing at all on success
+    assert sha(src) == before
+    f = GGUFFile.open(out)
+    t = f.tensor("blk.0.attn_q.weight")
+    assert t.type_id == 2  # Q4_0, requantized from the Q8_0 values
+    x = qf_api.dequantize_rows("Q8_0", GGUFFile.open(src).rows(GGUFFile.open(src).tensor(t.name), 0, t.n_rows), 64)
+    assert np.array_equal(f.rows(t, 0, t.n_rows), qf_api.quantize_rows("Q4_0", x))
 
 
 def test_shape_not_divisible(tmp_path):
     shapes = llama_tensors(n_embd=48, n_ff=96, n_kv=48)  # 48 % 32 != 0
     src = write_model(tmp_path / "odd.gguf", shapes=shapes)
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", "--no-fallback", src, out, "Q4_0"), out, "not a multiple", "block size 32")
+    check_failure(qfq("quantize", "--no-fallback", src, out, "Q4_0"), out, "not a multiple", "block size 32",
+                  code=BAD_INPUT)
     result = qf("quantize", "-q", src, out, "Q4_0")  # llama.cpp's rule: fall back to F16
     assert result.returncode == 0, result.stderr
+    assert GGUFFile.open(out).tensor("blk.0.attn_q.weight").type_id == 1  # F16
 
 
 def test_positional_thread_count_and_default_output(model):
     result = qf("quantize", "-q", model, "Q8_0", "1")
     assert result.returncode == 0, result.stderr
-    assert (model.parent / "ggml-model-Q8_0.gguf").exists()
+    out = model.parent / "ggml-model-Q8_0.gguf"
+    assert GGUFFile.open(out).get("general.file_type") == 7  # LLAMA_FTYPE_MOSTLY_Q8_0
 
 
 def test_dry_run_writes_nothing(model, tmp_path):
@@ -181,9 +198,10 @@ def test_scale_overflow_is_refused_like_llama_cpp(tmp_path):
     src = write_model(tmp_path / "big.gguf", poison={"blk.0.ffn_gate.weight": (64 * 3 + 5, -1.0e6)})
     out = tmp_path / "out.gguf"
     check_failure(qfq("quantize", "--pure", src, out, "Q4_1"), out, "blk.0.ffn_gate.weight", "row 3",
-                  "overflow Q4_1's 16-bit scales")
+                  "overflow Q4_1's 16-bit scales", code=BAD_INPUT)
     result = qf("quantize", "-q", "--pure", src, out, "Q8_0")  # 1e6/127 fits in fp16: fine
     assert result.returncode == 0, result.stderr
+    assert GGUFFile.open(out).tensor("blk.0.ffn_gate.weight").type_id == 8
 
 
 @pytest.mark.parametrize("ftype", ["Q4_K_M", "IQ4_XS"])
@@ -191,7 +209,8 @@ def test_k_and_iq4_shapes_without_fallback(tmp_path, ftype):
     """Rows of 576 values (SmolLM2's width) do not fit 256-element blocks: with --no-fallback that is an error."""
     src = write_model(tmp_path / "m.gguf", shapes=llama_tensors(n_embd=576, n_ff=1536, n_kv=192))
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", "--no-fallback", src, out, ftype), out, "row length 576", "block size 256")
+    check_failure(qfq("quantize", "--no-fallback", src, out, ftype), out, "row length 576", "block size 256",
+                  code=BAD_INPUT)
     plan = json.loads(qf("quantize", "--dry-run", "--json", src, ftype).stdout)  # default: llama.cpp's fallback
     assert plan["n_fallback"] > 0
     assert {t["fallback_from"] for t in plan["tensors"] if t["fallback_from"]} <= {"Q4_K", "IQ4_XS", "Q5_K", "Q6_K"}
@@ -201,4 +220,5 @@ def test_k_and_iq4_shapes_without_fallback(tmp_path, ftype):
 def test_type_needing_imatrix_without_one(tmp_path, ftype):
     src = write_model(tmp_path / "m.gguf", shapes=llama_tensors(n_embd=256, n_ff=512, n_kv=256, n_vocab=256))
     out = tmp_path / "out.gguf"
-    check_failure(qfq("quantize", src, out, ftype), out, "no --imatrix given", "blk.0.", "--on-missing-imatrix")
+    check_failure(qfq("quantize", src, out, ftype), out, "no --imatrix given", "blk.0.", "--on-missing-imatrix",
+                  code=BAD_INPUT)

@@ -67,12 +67,31 @@ def test_not_gguf(tmp_path):
         GGUFFile.open(p)
 
 
-@pytest.mark.parametrize("keep", [30, 200, -100])
-def test_truncated(model, tmp_path, keep):
+@pytest.mark.parametrize("where,needle", [
+    ("in-kvs", "reading key of KV #0 at byte 24"),          # 6 bytes into the first KV
+    ("in-tensor-infos", "reading dims of 'token_embd.weight'"),
+    ("at-data-start", "tensor 'token_embd.weight' needs bytes"),  # header complete, no tensor data
+    ("one-byte-short", "tensor 'blk.1.ffn_down.weight' needs bytes"),
+])
+def test_truncated(model, tmp_path, where, needle):
     data = model.read_bytes()
+    f = GGUFFile.open(model)
+    first_info = data.index(b"token_embd.weight") + len("token_embd.weight")  # the first tensor info's name, read
+    keep = {"in-kvs": 30, "in-tensor-infos": first_info + 2, "at-data-start": f.data_offset,
+            "one-byte-short": len(data) - 1}[where]
+    assert 24 < keep < len(data)
     cut = tmp_path / "cut.gguf"
-    cut.write_bytes(data[:keep] if keep > 0 else data[:keep])
-    with pytest.raises(GGUFFormatError, match="truncated"):
+    cut.write_bytes(data[:keep])
+    with pytest.raises(GGUFFormatError, match="truncated") as info:
+        GGUFFile.open(cut)
+    assert needle in str(info.value) and f"has {keep}" in str(info.value) and "cut.gguf" in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [0, 4, 23])
+def test_shorter_than_a_header(model, tmp_path, keep):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model.read_bytes()[:keep])
+    with pytest.raises(GGUFFormatError, match=rf"cut.gguf: not a GGUF file \(only {keep} bytes\)"):
         GGUFFile.open(cut)
 
 

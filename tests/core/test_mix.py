@@ -12,7 +12,7 @@ import re
 import pytest
 from golden_e2e import input_source, kv_summary, manifest_kv_summary, parse_command, quant_cases
 
-from paths import GOLDEN_E2E
+from paths import GOLDEN_E2E, data_params
 from qf.app.pipeline import make_plan
 from qf.errors import PlanError, UnknownNameError
 
@@ -22,12 +22,12 @@ LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(?P<name>\S+)\s+- \[.*\], type =\s+(?P<
 
 
 def dry_run_logs():
-    for arch in ARCHES:
+    out = []
+    for arch in ARCHES:  # an arch whose logs are absent fails (CI) or skips, rather than vanishing
         folder = GOLDEN_E2E / "synthetic" / arch / "dryrun"
-        if not folder.exists():
-            continue
-        for log in sorted(folder.glob("*.log")):
-            yield pytest.param(arch, log.stem, id=f"{arch}-{log.stem}")
+        logs = sorted(folder.glob("*.log")) if folder.exists() else []
+        out += data_params([pytest.param(arch, log.stem, id=f"{arch}-{log.stem}") for log in logs], folder, 2)
+    return out
 
 
 def parse_log(text: str) -> list[tuple[str, str]] | None:
@@ -41,25 +41,45 @@ def plan_types(plan) -> list[tuple[str, str]]:
     return [(e.name, e.dst_label) for e in plan.entries]
 
 
-@pytest.mark.parametrize("arch,ftype", list(dry_run_logs()))
+@pytest.mark.parametrize("arch,ftype", dry_run_logs())
 def test_dry_run_matches_llama_quantize(arch, ftype, monkeypatch):
     folder = GOLDEN_E2E / "synthetic" / arch
     expected = parse_log((folder / "dryrun" / f"{ftype}.log").read_text())
     if "_followed_by_nthreads_" in ftype:
         ftype = "Q4_0"  # llama-quantize took "NVFP4"/"39" as the output name and the thread count 2 as the ftype
     if expected is None:  # llama-quantize refused it (NVFP4 is not in its list): qf accepts NVFP4, refuses "39"
+        assert ftype in ("39", "NVFP4"), f"llama-quantize refused {ftype}: which qf does not expect"
         if ftype.isdigit():
-            with pytest.raises(UnknownNameError):
+            with pytest.raises(UnknownNameError, match="39"):
                 make_plan(folder / f"synthetic-{arch}-F32.gguf", ftype, dry_run=True)
+            return
+        plan, _ = make_plan(folder / f"synthetic-{arch}-F32.gguf", ftype, dry_run=True)
+        assert plan_types(plan) == nvfp4_everywhere(plan, folder)
         return
     plan, _ = make_plan(folder / f"synthetic-{arch}-F32.gguf", ftype, dry_run=True)
     assert plan_types(plan) == expected
 
 
+def nvfp4_everywhere(plan, folder) -> list[tuple[str, str]]:
+    """qf's NVFP4 is a plain ftype like Q4_0 (no rules of its own): where llama-quantize's Q4_0 gives a tensor the
+    ftype's type, NVFP4 — or, for rows it does not fit, its fallback chain NVFP4 (64) -> MXFP4 (32) -> F16; the
+    tensors the mix rules choose for (output.weight -> Q6_K, MoE attn_v -> Q8_0 ...) and the F32 ones as for Q4_0."""
+    q4 = dict(parse_log((folder / "dryrun" / "Q4_0.log").read_text()))
+    out = []
+    for e in plan.entries:
+        ne0 = e.source.shape[0]
+        fit = "nvfp4" if ne0 % 64 == 0 else "mxfp4" if ne0 % 32 == 0 else "f16"
+        out.append((e.name, fit if q4[e.name] == "q4_0" else q4[e.name]))
+    assert any(t == "nvfp4" for _, t in out)
+    return out
+
+
 def manifest_cases():
+    out = []
     for group in ["smollm2", *(f"synthetic/{a}" for a in ARCHES)]:
-        for name, folder, manifest in quant_cases(group):
-            yield pytest.param(group, name, folder, manifest, id=f"{group}-{name}")
+        out += data_params([pytest.param(group, name, folder, manifest, id=f"{group}-{name}")
+                            for name, folder, manifest in quant_cases(group)], GOLDEN_E2E / group / "quant", 4)
+    return out
 
 
 def plan_from_manifest(group, manifest, monkeypatch):
@@ -71,7 +91,7 @@ def plan_from_manifest(group, manifest, monkeypatch):
     return plan
 
 
-@pytest.mark.parametrize("group,name,folder,manifest", list(manifest_cases()))
+@pytest.mark.parametrize("group,name,folder,manifest", manifest_cases())
 def test_types_and_metadata_match_golden_e2e(group, name, folder, manifest, monkeypatch):
     if manifest["exit_code"] != 0:
         log = (folder / "quantize.log").read_text()

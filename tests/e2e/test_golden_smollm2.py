@@ -10,7 +10,7 @@ import pytest
 from golden_e2e import parse_command, quant_cases
 
 import qf
-from paths import GOLDEN_E2E
+from paths import GOLDEN_E2E, data_params
 from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor, make_kv
 
 pytestmark = pytest.mark.e2e
@@ -52,11 +52,11 @@ def smollm2_splits(smollm2_f32, tmp_path_factory):
 
 
 def cases():
-    for name, _folder, manifest in quant_cases("smollm2"):
-        yield pytest.param(name, manifest, id=name)
+    return data_params([pytest.param(name, manifest, id=name) for name, _folder, manifest in quant_cases("smollm2")],
+                       GOLDEN_E2E / "smollm2" / "quant", 2)
 
 
-@pytest.mark.parametrize("name,manifest", list(cases()))
+@pytest.mark.parametrize("name,manifest", cases())
 def test_whole_file_identical(name, manifest, smollm2_f32, smollm2_splits, tmp_path, monkeypatch):
     opts, pos = parse_command(manifest["command"])
     monkeypatch.chdir(GOLDEN_E2E / manifest["cwd"])

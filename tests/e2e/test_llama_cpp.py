@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import pytest
 
@@ -32,9 +33,14 @@ def assert_same_tensors(ours, theirs):
 
 
 def generate(llama_cpp, path) -> str:
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, seed=1)
-    out = llm.create_completion("The capital of France is", max_tokens=12, temperature=0.0)
-    return out["choices"][0]["text"]
+    """llama.cpp loads the file and generates: at least one token, every token's log-probability finite."""
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, seed=1, logits_all=True)
+    out = llm.create_completion("The capital of France is", max_tokens=12, temperature=0.0, logprobs=1)
+    choice = out["choices"][0]
+    assert out["usage"]["completion_tokens"] >= 1, out
+    logprobs = choice["logprobs"]["token_logprobs"]
+    assert logprobs and all(math.isfinite(lp) for lp in logprobs), logprobs
+    return choice["text"]
 
 
 @pytest.mark.parametrize("ftype", ["F16", "Q8_0", "Q4_0"])
@@ -89,7 +95,7 @@ def test_pure_grid_types_like_llama_cpp(smollm2, llama_cpp, tmp_path, ftype, mon
                                  output_tensor_type=GGML["Q8_0"])
     assert_same_tensors(ours, theirs)
     assert sha256(ours) == sha256(theirs)
-    generate(llama_cpp, ours)  # loads and runs (1.75-bit output text need not be sensible)
+    generate(llama_cpp, ours)  # loads and runs, finite log-probabilities (1.75-bit text need not be sensible)
 
 
 SPREAD = [

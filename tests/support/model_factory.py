@@ -99,3 +99,28 @@ def write_split_model(prefix: Path, n_split: int = 2, **model_options) -> Path:
         paths.append(path)
     whole.unlink()
     return paths[0]
+
+
+def write_splits(model: Path, folder: Path, prefix: str, n_splits: int) -> list[Path]:
+    """``model`` split as ``llama-gguf-split`` splits it: PREFIX-0000N-of-0000M.gguf, tensors in file order divided
+    into ``n_splits`` runs, the model's KVs in the first file only, split.no/split.count/split.tensors.count in each."""
+    from qf.gguf_io import GGUFFile
+
+    src = GGUFFile.open(model)
+    tensors = list(src.tensors)
+    bounds = np.linspace(0, len(tensors), n_splits + 1).round().astype(int)
+    paths = []
+    for i in range(n_splits):
+        part = tensors[bounds[i]:bounds[i + 1]]
+        split = [make_kv("split.no", T.UINT16, i), make_kv("split.count", T.UINT16, n_splits),
+                 make_kv("split.tensors.count", T.INT32, len(tensors))]
+        path = folder / f"{prefix}-{i + 1:05d}-of-{n_splits:05d}.gguf"
+        with open(path, "wb") as fh:
+            writer = GGUFStreamWriter(fh, (src.kvs if i == 0 else []) + split,
+                                      [OutTensor(t.name, t.shape, t.type_id, t.n_bytes) for t in part])
+            for t in part:
+                writer.begin(t.name)
+                writer.write(src.tensor_data(t))
+            writer.close()
+        paths.append(path)
+    return paths

@@ -4,7 +4,7 @@
   floor of log2f) against the literal ggml procedures, over whole float32 ranges;
 * the ``rtn`` strategy through pose/pack: valid blocks and an error close to (or below) ggml's;
 * pose/pack round trip: packing ggml's own solution of its own output gives ggml's bytes back;
-* fuzzing against llama.cpp's C quantizers and dequantizers (skipped without libggml-base).
+* fuzzing against llama.cpp's C quantizers and dequantizers (libggml-base: required in tox -e e2e and CI).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import qf
-from cggml import CGGML
+from cggml import require_cggml
 from qf.plugins import get_registry
 
 TYPES = ("IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")
@@ -25,12 +25,7 @@ KVALUES_IQ4 = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38,
 
 @pytest.fixture(scope="module")
 def cggml():
-    try:
-        c = CGGML.load()
-    except OSError as exc:
-        pytest.skip(f"libggml-base could not be loaded: {exc}")
-    if c is None:
-        pytest.skip("libggml-base not found (set QF_LIBGGML_BASE or install llama-cpp-python)")
+    c = require_cggml()  # fails where the C library is required (tox -e e2e), skips elsewhere
     c.lib.ggml_validate_row_data.restype = ctypes.c_bool
     c.lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
     return c
