@@ -82,10 +82,16 @@ def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: 
     return out, amax
 
 
-def check_scales(qtype: QuantType, x: np.ndarray, out: np.ndarray, amax: float, where) -> None:
-    """Rows with values beyond fp16 can overflow a type's 16-bit scales (or F16 itself): decode and refuse
-    non-finite results, as llama.cpp's ``ggml_validate_row_data`` does.  ``where(row)`` names a row for the message."""
-    if amax <= FP16_MAX:
+#: importances above this can overflow float32 sums of w·x·x in a type's search, even for inputs within fp16
+IMATRIX_OVERFLOW = 1e20
+
+
+def check_scales(qtype: QuantType, x: np.ndarray, out: np.ndarray, amax: float, where,
+                 imatrix: np.ndarray | None = None) -> None:
+    """Rows with values beyond fp16, or importances huge enough to overflow float32 sums, can overflow a type's
+    16-bit scales (or F16 itself): decode and refuse non-finite results, as llama.cpp's ``ggml_validate_row_data``
+    does.  ``where(row)`` names a row for the message."""
+    if amax <= FP16_MAX and (imatrix is None or not qtype.uses_imatrix or float(imatrix.max()) <= IMATRIX_OVERFLOW):
         return
     y = qtype.load_codec().dequantize(out, x.shape[1])
     bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
@@ -112,7 +118,7 @@ def quantize_rows(
     if imatrix is None and qtype.requires_imatrix:
         raise ImatrixError(f"{qtype.name} cannot be quantized without an importance matrix")
     out, amax = quantize_checked(qtype, strat, x, imatrix)
-    check_scales(qtype, x, out, amax, lambda row: f"row {row}")
+    check_scales(qtype, x, out, amax, lambda row: f"row {row}", imatrix)
     return out
 
 

@@ -94,7 +94,7 @@ def run_unit(entry: PlanEntry, unit: WorkUnit, source, target: str = DEFAULT_TAR
     imatrix = None if entry.imatrix is None else np.ascontiguousarray(entry.imatrix[unit.mat], np.float32)
     try:
         out, amax = quantize_checked(entry.dst, strategy, x, imatrix)
-        check_scales(entry.dst, x, out, amax, lambda row: where(unit.row0 + row))
+        check_scales(entry.dst, x, out, amax, lambda row: where(unit.row0 + row), imatrix)
     except InvalidWeightsError as exc:
         row = getattr(exc, "row", None)
         if row is not None:  # a non-finite value: name the tensor's row, not the unit's

@@ -314,8 +314,7 @@ def sensitivity(model, text_file, output, imatrix, probe, tokens, positions) -> 
 def _load_plugin_commands() -> None:
     try:
         reg = get_registry()
-    except QfError as exc:  # still let `qf --help` work; the command that needs the registry reports the error
-        click.echo(f"qf: warning: {exc.one_line()}", err=True)
+    except QfError:  # still let `qf --help` work; the command that needs the registry reports the error, once
         return
     if reg.plugin_manager is not None:
         reg.plugin_manager.hook.qf_register_commands(cli=cli)
@@ -324,10 +323,20 @@ def _load_plugin_commands() -> None:
 def main(argv: list[str] | None = None) -> None:
     _load_plugin_commands()
     try:
-        cli.main(args=argv, prog_name="qf", standalone_mode=True)
+        code = cli.main(args=argv, prog_name="qf", standalone_mode=False)
     except QfError as exc:  # errors raised while building the registry
         click.echo(f"qf: error: {exc.one_line()}", err=True)
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # click's own parser errors: one line too, and the usage exit code
+        click.echo(f"qf: error: {' '.join(exc.format_message().split())} (see --help)", err=True)
+        sys.exit(UsageError.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"qf: error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("qf: interrupted; no output written", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

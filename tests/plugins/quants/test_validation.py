@@ -27,10 +27,6 @@ def test_the_rows_overflow_the_scales(type_name):
     assert not np.isfinite(y).all()  # llama.cpp's own bytes (kernel_bytes is byte-identical): inf/NaN
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: qf.quantize_rows (and the executor, through check_scales) only "
-                   "checks the scales when the input exceeds the fp16 range; a huge imatrix weight overflows them from "
-                   "finite, in-range inputs, and qf returns (writes) inf/NaN scales that llama.cpp's validation "
-                   "refuses")
 @pytest.mark.parametrize("type_name", OVERFLOWING)
 def test_overflowing_scales_are_refused(type_name):
     block = qf.get_registry().quant_type(type_name).block_size
