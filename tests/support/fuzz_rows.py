@@ -168,3 +168,8 @@ def scale_overflow_rows(block: int) -> tuple[np.ndarray, np.ndarray]:
     imatrix = np.ones(block, F32)
     imatrix[3] = 1e30
     return x, imatrix
+
+
+def exponent_wrap_rows() -> np.ndarray:
+    """Values around 2^-126: MXFP4's shared exponent floor(log2(amax)) - 2 + 127 goes below 0 and wraps to 255."""
+    return (np.random.default_rng(0).standard_normal((1, 64)) * 2.0 ** -126).astype(F32)
