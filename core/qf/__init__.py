@@ -2,7 +2,7 @@
 
 Public API::
 
-    qf.quantize_rows(type_name, x, imatrix=None, strategy="ggml") -> uint8 (rows, row_bytes)
+    qf.quantize_rows(type_name, x, imatrix=None, strategy=None) -> uint8 (rows, row_bytes)  (None: ggml's own search)
     qf.dequantize_rows(type_name, data, n_per_row) -> float32 (rows, n_per_row)
     qf.quantize_file(input, output, ftype, ...) -> qf.plan.Plan
 

@@ -49,10 +49,14 @@ def check_imatrix(imatrix: np.ndarray | None, n_per_row: int, what: str = "imatr
     return imatrix
 
 
-def resolve(type_name: str | QuantType, strategy: str | Strategy) -> tuple[QuantType, Strategy]:
+def resolve(type_name: str | QuantType, strategy: str | Strategy | None) -> tuple[QuantType, Strategy]:
+    """The type and the strategy (None: the native one) of a row-level call."""
     registry = get_registry()
     qtype = type_name if isinstance(type_name, QuantType) else registry.quant_type(type_name)
-    strat = strategy if isinstance(strategy, Strategy) else registry.strategy(strategy)
+    if strategy is None:
+        strat = registry.native_strategy()
+    else:
+        strat = strategy if isinstance(strategy, Strategy) else registry.strategy(strategy)
     if not strat.supports(qtype):
         supported = ", ".join(s.name for s in registry.strategies.values() if s.supports(qtype))
         raise UsageError(
@@ -106,11 +110,12 @@ def quantize_rows(
     type_name: str | QuantType,
     x: np.ndarray,
     imatrix: np.ndarray | None = None,
-    strategy: str | Strategy = "ggml",
+    strategy: str | Strategy | None = None,
 ) -> np.ndarray:
     """Quantize float rows ``(n, k)`` to ``type_name``; returns uint8 ``(n, row_bytes)``.
 
-    With ``strategy="ggml"`` the bytes are those of llama.cpp's ``ggml_quantize_chunk`` for the same input.
+    With the default (native) strategy, ``ggml``, the bytes are those of llama.cpp's ``ggml_quantize_chunk`` for the
+    same input.
     """
     qtype, strat = resolve(type_name, strategy)
     x = check_rows(qtype, x, scan=False)

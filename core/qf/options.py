@@ -18,6 +18,7 @@ import attrs
 
 from qf.errors import UsageError
 from qf.recipe import TypeRule, load_recipe, load_tensor_type_file, parse_tensor_type
+from qf.values import DEFAULT_TARGET
 
 ON_MISSING_IMATRIX = ("error", "upgrade", "allow")
 
@@ -67,9 +68,9 @@ class QuantizeOptions:
 
     ftype: str | None = option(recipe=True, recipe_key="extends",
                                help="The llama-quantize ftype (preset) to start from (positional on the CLI).")
-    strategy: str | None = option(flags=("--strategy",), recipe=True, effective="ggml",
+    strategy: str | None = option(flags=("--strategy",), recipe=True,
                                   help="Search strategy (default ggml = llama.cpp's bytes; see `qf list-strategies`).")
-    target: str | None = option(flags=("--target",), recipe=True, effective="ggml",
+    target: str | None = option(flags=("--target",), recipe=True, effective=DEFAULT_TARGET,
                                 help="The runtime the file is for: ggml (llama.cpp, default) or one a plugin adds.")
     imatrix: str | None = option(flags=("--imatrix",), kind=os.PathLike, metavar="FILE",
                                  help="Importance matrix (GGUF or legacy .dat).")

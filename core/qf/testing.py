@@ -33,7 +33,7 @@ def relative_rmse(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> 
     return float(np.sqrt((w * (x - y) ** 2).sum() / max((w * x * x).sum(), 1e-300)))
 
 
-def kernel_bytes(type_name: str, x: np.ndarray, imatrix: np.ndarray | None = None, strategy: str = "ggml"
+def kernel_bytes(type_name: str, x: np.ndarray, imatrix: np.ndarray | None = None, strategy: str | None = None
                  ) -> np.ndarray:
     """What a type's kernels write for ``x`` — for comparing with a C reference on any input, including rows whose
     result llama.cpp's validation would refuse (values beyond fp16), which :func:`qf.quantize_rows` refuses too."""
@@ -54,7 +54,7 @@ def check_sizes(type_name: str) -> None:
     assert out.shape == (3, qtype.row_bytes(n)), (out.shape, qtype)
 
 
-def check_round_trip(type_name: str, max_rel_rmse: float, strategy: str = "ggml", seed: int = 0,
+def check_round_trip(type_name: str, max_rel_rmse: float, strategy: str | None = None, seed: int = 0,
                      x: np.ndarray | None = None, imatrix: np.ndarray | None = None, stable: bool = False,
                      max_drift: float = 1.0) -> float:
     """quantize -> dequantize reproduces the input within ``max_rel_rmse``, and re-quantizing is stable: encoding the
@@ -125,7 +125,7 @@ def check_quant_type(type_name: str, max_rel_rmse: float, strategies: tuple[str,
     check_rejects_bad_shapes(type_name)
 
 
-def _quantize(type_name, x, imatrix, strategy="ggml"):
+def _quantize(type_name, x, imatrix, strategy=None):
     import qf
 
     qtype = get_registry().quant_type(type_name)
