@@ -15,7 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 from qf.hookspecs import hookimpl, hookspec
-from qf.values import Arch, ArchFacts, BlockProblem, BlockSolution, Preset, ProblemKind, QuantType, Strategy, Target
+from qf.values import (
+    Arch,
+    ArchFacts,
+    BlockProblem,
+    BlockSolution,
+    ExecutorSpec,
+    Preset,
+    ProblemKind,
+    QuantType,
+    Strategy,
+    Target,
+)
 
 __version__ = "0.1.0"
 
@@ -24,6 +35,7 @@ __all__ = [
     "ArchFacts",
     "BlockProblem",
     "BlockSolution",
+    "ExecutorSpec",
     "Preset",
     "ProblemKind",
     "QuantType",

@@ -54,5 +54,10 @@ def qf_register_presets(registrar: Registrar) -> None:
 
 
 @hookspec
+def qf_register_executors(registrar: Registrar) -> None:
+    """Register where work units run: ``registrar.add_executor(ExecutorSpec("mine", runner="pkg.mod:MyExecutor"))``."""
+
+
+@hookspec
 def qf_register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``qf`` command line: ``cli.add_command(my_command)``."""

@@ -6,10 +6,9 @@ import math
 import re
 from collections.abc import Sequence
 
-from gguf.constants import GGUFValueType as T
-
 from qf.errors import UsageError
 from qf.gguf_io import KV, make_kv
+from qf.gguf_io.constants import GGUFValueType as T
 from qf.values import Preset
 
 GGML_QNT_VERSION = 2

@@ -85,6 +85,9 @@ class QuantizeOptions:
     tensor_types: tuple[str, ...] = option((), flags=("--tensor-type",), multiple=True, metavar="RE=TYPE",
                                            help="Type for tensors whose name matches regex RE (lower-cased; first"
                                                 " match wins). Repeatable.")
+    custom_q: tuple[str, ...] = option((), flags=("--custom-q",), multiple=True, metavar="RE=TYPE,RE=TYPE",
+                                       help="ik_llama.cpp's rules: comma-separated RE=TYPE, regex case-sensitive,"
+                                            " first match wins (after --tensor-type rules). Repeatable.")
     tensor_type_file: str | None = option(flags=("--tensor-type-file",), kind=os.PathLike, metavar="FILE",
                                           help="File of whitespace-separated RE=TYPE entries (after --tensor-type"
                                                " rules).")
@@ -115,6 +118,13 @@ class QuantizeOptions:
                                       " the block size.")
     dry_run: bool = option(False, flags=("--dry-run",), kind=bool,
                            help="Print the plan (types, reasons, sizes) and write nothing.")
+    executor: str | None = option(flags=("--executor",),
+                                  help="Where the work runs (see `qf plugins`; default: threads in this process).")
+    executor_options: tuple[str, ...] = option((), flags=("--executor-option",), multiple=True, metavar="KEY=VALUE",
+                                               help="An option for the executor (e.g. scheduler=tcp://host:8786)."
+                                                    " Repeatable.")
+    no_space_check: bool = option(False, flags=("--no-space-check",), kind=bool,
+                                  help="Do not refuse to start when the output's file system lacks room for it.")
     #: ready rules (Python API), tried after those of --tensor-type/--tensor-type-file and before the recipe's
     rules: tuple[TypeRule, ...] = option((), multiple=True)
 
@@ -202,8 +212,10 @@ def resolve(options: QuantizeOptions) -> QuantizeOptions:
     if values["include_weights"] and values["exclude_weights"]:
         raise UsageError("--include-weights and --exclude-weights cannot be used together")
     rules = [parse_tensor_type(spec) for spec in options.tensor_types]
+    rules += [parse_tensor_type(item, "--custom-q", lower=False) for spec in options.custom_q
+              for item in spec.split(",") if item]
     if options.tensor_type_file is not None:
         rules += load_tensor_type_file(options.tensor_type_file)
     values["rules"] = (*rules, *options.rules, *recipe_rules)
-    values["tensor_types"], values["tensor_type_file"] = (), None
+    values["tensor_types"], values["custom_q"], values["tensor_type_file"] = (), (), None
     return QuantizeOptions(**values)

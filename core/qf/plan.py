@@ -14,8 +14,8 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from qf.errors import PlanError, UsageError
-from qf.gguf_io import KV, TensorInfo
+from qf.errors import ImatrixError, PlanError, UsageError
+from qf.gguf_io import KV, OutTensor, TensorInfo
 from qf.imatrix import Imatrix
 from qf.metadata import output_kvs, parse_override_kv, split_kvs
 from qf.mix import Mix, MixState, category
@@ -98,6 +98,11 @@ class PlanEntry:
     def copy(self) -> bool:
         return self.dst is None
 
+    def out_tensor(self) -> OutTensor:
+        """The tensor as the output file's header describes it."""
+        type_id = self.source.type_id if self.dst is None else self.dst.type_id
+        return OutTensor(self.name, self.source.shape, type_id, self.n_bytes_out)
+
 
 @attrs.frozen
 class OutFile:
@@ -134,6 +139,14 @@ class Plan:
     @property
     def bytes_out(self) -> int:
         return sum(e.n_bytes_out for e in self.entries)
+
+    def file_bytes(self, index: int) -> int:
+        """The exact size of output file ``index``: header, metadata, tensor infos and aligned tensor data."""
+        from qf.gguf_io.writer import header_bytes, pad
+
+        f = self.files[index]
+        head = len(header_bytes(list(f.kvs), [e.out_tensor() for e in f.entries], self.alignment))
+        return head + sum(pad(e.n_bytes_out, self.alignment) for e in f.entries)
 
     def to_json(self) -> dict:
         return {
@@ -299,7 +312,7 @@ class Planner:
             mix = MixState(self.registry.mix(self.preset.mix), facts, self.preset.ftype, self.default_type.name,
                            self.default_type.block_size, has_imatrix, names, extra)
 
-        entries, requant, missing, warnings, notes = [], [], [], [], []
+        entries, requant, missing, zeros, warnings, notes = [], [], [], [], [], []
         for index, (name, t) in enumerate(kept):
             src = self.registry.quant_type_by_id(t.type_id, self.target)
             src_label = self.registry.type_label(t.type_id, self.target)
@@ -319,6 +332,11 @@ class Planner:
                 if use_imatrix:
                     n_mat = t.shape[2] if len(t.shape) > 2 else 1
                     entry_imatrix = imatrix.lookup(t.name, name, t.n_per_row, n_mat)
+                    if entry_imatrix is not None and (entry_imatrix < 0).any():
+                        raise ImatrixError(f"imatrix file {imatrix.path}: entry {t.name!r} has negative values"
+                                           f" (importances are sums of squares)")
+                    if entry_imatrix is not None and not entry_imatrix.any():
+                        zeros.append(name)
                 needs = requires or qtype.requires_imatrix
                 if needs and entry_imatrix is None:
                     if opts.on_missing_imatrix == "upgrade" or (opts.on_missing_imatrix == "allow"
@@ -357,6 +375,14 @@ class Planner:
                        f" (see --on-missing-imatrix)")
             if not opts.dry_run:
                 raise PlanError(message)
+            warnings.append(message)
+        if zeros:
+            listed = ", ".join(zeros[:8]) + (f", ... ({len(zeros)} in all)" if len(zeros) > 8 else "")
+            message = (f"imatrix file {imatrix.path}: all-zero importances for {len(zeros)} tensor(s): {listed}"
+                       f" (every weight would be dropped; --exclude-weights NAME, or a recipe rule with"
+                       f" imatrix = \"ignore\", quantizes them without it)")
+            if not opts.dry_run:
+                raise ImatrixError(message)
             warnings.append(message)
         for rule, hits in zip(opts.rules, self.rule_hits):
             if hits == 0:

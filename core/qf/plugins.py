@@ -16,12 +16,13 @@ from importlib import metadata
 from typing import Any
 
 import attrs
-import gguf
 import pluggy
 
 from qf import hookspecs
 from qf.errors import PluginError, UnknownNameError, UsageError
-from qf.values import DEFAULT_TARGET, Arch, Preset, ProblemKind, QuantType, Strategy, Target
+from qf.gguf_io.constants import GGMLQuantizationType
+from qf.gguf_io.reader import gguf_sizes
+from qf.values import DEFAULT_TARGET, Arch, ExecutorSpec, Preset, ProblemKind, QuantType, Strategy, Target
 
 ENTRY_POINT_GROUP = "qf"
 
@@ -29,10 +30,19 @@ ENTRY_POINT_GROUP = "qf"
 @attrs.frozen
 class PluginInfo:
     name: str
-    distribution: str
-    version: str
     entry_point: str
     hooks: tuple[str, ...]
+    #: the entry point it came from (None for in-process plugins): its distribution is read only when asked for
+    #: (reading distribution metadata costs a few ms per plugin, on every run)
+    ep: metadata.EntryPoint | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def distribution(self) -> str:
+        return _distribution(self.ep)[0] if self.ep is not None else "(registered in-process)"
+
+    @property
+    def version(self) -> str:
+        return _distribution(self.ep)[1] if self.ep is not None else ""
 
 
 @attrs.frozen
@@ -53,6 +63,7 @@ _REGISTRATIONS = (
     ("qf_register_strategies", "strategy", "strategies"),
     ("qf_register_arches", "architecture", "arches"),
     ("qf_register_presets", "preset", "presets"),
+    ("qf_register_executors", "executor", "executors"),
 )
 _TABLES = {kind: table for _, kind, table in _REGISTRATIONS} | {"mix": "mixes"}
 
@@ -67,6 +78,7 @@ class Registry:
     strategies: dict[str, Strategy] = attrs.field(factory=dict)
     arches: dict[str, Arch] = attrs.field(factory=dict)
     presets: dict[str, Preset] = attrs.field(factory=dict)
+    executors: dict[str, ExecutorSpec] = attrs.field(factory=dict)
     mixes: dict[str, Any] = attrs.field(factory=dict)
     plugins: list[PluginInfo] = attrs.field(factory=list)
     failures: list[PluginFailure] = attrs.field(factory=list)
@@ -140,6 +152,15 @@ class Registry:
         """Does some generic (non-native) strategy solve a problem ``qtype`` poses?"""
         return any(s.supports(qtype) for s in self.strategies.values() if not s.native) and qtype.is_quantized
 
+    def executor(self, name: str | None = None) -> ExecutorSpec:
+        """An executor by name, or the default one."""
+        if name is not None:
+            return self._find(self.executors, "executor", name)
+        default = next((e for e in self.executors.values() if e.default), None)
+        if default is None:
+            raise PluginError("no default executor is registered")
+        return default
+
     def preset(self, name: str) -> Preset:
         return self._find(self.presets, "ftype", name)
 
@@ -163,9 +184,10 @@ class Registry:
         return next((a for a in self.arches.values() if "*" in a.gguf_names), None)
 
     def type_sizes(self, target: str = DEFAULT_TARGET):
-        """A ``type_id -> (block size, bytes per block) | None`` lookup for :meth:`qf.gguf_io.GGUFFile.open`: the
-        target's registered types first, then gguf's table."""
-        sizes = {q.type_id: (q.block_size, q.type_size) for q in self.types_of(target).values()}
+        """A ``type_id -> (block size, bytes per block[, bytes of row metadata]) | None`` lookup for
+        :meth:`qf.gguf_io.GGUFFile.open`: the target's registered types first, then gguf's table."""
+        sizes = {q.type_id: (q.block_size, q.type_size) + ((q.row_meta_size,) if q.row_meta_size else ())
+                 for q in self.types_of(target).values()}
         return lambda type_id: sizes.get(type_id) or gguf_sizes(type_id)
 
     def type_label(self, type_id: int, target: str = DEFAULT_TARGET) -> str:
@@ -173,7 +195,7 @@ class Registry:
         if qtype is not None:
             return qtype.ggml_name
         try:
-            return gguf.GGMLQuantizationType(type_id).name.lower()
+            return GGMLQuantizationType(type_id).name.lower()
         except ValueError:
             return f"type{type_id}"
 
@@ -246,17 +268,12 @@ class Registrar:
     def add_preset(self, preset: Preset) -> Preset:
         return self._add("preset", preset)
 
+    def add_executor(self, executor: ExecutorSpec) -> ExecutorSpec:
+        return self._add("executor", executor)
+
     def add_mix(self, mix) -> Any:
         """Register a :class:`qf.mix.Mix` (a rule set presets refer to by name)."""
         return self._add("mix", mix)
-
-
-def gguf_sizes(type_id: int) -> tuple[int, int] | None:
-    """(block size, bytes per block) of a llama.cpp type id from gguf's table, or None."""
-    try:
-        return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
-    except (ValueError, KeyError):
-        return None
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -291,22 +308,21 @@ def build_registry(extra_plugins: Iterable[tuple[str, Any]] = (), load_entry_poi
     pm = pluggy.PluginManager("qf")
     pm.add_hookspecs(hookspecs)
     registry = Registry(plugin_manager=pm)
-    origins: dict[str, tuple[str, str, str]] = {}
+    origins: dict[str, tuple[metadata.EntryPoint | None, str]] = {}
 
     if load_entry_points:
         for ep in _entry_points():
-            dist_name, dist_version = _distribution(ep)
             try:
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)
             except Exception as exc:  # noqa: BLE001 - any import-time failure is reported, not raised
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                registry.failures.append(PluginFailure(f"{ep.name} = {ep.value}", dist_name, detail))
+                registry.failures.append(PluginFailure(f"{ep.name} = {ep.value}", _distribution(ep)[0], detail))
                 continue
-            origins[ep.name] = (dist_name, dist_version, ep.value)
+            origins[ep.name] = (ep, ep.value)
     for name, plugin in extra_plugins:
         pm.register(plugin, name=name)
-        origins[name] = ("(registered in-process)", "", repr(plugin))
+        origins[name] = (None, repr(plugin))
 
     try:
         pm.check_pending()
@@ -324,10 +340,10 @@ def build_registry(extra_plugins: Iterable[tuple[str, Any]] = (), load_entry_poi
                 raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name}: {exc}") from None
     registry.validate()
 
-    for name, (dist_name, dist_version, value) in origins.items():
+    for name, (ep, value) in origins.items():
         plugin = pm.get_plugin(name)
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
-        registry.plugins.append(PluginInfo(name, dist_name, dist_version, value, hooks))
+        registry.plugins.append(PluginInfo(name, value, hooks, ep))
     return registry
 
 

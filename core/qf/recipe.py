@@ -73,8 +73,9 @@ class TypeRule:
         return f"{self.source} {self.pattern}={self.type_name}"
 
 
-def parse_tensor_type(spec: str, source: str = "--tensor-type") -> TypeRule:
-    """``PATTERN=TYPE`` as llama-quantize's ``--tensor-type`` takes it (the pattern lower-cased)."""
+def parse_tensor_type(spec: str, source: str = "--tensor-type", lower: bool = True) -> TypeRule:
+    """``PATTERN=TYPE`` as llama-quantize's ``--tensor-type`` takes it (the pattern lower-cased; ik_llama.cpp's
+    ``--custom-q`` keeps its case: ``lower=False``)."""
     pattern, sep, type_name = spec.partition("=")
     if not sep:
         raise UsageError(f"{source}: malformed tensor type {spec!r} (expected PATTERN=TYPE)")
@@ -82,7 +83,7 @@ def parse_tensor_type(spec: str, source: str = "--tensor-type") -> TypeRule:
         raise UsageError(f"{source}: missing tensor name pattern in {spec!r}")
     if not type_name:
         raise UsageError(f"{source}: missing quantization type in {spec!r}")
-    return TypeRule(pattern.lower(), type_name, source)
+    return TypeRule(pattern.lower() if lower else pattern, type_name, source)
 
 
 def read_text(path: str | os.PathLike[str], what: str) -> str:

@@ -86,12 +86,14 @@ class QuantType:
     #: preferred replacement when imatrix data is missing and the user asked to upgrade (--on-missing-imatrix)
     imatrix_free: str | None = None
     target: str = DEFAULT_TARGET
+    #: bytes at the start of every row, before its blocks (ik_llama.cpp's row-scaled types keep a scale there)
+    row_meta_size: int = 0
     description: str = ""
     #: name of the plugin that registered it (filled in by the registrar)
     plugin: str = ""
 
     def __attrs_post_init__(self) -> None:
-        if self.block_size <= 0 or self.type_size <= 0:
+        if self.block_size <= 0 or self.type_size <= 0 or self.row_meta_size < 0:
             raise ValueError(f"{self.name}: block_size and type_size must be positive")
         if not self.ggml_name:
             object.__setattr__(self, "ggml_name", self.name.lower())
@@ -108,7 +110,7 @@ class QuantType:
             raise ValueError(
                 f"{self.name}: row length {n_per_row} is not a multiple of the block size {self.block_size}"
             )
-        return n_per_row // self.block_size * self.type_size
+        return n_per_row // self.block_size * self.type_size + self.row_meta_size
 
     def load_codec(self) -> Any:
         return load_object(self.codec)
@@ -164,6 +166,21 @@ class Target:
                                             eq=False, hash=False)
     description: str = ""
     plugin: str = ""
+
+
+@attrs.frozen
+class ExecutorSpec:
+    """Where work units run: ``runner`` names a :class:`qf.execute.Executor` subclass; ``default`` marks the one
+    used when none is asked for."""
+
+    name: str
+    runner: str = attrs.field(validator=_check_ref)
+    default: bool = False
+    description: str = ""
+    plugin: str = ""
+
+    def load(self) -> Any:
+        return load_object(self.runner)
 
 
 @attrs.frozen

@@ -9,6 +9,7 @@ from importlib import metadata
 import pytest
 
 import qf
+import qf.execute
 import qf.testing
 from qf import hookimpl, hookspecs
 from qf.errors import PluginError, UnknownNameError, UsageError
@@ -202,3 +203,27 @@ def test_solver_is_looked_up_by_problem_kind():
     assert set(gradient.solves) == {"symmetric", "asymmetric", "table"}
     with pytest.raises(KeyError):
         gradient.solve(qf.BlockProblem("lattice", None, None))
+
+
+class ReversedExecutor(qf.execute.Executor):
+    """A test executor: runs the units in reverse order, then hands them back in plan order."""
+
+    name = "reversed"
+
+    def results(self, plan, source, units):
+        units = list(units)
+        done = {u: qf.execute.run_unit(plan.entries[u.entry], u, source) for u in reversed(units)}
+        return ((u, done[u]) for u in units)
+
+
+def test_an_executor_plugin_gives_the_same_bytes(tmp_path):
+    from model_factory import write_model
+
+    spec = qf.ExecutorSpec("reversed", runner=f"{__name__}:ReversedExecutor")
+    mod = plugin_module("rev", qf_register_executors=lambda registrar: registrar.add_executor(spec))
+    src = write_model(tmp_path / "m.gguf")
+    qf.quantize_file(src, tmp_path / "a.gguf", "Q4_K_M", threads=2)
+    with registered(("rev", mod)) as reg:
+        assert reg.executor("reversed").plugin == "rev" and reg.executor().name == "threads"
+        qf.quantize_file(src, tmp_path / "b.gguf", "Q4_K_M", executor="reversed")
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()

@@ -89,7 +89,7 @@ def write_splits(model: Path, folder: Path, prefix: str, n_splits: int) -> list[
                  make_kv("split.tensors.count", T.INT32, len(tensors))]
         path = folder / f"{prefix}-{i + 1:05d}-of-{n_splits:05d}.gguf"
         with open(path, "wb") as fh:
-            writer = GGUFStreamWriter(fh, (src.kvs if i == 0 else []) + split,
+            writer = GGUFStreamWriter(fh, (list(src.kvs) if i == 0 else []) + split,
                                       [OutTensor(t.name, t.shape, t.type_id, t.n_bytes) for t in part])
             for t in part:
                 writer.begin(t.name)
@@ -97,3 +97,13 @@ def write_splits(model: Path, folder: Path, prefix: str, n_splits: int) -> list[
             writer.close()
         paths.append(path)
     return paths
+
+
+def write_split_model(prefix: Path, n_split: int = 2, **model_options) -> Path:
+    """A model written as ``PREFIX-0000N-of-0000M.gguf`` splits, as gguf-split lays them out (metadata in the first,
+    ``split.*`` keys in all, tensors dealt out in order); returns the first split's path."""
+    prefix = Path(prefix)
+    whole = write_model(Path(f"{prefix}-whole.gguf"), **model_options)
+    paths = write_splits(whole, prefix.parent, prefix.name, n_split)
+    whole.unlink()
+    return paths[0]

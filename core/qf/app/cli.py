@@ -26,6 +26,13 @@ class QfGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("qf: interrupted; no output written", err=True)
             ctx.exit(130)
+        except OSError as exc:  # an input that went away or failed to read mid-run
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(f"qf: error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
+        except MemoryError:
+            click.echo("qf: error: out of memory", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=QfGroup, context_settings=CONTEXT)
@@ -170,6 +177,8 @@ def _split_positionals(
             if not ftype_optional:
                 raise UsageError(f"missing ftype after output {out!r}; see `qf list-ftypes`")
             ftype = None
+        elif ftype_optional and len(rest) == 1 and rest[0].isdigit():
+            ftype = None  # with a recipe, a lone trailing number is the thread count (its ftype is `extends`)
         else:
             ftype = ftype_name(rest[0])
             if ftype is None:

@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from qf.app.aliases import find_model
-from qf.errors import UsageError
-from qf.execute import Executor, default_threads
-from qf.gguf_io import atomic_output
-from qf.gguf_io.source import TensorSource, split_path
+from qf.errors import Interrupted, UsageError
+from qf.execute import default_threads
+from qf.gguf_io import TensorSource, atomic_output, check_not_inputs, check_space, output_target, split_path
 from qf.options import QuantizeOptions, resolve
 from qf.plan import Plan, PlanEntry, plan_quantization
 from qf.plugins import get_registry
 
 MiB = 1024 * 1024
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def format_shape(shape: Sequence[int]) -> str:
@@ -76,20 +70,19 @@ def quantize_file(
     ftype: str | None,
     *,
     threads: int | None = None,
-    dry_run: bool = False,
     quiet: bool = True,
     progress: bool = False,
     **options,
 ) -> Plan:
     """Quantize a GGUF model file like ``llama-quantize`` (see ``qf quantize --help`` for the options).
 
-    Returns the plan that was carried out.  Nothing is written for ``dry_run``; otherwise the output appears only
-    when complete (written to temporary files and renamed at the end)."""
+    Returns the plan that was carried out.  Nothing is written with ``dry_run=True``.  Before the first tensor, every
+    output path is checked (not an input — every split, the imatrix, the recipe, the rule file —, not a directory, its
+    folder writable, room for the planned bytes); the output appears only when complete, and an error, Ctrl-C,
+    SIGTERM or SIGHUP leaves nothing behind."""
     input = find_model(input)
-    same = output is not None and (_same_file(input, Path(output)) or Path(output).resolve() == input.resolve())
-    if same and not dry_run:
-        raise UsageError(f"input and output files are the same: '{input}'")
-    plan, source = make_plan(input, ftype, dry_run=dry_run, **options)
+    plan, source = make_plan(input, ftype, **options)
+    opts = plan.options
     bar = None
 
     def say(msg: str) -> None:
@@ -100,11 +93,19 @@ def quantize_file(
         say(f"warning: {warning}")
     for note in plan.notes:
         say(note)
-    if dry_run:
+    if opts.dry_run:
         return plan
     if output is None:
         raise UsageError("no output file given")
-    threads = threads or default_threads()
+    paths = output_paths(output, plan)
+    targets = [output_target(p) for p in paths]
+    inputs = [("input", f.path) for f in source.files]
+    inputs += [(what, p) for what, p in (("imatrix", opts.imatrix), ("recipe", opts.recipe),
+                                         ("tensor type file", options.get("tensor_type_file"))) if p is not None]
+    check_not_inputs(targets, inputs)
+    if not opts.no_space_check:
+        check_space(targets, [plan.file_bytes(i) for i in range(len(plan.files))])
+    threads = clamp_threads(threads, say)
     if progress and not quiet:
         from tqdm import tqdm
 
@@ -112,13 +113,12 @@ def quantize_file(
                    file=sys.stderr, leave=False, dynamic_ncols=True)
     n_total = len(plan.entries)
     start = time.perf_counter()
-    executor = Executor(plan, source, threads, on_tensor=lambda e: say(describe(e, n_total)),
-                        on_progress=(bar.update if bar is not None else None))
-    paths = output_paths(output, plan)
+    executor = make_executor(opts, threads)
     try:
-        with ExitStack() as stack:
-            handles = [stack.enter_context(atomic_output(p)) for p in paths]
-            executor.run(handles)
+        with signals_raise(), ExitStack() as stack:
+            handles = [stack.enter_context(atomic_output(t)) for t in targets]
+            executor.run(plan, source, handles, on_tensor=lambda e: say(describe(e, n_total)),
+                         on_progress=(bar.update if bar is not None else None))
     finally:
         if bar is not None:
             bar.close()
@@ -126,6 +126,58 @@ def quantize_file(
     say(summary(plan))
     say(f"quantize time = {elapsed * 1000:8.2f} ms ({threads} threads)")
     return plan
+
+
+def make_executor(opts, threads: int):
+    """The executor the options ask for (the registry's default without ``--executor``), built with its options."""
+    spec = get_registry().executor(opts.executor)
+    extra = {}
+    for item in opts.executor_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--executor-option: expected KEY=VALUE, got {item!r}")
+        extra[key] = value
+    try:
+        return spec.load()(threads=threads, **extra)
+    except TypeError as exc:
+        raise UsageError(f"executor {spec.name!r}: {exc}") from None
+
+
+#: more worker threads than this many per core only add overhead (and an OS thread each)
+THREADS_PER_CORE = 4
+
+
+def clamp_threads(threads: int | None, say=lambda msg: None) -> int:
+    """The thread count to use: all cores by default; a request far beyond the cores is clamped, with a warning."""
+    cores = default_threads()
+    if threads is None:
+        return cores
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise UsageError(f"threads must be a positive integer, not {threads!r}")
+    limit = THREADS_PER_CORE * cores
+    if threads > limit:
+        say(f"warning: {threads} threads requested on {cores} cores; using {limit}")
+        return limit
+    return threads
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """While writing, SIGTERM and SIGHUP raise :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt), so every
+    temporary file is removed on the way out.  Only in the main thread (signal handlers can be set nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
 
 
 def summary(plan: Plan) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 
 import attrs
 import numpy as np
-from gguf.constants import GGUFValueType
+
+from qf.gguf_io.constants import GGUFValueType
 
 #: struct format of each scalar value type
 SCALAR = {

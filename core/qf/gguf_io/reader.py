@@ -17,9 +17,15 @@ from typing import Any
 
 import attrs
 import numpy as np
-from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType
 
 from qf.errors import GGUFFormatError
+from qf.gguf_io.constants import (
+    GGML_QUANT_SIZES,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    GGMLQuantizationType,
+    GGUFValueType,
+)
 from qf.gguf_io.kv import KV, NUMPY, SCALAR
 
 MAX_DIMS = 4
@@ -139,16 +145,15 @@ class _Cursor:
         raise GGUFFormatError(f"{self.path}: {what} has unknown value type {vtype}")
 
 
-#: ``type_id -> (block size, bytes per block)``, or None for a type the caller does not know
-SizeLookup = Callable[[int], "tuple[int, int] | None"]
+#: ``type_id -> (block size, bytes per block)`` (and, for types with a per-row header, its bytes), or None for a type
+#: the caller does not know
+SizeLookup = Callable[[int], "tuple[int, ...] | None"]
 
 
 def gguf_sizes(type_id: int) -> tuple[int, int] | None:
     """gguf-py's table of llama.cpp's types (the default :data:`SizeLookup`)."""
-    import gguf
-
     try:
-        return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
+        return GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
     except (ValueError, KeyError):
         return None
 
@@ -237,7 +242,7 @@ class GGUFFile:
                 raise GGUFFormatError(
                     f"{path}: tensor {name!r} has ggml type id {type_id}, which no installed plugin knows"
                 )
-            block, type_size = bs_ts
+            block, type_size, *row_meta = bs_ts  # row metadata: bytes before each row's blocks (ik's types)
             if shape[0] % block:
                 raise GGUFFormatError(
                     f"{path}: tensor {name!r} has row length {shape[0]},"
@@ -249,7 +254,7 @@ class GGUFFile:
             if n_elements > INT64_MAX:
                 raise GGUFFormatError(f"{path}: tensor {name!r} has {n_elements} elements (shape {list(shape)}),"
                                       f" more than a 64-bit count holds")
-            n_bytes = n_elements // block * type_size
+            n_bytes = n_elements // block * type_size + (n_elements // shape[0]) * sum(row_meta)
             offset = data_offset + rel
             if rel % alignment:
                 raise GGUFFormatError(f"{path}: tensor {name!r} data offset {rel} is not aligned to {alignment}")

@@ -7,17 +7,13 @@ file out.  Output goes to a temporary file in the destination directory, renamed
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import BinaryIO
 
 import attrs
 import numpy as np
-from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC
 
+from qf.gguf_io.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC
 from qf.gguf_io.kv import KV, encode_string
 
 GGUF_VERSION = 3
@@ -86,20 +82,3 @@ class GGUFStreamWriter:
         self._finish_current()
         if self._index != len(self.tensors) - 1:
             raise RuntimeError(f"writer: {len(self.tensors) - 1 - self._index} tensors were never written")
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file next to ``path``; rename it to ``path`` on success, delete it on any error or Ctrl-C."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.qf-tmp-{os.getpid()}")
-    fh = open(tmp, "wb")
-    try:
-        yield fh
-        fh.flush()
-        fh.close()
-        os.replace(tmp, path)
-    except BaseException:
-        fh.close()
-        tmp.unlink(missing_ok=True)
-        raise
