@@ -1,9 +1,9 @@
 """The README's promises about `qf quantize`, each asserted by value on a real subprocess:
 
-* exit codes: 0 success, 1 bad input, 2 usage, 3 plugin error, 130 interrupted (SIGINT mid-run), each error one line;
-* the input is never touched: after success, after a refusal and after an interrupt its bytes are unchanged;
-  an output path that names the input however it is spelled (``..``, a symlink, a hardlink, a symlinked folder,
-  the default output name, a --keep-split output split) is refused;
+* exit codes: 0 success, 1 bad input, 2 usage, 3 plugin error, each error one line (130/143/129 for signals mid-run,
+  devices, FIFOs, directories, a full disk and outputs over input splits: tests/app/test_hostile.py);
+* the input is never touched: after success and after a refusal its bytes are unchanged; an output path that names
+  the input however it is spelled (a relative symlink, a symlinked folder, ``/./``, the default output name) is refused;
 * output appears only when complete: no output and no temporary file after any failure;
 * ``--dry-run`` prints the plan table (columns, sizes, reasons, summary) and writes nothing;
 * ``--keep-split`` writes one output per input split, each tensor with the bytes of quantizing the unsplit model.
@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -154,44 +152,6 @@ def test_plugin_error_is_one_line(model, tmp_path):
     assert len(error_lines(result)) == 1, result.stderr
 
 
-def big_model(folder: Path) -> Path:
-    """~64 MiB of F32 matrices: a few seconds of Q4_K_M on one thread."""
-    shapes = {"token_embd.weight": (1024, 256), "output_norm.weight": (1024,)}
-    shapes |= {f"blk.{i}.ffn_up.weight": (1024, 2048) for i in range(8)}
-    shapes |= {f"blk.{i}.attn_q.weight": (1024, 1024) for i in range(8)}
-    shapes |= {f"blk.{i}.attn_norm.weight": (1024,) for i in range(8)}
-    return write_model(folder / "big.gguf", shapes=shapes)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT])
-def test_exit_130_on_sigint_mid_run_leaves_nothing(tmp_path, signum):
-    src = big_model(tmp_path)
-    before = sha(src)
-    out = tmp_path / "o.gguf"
-    proc = subprocess.Popen([sys.executable, "-m", "qf", "quantize", "-q", "--threads", "1", src, out, "Q4_K_M"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not leftovers(tmp_path):  # mid-run: the temporary output exists
-            assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
-            assert time.monotonic() < deadline, "no temporary output appeared"
-            time.sleep(0.01)
-        time.sleep(0.3)  # into the tensors
-        assert proc.poll() is None, "finished before it could be interrupted: make big_model bigger"
-        proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == INTERRUPTED, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert lines == ["qf: interrupted; no output written"], stderr
-    assert not out.exists() and leftovers(tmp_path) == []
-    assert sha(src) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.gguf"]
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # the input is never touched: outputs that alias it are refused
 
@@ -220,7 +180,8 @@ def alias(kind: str, model: Path) -> Path:
     raise ValueError(kind)
 
 
-ALIASES = ["same", "dotdot", "dot-slash", "symlink", "relative-symlink", "hardlink", "symlinked-folder"]
+# tests/app/test_hostile.py covers `sub/..`, a hard link, an absolute symlink and `./m.gguf`; these are the others
+ALIASES = ["same", "dot-slash", "relative-symlink", "symlinked-folder"]
 
 
 @pytest.mark.parametrize("kind", ALIASES)
@@ -237,15 +198,6 @@ def test_output_aliasing_the_input_is_refused(model, kind):
         assert out.is_symlink()
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "symlink", "hardlink"])
-def test_input_alias_with_cwd_relative_paths_is_refused(model, kind):
-    out = alias(kind, model)
-    before = sha(model)
-    result = qf("quantize", "-q", model.name, os.path.relpath(out, model.parent), "Q8_0", cwd=model.parent)
-    assert result.returncode == USAGE and "input and output files are the same" in result.stderr, result.stderr
-    assert sha(model) == before
-
-
 def test_default_output_name_equal_to_the_input_is_refused(tmp_path):
     """`qf quantize DIR/ggml-model-Q8_0.gguf Q8_0` would write DIR/ggml-model-Q8_0.gguf: the input itself."""
     src = write_model(tmp_path / "ggml-model-Q8_0.gguf")
@@ -253,33 +205,6 @@ def test_default_output_name_equal_to_the_input_is_refused(tmp_path):
     result = qf("quantize", "-q", src, "Q8_0")
     assert result.returncode == USAGE and "input and output files are the same" in result.stderr, result.stderr
     assert sha(src) == before
-
-
-def test_keep_split_output_naming_an_input_split_is_refused(tmp_path):
-    whole = write_model(tmp_path / "whole.gguf")
-    splits = write_splits(whole, tmp_path, "m", 2)
-    before = [sha(p) for p in splits]
-    result = qf("quantize", "-q", "--keep-split", splits[0], tmp_path / "m.gguf", "Q8_0")
-    assert [sha(p) for p in splits] == before
-    assert result.returncode == USAGE and "input and output files are the same" in result.stderr, result.stderr
-
-
-@pytest.mark.parametrize("kind", [
-    "directory",  # a FIFO is streamed into, not refused: tests/app/test_hostile.py
-])
-def test_non_regular_output_is_refused_and_left_alone(model, kind):
-    out = model.parent / "out"
-    if kind == "directory":
-        out.mkdir()
-        (out / "keep.txt").write_text("x")
-    else:
-        os.mkfifo(out)
-    result = qf("quantize", "-q", model, out, "Q8_0", timeout=120)
-    assert result.returncode in (BAD_INPUT, USAGE), result.stderr
-    lines = error_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("qf: error: ") and "out" in lines[0], result.stderr
-    assert out.is_dir() if kind == "directory" else (out.exists() and not out.is_file())
-    assert leftovers(model.parent) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -74,33 +74,6 @@ def write_model(path: Path, dtype: str = "F32", seed: int = 0, shapes: dict | No
     return path
 
 
-def write_split_model(prefix: Path, n_split: int = 2, **model_options) -> Path:
-    """A model written as ``PREFIX-0000N-of-0000M.gguf`` splits, as gguf-split lays them out (metadata in the first,
-    ``split.*`` keys in all, tensors dealt out in order); returns the first split's path."""
-    from qf.gguf_io import GGUFFile
-
-    whole = write_model(Path(f"{prefix}-whole.gguf"), **model_options)
-    f = GGUFFile.open(whole)
-    names = [t.name for t in f.tensors]
-    per = -(-len(names) // n_split)
-    paths = []
-    for i in range(n_split):
-        chunk = f.tensors[i * per:(i + 1) * per]
-        split = [make_kv("split.no", T.UINT16, i), make_kv("split.count", T.UINT16, n_split),
-                 make_kv("split.tensors.count", T.INT32, len(names))]
-        kvs = (list(f.kvs) if i == 0 else []) + split
-        path = Path(f"{prefix}-{i + 1:05d}-of-{n_split:05d}.gguf")
-        with open(path, "wb") as fh:
-            writer = GGUFStreamWriter(fh, kvs, [OutTensor(t.name, t.shape, t.type_id, t.n_bytes) for t in chunk])
-            for t in chunk:
-                writer.begin(t.name)
-                writer.write(f.tensor_data(t))
-            writer.close()
-        paths.append(path)
-    whole.unlink()
-    return paths[0]
-
-
 def write_splits(model: Path, folder: Path, prefix: str, n_splits: int) -> list[Path]:
     """``model`` split as ``llama-gguf-split`` splits it: PREFIX-0000N-of-0000M.gguf, tensors in file order divided
     into ``n_splits`` runs, the model's KVs in the first file only, split.no/split.count/split.tensors.count in each."""
@@ -116,7 +89,7 @@ def write_splits(model: Path, folder: Path, prefix: str, n_splits: int) -> list[
                  make_kv("split.tensors.count", T.INT32, len(tensors))]
         path = folder / f"{prefix}-{i + 1:05d}-of-{n_splits:05d}.gguf"
         with open(path, "wb") as fh:
-            writer = GGUFStreamWriter(fh, (src.kvs if i == 0 else []) + split,
+            writer = GGUFStreamWriter(fh, (list(src.kvs) if i == 0 else []) + split,
                                       [OutTensor(t.name, t.shape, t.type_id, t.n_bytes) for t in part])
             for t in part:
                 writer.begin(t.name)
@@ -124,3 +97,13 @@ def write_splits(model: Path, folder: Path, prefix: str, n_splits: int) -> list[
             writer.close()
         paths.append(path)
     return paths
+
+
+def write_split_model(prefix: Path, n_split: int = 2, **model_options) -> Path:
+    """A model written as ``PREFIX-0000N-of-0000M.gguf`` splits, as gguf-split lays them out (metadata in the first,
+    ``split.*`` keys in all, tensors dealt out in order); returns the first split's path."""
+    prefix = Path(prefix)
+    whole = write_model(Path(f"{prefix}-whole.gguf"), **model_options)
+    paths = write_splits(whole, prefix.parent, prefix.name, n_split)
+    whole.unlink()
+    return paths[0]
