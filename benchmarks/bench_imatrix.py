@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 from paths import DATA, GOLDEN_E2E  # noqa: E402
 from qf.app.aliases import find_model  # noqa: E402
-from qf.gguf_io.source import ModelSource  # noqa: E402
+from qf.gguf_io.source import TensorSource  # noqa: E402
 from qf_arches.imatrix.collect import CollectOptions, ModelWeights, collect  # noqa: E402
 from qf_arches.imatrix.tokenize import tokenize_text  # noqa: E402
 
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--llama-cpp", action="store_true")
     args = ap.parse_args()
-    model = ModelWeights(ModelSource.open(find_model("@smollm2")))
+    model = ModelWeights(TensorSource.open(find_model("@smollm2")))
     tokens = tokenize_text(model.metadata, (DATA / "calib_austen_emma.txt").read_text(encoding="utf-8"))
     collect(model, tokens, CollectOptions(n_ctx=512, n_chunks=4))  # compile the kernels once
     t0 = time.perf_counter()

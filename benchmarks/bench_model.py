@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+SUPPORT = HERE.parent / "tests" / "support"
+sys.path.insert(0, str(SUPPORT))
 
 
 REF_SCRIPT = """
 import sys
-sys.path.insert(0, {here!r})
+sys.path.insert(0, {support!r})
 import llama_ref
 llama_ref.reference_quantize({inp!r}, {out!r}, {ftype!r}, nthread={threads}, pure={pure},
                              imatrix_path={imatrix!r}, allow_requantize=True)
@@ -70,7 +71,7 @@ def main() -> None:
             qf_cmd.insert(4, "--pure")
         if args.imatrix:
             qf_cmd[4:4] = ["--imatrix", args.imatrix]
-        ref_cmd = [sys.executable, "-c", REF_SCRIPT.format(here=str(HERE), inp=str(inp), out=str(theirs),
+        ref_cmd = [sys.executable, "-c", REF_SCRIPT.format(support=str(SUPPORT), inp=str(inp), out=str(theirs),
                                                             ftype=ftype, threads=args.threads, pure=args.pure,
                                                             imatrix=args.imatrix)]
         t_qf = min(timed(qf_cmd) for _ in range(args.repeat))

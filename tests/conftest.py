@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from paths import GOLDEN, need  # noqa: F401  (re-exported for tests)
+# test helpers (model factories, the golden-data paths, ctypes access to llama.cpp's C) live in tests/support
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+from paths import GOLDEN, need  # noqa: E402, F401  (re-exported for tests)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ Public API::
     qf.quantize_file(input, output, ftype, ...) -> qf.plan.Plan
 
 Plugins implement hooks with ``@qf.hookimpl`` (see qf.hookspecs) and register ``qf.QuantType``, ``qf.Strategy``,
-``qf.Arch`` and ``qf.Preset`` values.
+``qf.Arch``, ``qf.Preset``, ``qf.ProblemKind`` and ``qf.Target`` values.
 """
 
 from __future__ import annotations
@@ -15,7 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 from qf.hookspecs import hookimpl, hookspec
-from qf.model import Arch, ArchFacts, BlockProblem, BlockSolution, Preset, QuantType, Strategy
+from qf.values import (
+    Arch,
+    ArchFacts,
+    BlockProblem,
+    BlockSolution,
+    ExecutorSpec,
+    Preset,
+    ProblemKind,
+    QuantType,
+    Strategy,
+    Target,
+)
 
 __version__ = "0.1.0"
 
@@ -24,9 +35,12 @@ __all__ = [
     "ArchFacts",
     "BlockProblem",
     "BlockSolution",
+    "ExecutorSpec",
     "Preset",
+    "ProblemKind",
     "QuantType",
     "Strategy",
+    "Target",
     "dequantize_rows",
     "get_registry",
     "hookimpl",

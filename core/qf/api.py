@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.codec import keep_better_blocks
+from qf.codec import check_finite, keep_better_blocks
 from qf.errors import ImatrixError, InvalidWeightsError, UsageError
-from qf.model import QuantType, Strategy
 from qf.plugins import get_registry
+from qf.values import QuantType, Strategy
 
-
-def _first_nonfinite(x: np.ndarray) -> tuple[int, int]:
-    from qf.kernels import scan_rows
-
-    row, col, _ = scan_rows(x)
-    return row, col
+#: the largest finite fp16 value: rows beyond it can overflow a type's 16-bit scales
+FP16_MAX = 65504.0
 
 
 def check_rows(qtype: QuantType, x: np.ndarray, what: str = "input", scan: bool = True) -> np.ndarray:
-    """Validate and normalise rows: 2-D, float32, C-contiguous, row length a multiple of the block, all finite
-    (``scan=False`` leaves the finiteness check to a codec that fuses it into its kernel)."""
+    """Validate and normalise rows: 2-D, real floating point, C-contiguous float32, row length a multiple of the
+    block, all finite (``scan=False`` leaves the finiteness check to a codec that fuses it into its kernel)."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise InvalidWeightsError(f"{what}: expected a 2-D array (rows, n_per_row), got shape {x.shape}")
@@ -29,27 +25,27 @@ def check_rows(qtype: QuantType, x: np.ndarray, what: str = "input", scan: bool 
         raise InvalidWeightsError(
             f"{what}: row length {x.shape[1]} is not a multiple of {qtype.name}'s block size {qtype.block_size}"
         )
+    if np.iscomplexobj(x) or not np.isrealobj(x):
+        raise InvalidWeightsError(f"{what}: expected real values, got {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if scan and x.size:
-        check_rows_finite(x, what)
+        check_finite(x, what)
     return x
 
 
-def check_rows_finite(x: np.ndarray, what: str = "input") -> None:
-    row, col = _first_nonfinite(x)
-    if row >= 0:
-        raise InvalidWeightsError(f"{what}: non-finite value {x[row, col]} at row {row}, column {col}")
-
-
 def check_imatrix(imatrix: np.ndarray | None, n_per_row: int, what: str = "imatrix") -> np.ndarray | None:
+    """An importance vector as float32 ``(n_per_row,)``: finite, not negative."""
     if imatrix is None:
         return None
-    imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+    try:
+        imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ImatrixError(f"{what}: expected an array of {n_per_row} floats, got {type(imatrix).__name__}") from None
     if imatrix.shape != (n_per_row,):
         raise ImatrixError(f"{what}: has shape {imatrix.shape}, expected ({n_per_row},) to match the rows")
-    bad = np.flatnonzero(~np.isfinite(imatrix))
+    bad = np.flatnonzero(~np.isfinite(imatrix) | (imatrix < 0))
     if bad.size:
-        raise ImatrixError(f"{what}: non-finite value {imatrix[bad[0]]} at index {bad[0]}")
+        raise ImatrixError(f"{what}: invalid value {imatrix[bad[0]]} at index {bad[0]} (must be finite and >= 0)")
     return imatrix
 
 
@@ -66,18 +62,38 @@ def resolve(type_name: str | QuantType, strategy: str | Strategy) -> tuple[Quant
     return qtype, strat
 
 
-def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-    """Quantize rows that already passed :func:`check_rows` / :func:`check_imatrix` (the executor's hot path)."""
+def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: np.ndarray | None
+                     ) -> tuple[np.ndarray, float]:
+    """Quantize float32 C-contiguous rows whose shape and imatrix passed :func:`check_rows` (``scan=False``) /
+    :func:`check_imatrix` (the executor's hot path): ``(bytes, max |x|)``, raising on NaN/Inf in ``x``."""
     if imatrix is not None and not qtype.uses_imatrix:
         imatrix = None
     codec = qtype.load_codec()
-    out = codec.quantize(x, imatrix, strat)
-    if strat.keeps_native and not strat.native and "copy" not in qtype.problems:
-        out = keep_better_blocks(qtype, codec, x, imatrix, out, codec.quantize_native(x, imatrix))
+    if strat.native or not qtype.is_quantized:  # float types are conversions, whatever the strategy
+        out, amax = codec.quantize_scanned(x, imatrix)
+    else:
+        amax = check_finite(x)
+        out = codec.quantize(x, imatrix, strat)
+        if strat.keeps_native:
+            out = keep_better_blocks(codec, x, imatrix, out, codec.quantize_native(x, imatrix))
     expected = (x.shape[0], qtype.row_bytes(x.shape[1]))
     if out.shape != expected or out.dtype != np.uint8:
         raise RuntimeError(f"{qtype.name} codec returned {out.dtype}{out.shape}, expected uint8{expected}")
-    return out
+    return out, amax
+
+
+def check_scales(qtype: QuantType, x: np.ndarray, out: np.ndarray, amax: float, where) -> None:
+    """Rows with values beyond fp16 can overflow a type's 16-bit scales (or F16 itself): decode and refuse
+    non-finite results, as llama.cpp's ``ggml_validate_row_data`` does.  ``where(row)`` names a row for the message."""
+    if amax <= FP16_MAX:
+        return
+    y = qtype.load_codec().dequantize(out, x.shape[1])
+    bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
+    if bad.size:
+        raise InvalidWeightsError(
+            f"values up to {amax:g} overflow {qtype.name}'s 16-bit scales at {where(int(bad[0]))}"
+            f" (llama.cpp refuses this too: quantized data validation failed)"
+        )
 
 
 def quantize_rows(
@@ -91,25 +107,31 @@ def quantize_rows(
     With ``strategy="ggml"`` the bytes are those of llama.cpp's ``ggml_quantize_chunk`` for the same input.
     """
     qtype, strat = resolve(type_name, strategy)
-    fused = strat.native and getattr(qtype.load_codec(), "checks_finite", False)
-    x = check_rows(qtype, x, scan=not fused)
+    x = check_rows(qtype, x, scan=False)
     imatrix = check_imatrix(imatrix, x.shape[1])
     if imatrix is None and qtype.requires_imatrix:
         raise ImatrixError(f"{qtype.name} cannot be quantized without an importance matrix")
-    return quantize_checked(qtype, strat, x, imatrix)
+    out, amax = quantize_checked(qtype, strat, x, imatrix)
+    check_scales(qtype, x, out, amax, lambda row: f"row {row}")
+    return out
 
 
 def dequantize_rows(type_name: str | QuantType, data: np.ndarray, n_per_row: int) -> np.ndarray:
     """Decode uint8 rows ``(n, row_bytes)`` of ``type_name`` back to float32 ``(n, n_per_row)``."""
     registry = get_registry()
     qtype = type_name if isinstance(type_name, QuantType) else registry.quant_type(type_name)
-    data = np.ascontiguousarray(data, dtype=np.uint8)
+    data = np.asarray(data)
+    if data.dtype != np.uint8:
+        raise InvalidWeightsError(f"{qtype.name}: expected uint8 bytes to decode, got {data.dtype}")
     if data.ndim == 1:
         data = data.reshape(1, -1)
-    expected = qtype.row_bytes(n_per_row) if qtype.fits(n_per_row) else None
-    if data.ndim != 2 or expected is None or data.shape[1] != expected:
+    if not isinstance(n_per_row, (int, np.integer)) or n_per_row <= 0 or not qtype.fits(int(n_per_row)):
+        raise InvalidWeightsError(f"{qtype.name}: cannot decode rows of {n_per_row!r} values (a positive multiple"
+                                  f" of the block size {qtype.block_size} is needed)")
+    expected = qtype.row_bytes(int(n_per_row))
+    if data.ndim != 2 or data.shape[1] != expected:
         raise InvalidWeightsError(
             f"{qtype.name}: cannot decode rows of {data.shape[-1]} bytes as {n_per_row} values"
             f" (expected {expected} bytes per row)"
         )
-    return qtype.load_codec().dequantize(data, n_per_row)
+    return qtype.load_codec().dequantize(np.ascontiguousarray(data), int(n_per_row))

@@ -2,9 +2,9 @@
 
 A codec turns float32 rows into a type's bytes and back.  The ``ggml`` strategy (``Strategy.native``) calls the
 type's own reference search, :meth:`Codec.quantize_native`.  Any other strategy goes through the type's search
-problem: :meth:`Codec.pose` describes the blocks to fit, the strategy's solver solves them, :meth:`Codec.pack` writes
-the solution in the type's layout.  So a new strategy works with every type that poses a problem it solves, and a
-new type works with every strategy, without either knowing the other.
+problem: :meth:`Codec.pose` describes the blocks to fit, the strategy's solver for that problem kind solves them,
+:meth:`Codec.pack` writes the solution in the type's layout.  So a new strategy works with every type that poses a
+problem it solves, and a new type works with every strategy, without either knowing the other.
 """
 
 from __future__ import annotations
@@ -13,29 +13,52 @@ from typing import Any
 
 import numpy as np
 
-from qf.model import BlockProblem, BlockSolution, QuantType, Strategy
+from qf.errors import InvalidWeightsError
+from qf.values import BlockProblem, BlockSolution, QuantType, Strategy
 
 
 class Codec:
-    """Set ``checks_finite = True`` when :meth:`quantize_native` itself raises on NaN/Inf input (fused into its
-    first pass, see :func:`ensure_finite`): :func:`qf.quantize_rows` then skips its separate scan.
+    """One quant type's kernels.  A codec is built from its :class:`QuantType` (``Codec(qtype, ...)``), so the
+    type's sizes are stated once, in the type; subclasses add only their algorithm's parameters.
 
     Subclasses implement :meth:`quantize_native` and :meth:`dequantize`; :meth:`pose`/:meth:`pack` for generic
     strategies.  Inputs are validated by :func:`qf.quantize_rows` before they get here: ``x`` is C-contiguous
     float32 ``(rows, n_per_row)`` with ``n_per_row`` a multiple of the block size, all finite; ``imatrix`` is None or
-    finite float32 ``(n_per_row,)``."""
+    finite float32 ``(n_per_row,)``; :meth:`quantize_scanned` is what callers use for the native search."""
 
-    checks_finite = False
+    def __init__(self, qtype: QuantType) -> None:
+        self.qtype = qtype
+
+    @property
+    def name(self) -> str:
+        return self.qtype.name
+
+    @property
+    def block_size(self) -> int:
+        return self.qtype.block_size
+
+    @property
+    def type_size(self) -> int:
+        return self.qtype.type_size
+
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """An empty uint8 ``(rows, row_bytes)`` array for the quantized rows of ``x``."""
+        return np.empty((x.shape[0], self.qtype.row_bytes(x.shape[1])), np.uint8)
 
     def quantize(self, x: np.ndarray, imatrix: np.ndarray | None, strategy: Strategy) -> np.ndarray:
         if strategy.native:
             return self.quantize_native(x, imatrix)
         problem = self.pose(x, imatrix)
-        solution = strategy.load_solver().solve(problem)
-        return self.pack(x, imatrix, problem, solution)
+        return self.pack(x, imatrix, problem, strategy.solve(problem))
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
+
+    def quantize_scanned(self, x: np.ndarray, imatrix: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """The native search on rows not yet checked: ``(bytes, max |x|)``, raising on NaN/Inf.  A codec whose kernel
+        reads every value anyway overrides this to fuse the scan into that pass (see :func:`ensure_finite`)."""
+        amax = check_finite(x)
+        return self.quantize_native(x, imatrix), amax
 
     def dequantize(self, data: np.ndarray, n_per_row: int) -> np.ndarray:
         raise NotImplementedError
@@ -50,17 +73,26 @@ class Codec:
 NONFINITE_BITS = 0x7F800000
 
 
-def check_finite(x: np.ndarray) -> None:
-    """Raise the API's error (naming row and column) if ``x`` holds NaN or Inf."""
-    from qf.api import check_rows_finite
+def check_finite(x: np.ndarray, what: str = "input") -> float:
+    """The largest |x| of float32 rows ``x``; :class:`InvalidWeightsError` naming the row and column of the first
+    NaN/Inf, if any (``what`` names the rows; the error's ``row`` attribute is that row)."""
+    from qf.kernels import scan_rows
 
-    check_rows_finite(x)
+    row, col, amax = scan_rows(x)
+    if row >= 0:
+        error = InvalidWeightsError(f"{what}: non-finite value {x[row, col]} at row {row}, column {col}")
+        error.row, error.column = int(row), int(col)
+        raise error
+    return float(amax)
 
 
-def ensure_finite(x: np.ndarray, top_bits: int) -> None:
-    """Raise the API's error for non-finite input, given the largest ``bits & 0x7FFFFFFF`` a kernel saw in ``x``."""
-    if int(top_bits) >= NONFINITE_BITS:
-        check_finite(x)
+def ensure_finite(x: np.ndarray, top_bits: int) -> float:
+    """For a kernel that reported the largest ``bits & 0x7FFFFFFF`` it read in ``x``: that value as a float (the
+    largest |x|), or the error of :func:`check_finite` if it is NaN/Inf."""
+    top_bits = int(top_bits)
+    if top_bits >= NONFINITE_BITS:
+        return check_finite(x)
+    return float(np.array(top_bits, np.uint32).view(np.float32))
 
 
 def blocks(x: np.ndarray, block_size: int) -> np.ndarray:
@@ -78,12 +110,13 @@ def importance(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(imatrix.astype(np.float32)[None, :], x.shape))
 
 
-def keep_better_blocks(qtype: QuantType, codec: Codec, x: np.ndarray, imatrix: np.ndarray | None, ours: np.ndarray,
+def keep_better_blocks(codec: Codec, x: np.ndarray, imatrix: np.ndarray | None, ours: np.ndarray,
                        native: np.ndarray) -> np.ndarray:
     """``ours`` with every block replaced by ``native``'s where that has the smaller importance-weighted error
     Σw(x − x̂)² (w as :func:`importance`); a non-finite error never wins over a finite one."""
     from qf.kernels import better_blocks
 
+    qtype = codec.qtype
     n, k = x.shape
     nb = k // qtype.block_size
     w = np.empty(0, np.float32) if imatrix is None else np.ascontiguousarray(imatrix, np.float32)

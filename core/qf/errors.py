@@ -48,3 +48,18 @@ class UsageError(QfError):
     """Contradictory or malformed options."""
 
     exit_code = 2
+
+
+class OutputError(QfError):
+    """The output cannot be written (no room, an I/O error); nothing was left behind."""
+
+
+class Interrupted(QfError):
+    """Stopped by a signal (SIGINT, SIGTERM, SIGHUP); nothing was left behind.  Exits with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; no output written")

@@ -1,12 +1,8 @@
-"""Importance matrices: llama.cpp's GGUF and legacy ``.dat`` formats (loading and saving), and per-tensor lookup.
+"""Importance matrices: reading llama.cpp's GGUF and legacy ``.dat`` formats, and per-tensor lookup.
 
 Values are what llama-quantize hands to ggml: GGUF ``in_sum2 / count`` per matrix (1.0 where the count is 0), legacy
-``stored / ncall``.  Entries of 3-D (expert) tensors hold one ``ne0``-slice per expert.
-
-Saving writes what llama-imatrix writes: GGUF with ``general.type = "imatrix"``, ``imatrix.datasets``,
-``imatrix.chunk_count``, ``imatrix.chunk_size`` and, per entry in name order, ``<name>.in_sum2`` F32 ``[ne0, n_mat]``
-and ``<name>.counts`` F32 ``[1, n_mat]`` (trailing dimensions of 1 dropped, as ggml does); legacy ``.dat`` with
-``(sum / count) · ncall`` per value, ``ncall = ceil(max count / chunk_size)``, entries without any data skipped.
+``stored / ncall``.  Entries of 3-D (expert) tensors hold one ``ne0``-slice per expert.  (Writing them is the
+collector's job: ``qf_arches.imatrix.files``.)
 """
 
 from __future__ import annotations
@@ -209,60 +205,3 @@ class Imatrix:
             stored = (values * np.float32(ncall)).astype(np.float32)
             out[name] = ((stored * np.float32(size)).reshape(1, -1), np.array([ncall * size], np.int64))
         return out
-
-    def save(self, path: str | os.PathLike[str], output_format: str = "gguf") -> Path:
-        """Write the imatrix as llama-imatrix would (``gguf`` or legacy ``dat``), atomically."""
-        if output_format == "gguf":
-            return self.save_gguf(path)
-        if output_format == "dat":
-            return self.save_dat(path)
-        raise ImatrixError(f"unknown imatrix output format {output_format!r} (gguf or dat)")
-
-    def save_gguf(self, path: str | os.PathLike[str]) -> Path:
-        from gguf.constants import GGUFValueType as T
-
-        from qf.gguf_io import GGUFStreamWriter, OutTensor, atomic_output, make_kv
-
-        kvs = [make_kv("general.type", T.STRING, "imatrix"),
-               make_kv("imatrix.datasets", T.ARRAY, list(self.datasets), T.STRING),
-               make_kv("imatrix.chunk_count", T.UINT32, int(self.chunk_count)),
-               make_kv("imatrix.chunk_size", T.UINT32, int(self.chunk_size))]
-        tensors, blobs = [], []
-        for name, (sums, counts) in sorted(self.sums_and_counts().items()):
-            n_mat, ne0 = sums.shape
-            data = np.ascontiguousarray(sums, np.float32)
-            cnt = counts.astype(np.float32)
-            tensors += [OutTensor(f"{name}.in_sum2", (ne0, n_mat) if n_mat > 1 else (ne0,), 0, data.nbytes),
-                        OutTensor(f"{name}.counts", (1, n_mat) if n_mat > 1 else (1,), 0, cnt.nbytes)]
-            blobs += [data, cnt]
-        path = Path(path)
-        with atomic_output(path) as fh:
-            writer = GGUFStreamWriter(fh, kvs, tensors)
-            for t, blob in zip(tensors, blobs):
-                writer.begin(t.name)
-                writer.write(blob)
-            writer.close()
-        return path
-
-    def save_dat(self, path: str | os.PathLike[str]) -> Path:
-        from qf.gguf_io import atomic_output
-
-        chunk_size = self.chunk_size or DEFAULT_CHUNK_SIZE
-        parts = []
-        for name, (sums, counts) in sorted(self.sums_and_counts().items()):
-            if not counts.any():  # llama-imatrix skips entries without any data
-                continue
-            ncall = (int(counts.max()) + chunk_size - 1) // chunk_size
-            cnt = counts.astype(np.float32)[:, None]
-            values = np.where(cnt == 0, np.float32(1), sums)
-            cnt = np.where(cnt == 0, np.float32(1), cnt)
-            stored = ((values / cnt) * np.float32(ncall)).astype(np.float32).reshape(-1)
-            raw = name.encode()
-            parts.append(struct.pack("<i", len(raw)) + raw + struct.pack("<ii", ncall, stored.size) + stored.tobytes())
-        dataset = (self.datasets[-1] if self.datasets else "").encode()
-        blob = (struct.pack("<i", len(parts)) + b"".join(parts)
-                + struct.pack("<ii", int(self.chunk_count), len(dataset)) + dataset)
-        path = Path(path)
-        with atomic_output(path) as fh:
-            fh.write(blob)
-        return path

@@ -1,4 +1,11 @@
-"""numba building blocks for bit-exact quantization kernels (imported by kernel modules only: it loads numba).
+"""The public kernel library for plugin authors: numba building blocks for bit-exact quantization kernels (import it
+from kernel modules only: it loads numba).
+
+What is here: the decorators (``jit``, ``inline``, ``leaf``), float32 bit access (``f32_bits``, ``bits_f32``), fp16
+and bf16 conversion and block-field access (``fp32_to_fp16``, ``fp16_to_fp32``, ``fp16_round``, ``put_f16``,
+``get_f16``, ``put_f16_at``, ``get_f16_at``, ``fp32_to_bf16``, ``bf16_to_fp32``), C's rounding idioms (``nearest_int``,
+``roundf``, ``trunc_to_int8``, ``c_max``), table lookup (``nearest_entry``), GGML_ASSERT's stand-in
+(``ggml_assert``), the loop-bound hider ``opaque``, and the row scans (``scan_rows``, ``better_blocks``).
 
 Rules every kernel follows to reproduce ggml's float32 arithmetic exactly:
 
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from importlib import metadata
 from pathlib import Path
 
 import numba as nb
@@ -31,18 +39,22 @@ leaf = nb.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
 
 def _kernel_sources() -> list[Path]:
+    """This module and the private (``_*.py``) modules of every package the ``qf`` entry points name."""
     files = [Path(__file__)]
-    spec = importlib.util.find_spec("qf_plugins")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        files += sorted(p for p in Path(root).rglob("_*.py") if p.name != "__init__.py")
+    packages = sorted({ep.value.split(":")[0].split(".")[0] for ep in metadata.entry_points(group="qf")})
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            files += sorted(p for p in Path(root).rglob("_*.py") if p.name != "__init__.py")
     return files
 
 
 def _use_versioned_cache() -> None:
-    """Keep numba's on-disk cache in a folder named after a hash of qf's kernel sources.
+    """Keep numba's on-disk cache in a folder named after a hash of the plugins' kernel sources.
 
     numba decides whether a cached kernel is stale from its own module's file only, so a change to a shared helper
-    (this module, a search module) could otherwise leave stale machine code in use.  NUMBA_CACHE_DIR overrides."""
+    (this module, a plugin's search module) could otherwise leave stale machine code in use.  NUMBA_CACHE_DIR
+    overrides."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
     digest = hashlib.sha256()
@@ -167,6 +179,20 @@ def get_f16(data, r, o):
     return fp16_to_fp32(np.uint16(data[r, o]) | (np.uint16(data[r, o + 1]) << 8))
 
 
+@jit
+def put_f16_at(buf, o, value):
+    """Store ``value`` as little-endian fp16 at ``buf[o:o+2]`` of a 1-D byte array (a block field of one row)."""
+    h = fp32_to_fp16(value)
+    buf[o] = h & 0xFF
+    buf[o + 1] = (h >> 8) & 0xFF
+
+
+@jit
+def get_f16_at(buf, o):
+    """The float32 value of the little-endian fp16 at ``buf[o:o+2]`` of a 1-D byte array."""
+    return fp16_to_fp32(np.uint16(buf[o]) | (np.uint16(buf[o + 1]) << 8))
+
+
 @inline
 def fp32_to_bf16(f):
     """bfloat16 bits of ``f``: round-to-nearest-even, NaN -> quiet NaN (as ggml_compute_fp32_to_bf16)."""
@@ -181,20 +207,12 @@ def bf16_to_fp32(h):
     return bits_f32(np.int64(h) << 16)
 
 
-@jit
-def _nearest_int_wide(v):
-    # the bit pattern of v = fval + 12582912.f outside [2**23, 2**24): what C's memcpy trick returns there
-    i = np.int64(f32_bits(v))
-    return (i & 0x007FFFFF) - 0x00400000
-
-
 @inline
 def nearest_int(fval):
-    """ggml's ``nearest_int``: the ``fval + 12582912.f`` trick (round half to even for |fval| <= 4194303)."""
-    v = fval + F32(12582912.0)
-    if v >= F32(8388608.0) and v < F32(16777216.0):
-        return np.int64(v) - 12582912
-    return _nearest_int_wide(v)
+    """ggml's ``nearest_int`` exactly as C computes it for every float32 input: the low 23 bits of
+    ``fval + 12582912.f`` read as an integer, minus 2**22 (round half to even for |fval| <= 4194303; beyond that,
+    what C's bit trick gives), without a branch."""
+    return np.int32(f32_bits(fval + F32(12582912.0)) & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
 
 
 @inline
@@ -204,6 +222,37 @@ def roundf(f):
     if np.abs(f - t) >= F32(0.5):
         t += F32(1.0) if f > F32(0.0) else F32(-1.0)
     return F32(t)
+
+
+@inline
+def c_max(a, b):
+    """C's ``MAX(a, b)``: ``a > b ? a : b`` (NaN-order sensitive, unlike max())."""
+    return a if a > b else b
+
+
+@jit
+def nearest_entry(v, table):
+    """Index of the table entry nearest to ``v`` (ascending table; ties to the lower entry).  The entry at or below
+    ``v`` is found by counting the inner entries at or below it, not by bisection: for the small tables of quant
+    types that is a loop without unpredictable branches (it vectorises), several times faster."""
+    nt = table.shape[0]
+    if nt < 2:
+        return 0
+    lo = 0
+    for k in range(1, nt - 1):
+        lo += 1 if table[k] <= v else 0
+    return lo if v - table[lo] <= table[lo + 1] - v else lo + 1
+
+
+#: raised (as ValueError) by :func:`ggml_assert`; codecs turn it into qf's InvalidWeightsError
+GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): llama.cpp would abort here"
+
+
+@inline
+def ggml_assert(ok):
+    """Where ggml's GGML_ASSERT would abort (a search that float32 overflow or NaN defeats), raise instead."""
+    if not ok:
+        raise ValueError(GGML_ASSERT_MESSAGE)
 
 
 @inline

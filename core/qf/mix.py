@@ -22,26 +22,20 @@ of the default type), ``default``, ``ftype``, ``role``, ``name``.
 
 from __future__ import annotations
 
-import re
-import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from qf.errors import PlanError, UsageError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 from qf.expr import Expr
-from qf.model import ArchFacts
+from qf.names import layer_of
+from qf.recipe import parse_toml
+from qf.values import ArchFacts
 
 ROLES = ("output", "token_embd", "attn_v", "attn_k", "attn_q", "attn_output", "ffn_down", "ffn_gate", "ffn_up",
          "other")
 COUNTED = ("attn_v", "ffn_down", "ffn_gate", "ffn_up")
-_LAYER = re.compile(r"blk\.([+-]?\d+)\.")
 
 
 def category(name: str) -> str:
@@ -105,15 +99,6 @@ class Mix:
         groups = data.get("group", {})
         return cls(name, tuple(parse_rules(data.get("rule", []), where, groups)),
                    tuple(parse_rules(data.get("adjust", []), where, groups, adjust=True)))
-
-
-def parse_toml(text: str, where: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        last_line = text.rstrip().count("\n") + 1
-        message = str(exc).replace("(at end of document)", f"(at end of document, line {last_line})")
-        raise UsageError(f"{where}: TOML syntax error: {message}") from None
 
 
 def parse_rules(items: list[dict], where: str, groups: Mapping[str, list[str]] = (), adjust: bool = False
@@ -184,10 +169,9 @@ class MixState:
     def _layer(self, role: str, name: str) -> int:
         """llama.cpp's layer_info: the running counter, or for MoE models the layer in the name."""
         if max(1, self.facts.n_expert) > 1:
-            m = _LAYER.match(name)
-            if m is None:
+            layer = layer_of(name)
+            if layer < 0 and not name.startswith("blk.-"):
                 raise PlanError(f"failed to determine the layer of tensor {name!r}")
-            layer = int(m.group(1))
             if not 0 <= layer < self.facts.n_layer_all:
                 raise PlanError(f"bad layer {layer} for tensor {name!r}: must be in [0, {self.facts.n_layer_all})")
             return layer

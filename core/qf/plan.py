@@ -8,45 +8,25 @@ the plan can run, reporting every offender at once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 import numpy as np
 
-from qf.errors import PlanError, UsageError
-from qf.gguf_io import KV, TensorInfo, make_kv
+from qf.errors import ImatrixError, PlanError, UsageError
+from qf.gguf_io import KV, OutTensor, TensorInfo
 from qf.imatrix import Imatrix
-from qf.mix import MixState, category
-from qf.model import ArchFacts, Preset, QuantType, load_object
+from qf.metadata import output_kvs, parse_override_kv, split_kvs
+from qf.mix import Mix, MixState, category
+from qf.names import BLOCK_NUMBER, NEXTN, layer_of
+from qf.options import QuantizeOptions
 from qf.plugins import Registry
+from qf.recipe import TypeRule
+from qf.values import DEFAULT_TARGET, ArchFacts, Preset, QuantType, load_object
 
-GGML_QNT_VERSION = 2
-SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
-TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
-ON_MISSING_IMATRIX = ("error", "upgrade", "allow")
-
-# llama.cpp's tensor_allows_quantization: substrings of names that are never quantized
-_NEVER_QUANTIZED = (
-    "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
-    "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight", "indexer.q_proj.weight",
-    "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight", "time_mix_w2.weight",
-    "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight", "time_mix_a0.weight", "time_mix_a1.weight",
-    "time_mix_a2.weight", "time_mix_g1.weight", "time_mix_g2.weight", "time_mix_decay_w1.weight",
-    "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight", "attn_rel_b.weight", ".position_embd", "sam.pos_embd",
-    "sam.neck.", "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger", "a.rvq.codebook", "mm.a.code_embd",
-)
-_NEVER_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
-_LAYER = re.compile(r"blk\.([+-]?\d+)")
-_BLK = re.compile(r"blk\.(\d+)\.")
-_NEXTN = re.compile(r"^blk\.\d+\.nextn\.(?P<part>[a-z_]+)\.weight$")
-
-
-def layer_of(name: str) -> int:
-    """sscanf(name, "blk.%d.") as llama.cpp uses it: the layer number, or -1."""
-    m = _LAYER.match(name)
-    return int(m.group(1)) if m else -1
+#: tensors llama-quantize never asks for imatrix data (tensor_requires_imatrix exempts them)
+IMATRIX_EXEMPT = ("token_embd.weight", "output.weight")
 
 
 def processing_order(tensors: Sequence[TensorInfo], keep_split: bool = False) -> list[TensorInfo]:
@@ -56,7 +36,7 @@ def processing_order(tensors: Sequence[TensorInfo], keep_split: bool = False) ->
     return sorted(tensors, key=lambda t: (layer_of(t.name), t.name.encode()))
 
 
-def quantizable(name: str, n_dims: int, extra_excluded: Sequence[str] = (), quantize_output: bool = True) -> str | None:
+def quantizable(name: str, n_dims: int, facts: ArchFacts, quantize_output: bool = True) -> str | None:
     """None if llama.cpp would quantize this tensor, else the reason it stays as it is."""
     if n_dims < 2:
         return "1-D"
@@ -64,9 +44,9 @@ def quantizable(name: str, n_dims: int, extra_excluded: Sequence[str] = (), quan
         return "not a weight"
     if not quantize_output and name == "output.weight":
         return "--leave-output-tensor"
-    if name in _NEVER_QUANTIZED_NAMES:
-        return "positional/token-type embedding"
-    for part in (*_NEVER_QUANTIZED, *extra_excluded):
+    if name in facts.never_quantized_names:
+        return f"never quantized ({name})"
+    for part in facts.never_quantized:
         if part in name:
             return f"never quantized ({part})"
     return None
@@ -79,7 +59,7 @@ def prune_names(names: Sequence[str], prune: Sequence[int]) -> tuple[dict[str, s
     next_id = 0
     out: dict[str, str | None] = {}
     for name in names:
-        m = _BLK.search(name)
+        m = BLOCK_NUMBER.search(name)
         if not prune or m is None:
             out[name] = name
             continue
@@ -95,64 +75,6 @@ def prune_names(names: Sequence[str], prune: Sequence[int]) -> tuple[dict[str, s
                 next_id += 1
         out[name] = None if not mapped[blk] else name[:m.start(1)] + mapped[blk] + name[m.end(1):]
     return out, next_id
-
-
-@attrs.frozen
-class TypeRule:
-    """A manual rule: tensors whose name matches ``pattern`` (regex search, case-sensitive) get ``type_name``.
-
-    From ``--tensor-type`` (lower-cased there, as llama-quantize does), ``--tensor-type-file`` or a recipe.  Rules are
-    tried in order; the first match wins.  A recipe rule may also set the strategy and the imatrix use."""
-
-    pattern: str
-    type_name: str
-    source: str = "--tensor-type"
-    strategy: str | None = None
-    imatrix: str | None = None  # None: use it if there is one; "ignore": quantize without it
-    regex: re.Pattern = attrs.field(init=False, eq=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        try:
-            compiled = re.compile(self.pattern)
-        except re.error as exc:
-            pos = f" at position {exc.pos}" if exc.pos is not None else ""
-            raise UsageError(f"{self.source}: invalid regex {self.pattern!r}: {exc.msg}{pos}") from None
-        object.__setattr__(self, "regex", compiled)
-        if self.imatrix not in (None, "use", "ignore"):
-            raise UsageError(f"{self.source}: imatrix must be 'use' or 'ignore', not {self.imatrix!r}")
-
-    def matches(self, name: str) -> bool:
-        return self.regex.search(name) is not None
-
-    def describe(self) -> str:
-        return f"{self.source} {self.pattern}={self.type_name}"
-
-
-@attrs.frozen
-class PlanOptions:
-    """What the user asked for (the llama-quantize options qf mirrors, and qf's own)."""
-
-    ftype: str
-    strategy: str = "ggml"
-    allow_requantize: bool = False
-    pure: bool = False
-    leave_output_tensor: bool = False
-    output_tensor_type: str | None = None
-    token_embedding_type: str | None = None
-    rules: tuple[TypeRule, ...] = ()
-    #: never fall back to another type when a row length does not fit the block size: fail instead
-    strict_shapes: bool = False
-    #: the --imatrix argument exactly as typed (stored in quantize.imatrix.file)
-    imatrix_arg: str | None = None
-    include_weights: tuple[str, ...] = ()
-    exclude_weights: tuple[str, ...] = ()
-    override_kv: tuple[str, ...] = ()
-    prune_layers: tuple[int, ...] = ()
-    keep_split: bool = False
-    on_missing_imatrix: str = "error"
-    #: MTP/NextN heads typed like the tensors they mirror (eh_proj/shared_head_head like output ...)
-    mtp_types: bool = False
-    dry_run: bool = False
 
 
 @attrs.frozen
@@ -176,6 +98,11 @@ class PlanEntry:
     def copy(self) -> bool:
         return self.dst is None
 
+    def out_tensor(self) -> OutTensor:
+        """The tensor as the output file's header describes it."""
+        type_id = self.source.type_id if self.dst is None else self.dst.type_id
+        return OutTensor(self.name, self.source.shape, type_id, self.n_bytes_out)
+
 
 @attrs.frozen
 class OutFile:
@@ -187,7 +114,7 @@ class OutFile:
 @attrs.frozen
 class Plan:
     input: Path
-    options: PlanOptions
+    options: QuantizeOptions
     preset: Preset
     entries: tuple[PlanEntry, ...]
     files: tuple[OutFile, ...]
@@ -212,6 +139,14 @@ class Plan:
     @property
     def bytes_out(self) -> int:
         return sum(e.n_bytes_out for e in self.entries)
+
+    def file_bytes(self, index: int) -> int:
+        """The exact size of output file ``index``: header, metadata, tensor infos and aligned tensor data."""
+        from qf.gguf_io.writer import header_bytes, pad
+
+        f = self.files[index]
+        head = len(header_bytes(list(f.kvs), [e.out_tensor() for e in f.entries], self.alignment))
+        return head + sum(pad(e.n_bytes_out, self.alignment) for e in f.entries)
 
     def to_json(self) -> dict:
         return {
@@ -238,97 +173,20 @@ class Plan:
         }
 
 
-def parse_override_kv(spec: str) -> KV:
-    """``KEY=TYPE:VALUE`` as llama.cpp's string_parse_kv_override (int -> u32 of |v|, float -> f32, bool, str)."""
-    from gguf.constants import GGUFValueType as T
-
-    key, sep, rest = spec.partition("=")
-    if not sep or not key or len(key) >= 128:
-        raise UsageError(f"--override-kv: malformed KV override {spec!r} (expected KEY=TYPE:VALUE)")
-    kind, colon, value = rest.partition(":")
-    if not colon:
-        raise UsageError(f"--override-kv: invalid type for KV override {spec!r} (int, float, bool or str)")
-    if kind == "int":
-        m = re.match(r"\s*[+-]?\d+", value)
-        return make_kv(key, T.UINT32, abs(int(m.group(0))) & 0xFFFFFFFF if m else 0)
-    if kind == "float":
-        m = re.match(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value)
-        return make_kv(key, T.FLOAT32, float(m.group(0)) if m else 0.0)
-    if kind == "bool":
-        if value not in ("true", "false"):
-            raise UsageError(f"--override-kv: invalid boolean value for KV override {spec!r}")
-        return make_kv(key, T.BOOL, value == "true")
-    if kind == "str":
-        if len(value.encode()) > 127:
-            raise UsageError(f"--override-kv: malformed KV override {spec!r}, value cannot exceed 127 chars")
-        return make_kv(key, T.STRING, value)
-    raise UsageError(f"--override-kv: invalid type {kind!r} for KV override {spec!r} (int, float, bool or str)")
-
-
-def _truncate127(s: str) -> str:
-    return s.encode("utf-8", errors="surrogateescape")[:127].decode("utf-8", errors="ignore")
-
-
-def output_kvs(input_kvs: Sequence[KV], preset: Preset, overrides: Sequence[KV], imatrix: Imatrix | None,
-               imatrix_arg: str | None, block_count: tuple[str, int] | None = None) -> list[KV]:
-    """The output metadata in llama-quantize's order: input KVs, then the keys it sets (each set moves a key last)."""
-    from gguf.constants import GGUFValueType as T
-
-    kvs = list(input_kvs)
-
-    def set_kv(kv: KV) -> None:
-        kvs[:] = [k for k in kvs if k.key != kv.key]
-        kvs.append(kv)
-
-    set_kv(make_kv("general.quantization_version", T.UINT32, GGML_QNT_VERSION))
-    set_kv(make_kv("general.file_type", T.UINT32, preset.file_type))
-    kvs[:] = [k for k in kvs if k.key not in SPLIT_KEYS]
-    for kv in overrides:
-        set_kv(kv)
-    if imatrix is not None:
-        set_kv(make_kv("quantize.imatrix.file", T.STRING, _truncate127(imatrix_arg or str(imatrix.path))))
-        if imatrix.datasets:
-            set_kv(make_kv("quantize.imatrix.dataset", T.STRING, _truncate127(imatrix.datasets[0])))
-        set_kv(make_kv("quantize.imatrix.entries_count", T.UINT32, len(imatrix.entries)))
-        if imatrix.chunk_count > 0:
-            set_kv(make_kv("quantize.imatrix.chunks_count", T.UINT32, imatrix.chunk_count))
-    if block_count is not None:
-        set_kv(make_kv(block_count[0], T.UINT32, block_count[1]))
-    return kvs
-
-
-def split_kvs(split_no: int, n_split: int, n_tensors: int) -> list[KV]:
-    from gguf.constants import GGUFValueType as T
-
-    return [make_kv("split.no", T.UINT16, split_no), make_kv("split.count", T.UINT16, n_split),
-            make_kv("split.tensors.count", T.INT32, n_tensors)]
-
-
-def default_facts(metadata: dict) -> ArchFacts:
-    """Facts from the standard hparam keys (what llama.cpp's loader reads for every architecture)."""
-    arch = metadata.get("general.architecture", "")
-
-    def first(key: str, default: int = 0) -> int:
-        value = metadata.get(f"{arch}.{key}", default)
-        if isinstance(value, (list, tuple, np.ndarray)):
-            value = value[0] if len(value) else default
-        return int(value)
-
-    n_head = first("attention.head_count")
-    n_head_kv = first("attention.head_count_kv", n_head)
-    return ArchFacts(arch=arch, n_layer_all=first("block_count"), n_nextn=first("nextn_predict_layers"),
-                     n_expert=first("expert_count"), n_gqa=n_head // n_head_kv if n_head_kv else 0)
-
-
 class Planner:
-    def __init__(self, registry: Registry, options: PlanOptions) -> None:
+    """Plans one quantization from resolved options (:func:`qf.options.resolve`)."""
+
+    def __init__(self, registry: Registry, options: QuantizeOptions) -> None:
         self.registry = registry
         self.options = options
-        if options.on_missing_imatrix not in ON_MISSING_IMATRIX:
-            raise UsageError(f"--on-missing-imatrix must be one of {', '.join(ON_MISSING_IMATRIX)}")
+        self.target = options.target or DEFAULT_TARGET
+        self.types = registry.types_of(self.target)
         self.preset = registry.preset(options.ftype)
-        self.default_type = registry.quant_type(self.preset.default_type)
-        self.strategy = registry.strategy(options.strategy)
+        if self.preset.target not in self._target_chain():
+            raise UsageError(f"ftype {self.preset.name} is for target {self.preset.target!r}, not {self.target!r}"
+                             f" (see --target)")
+        self.default_type = self._type_opt(self.preset.default_type, f"ftype {self.preset.name}")
+        self.strategy = (registry.strategy(options.strategy) if options.strategy else registry.native_strategy())
         self.token_embedding_type = self._type_opt(options.token_embedding_type, "--token-embedding-type")
         self.output_tensor_type = self._type_opt(options.output_tensor_type, "--output-tensor-type")
         self.rule_types = [self._type_opt(r.type_name, r.source) for r in options.rules]
@@ -337,14 +195,22 @@ class Planner:
                 registry.strategy(rule.strategy)
         self.rule_hits = [0] * len(options.rules)
 
+    def _target_chain(self) -> list[str]:
+        chain, name = [], self.target
+        while name:
+            chain.append(name)
+            name = self.registry.target(name).base
+        return chain
+
+    def _type(self, name: str) -> QuantType:
+        return self.registry.quant_type(name, self.target)
+
     def _type_opt(self, name: str | None, option: str) -> QuantType | None:
         if name is None:
             return None
         try:
-            return self.registry.quant_type(name)
-        except UsageError:
-            raise
-        except Exception as exc:
+            return self._type(name)
+        except UsageError as exc:
             raise UsageError(f"{option}: {exc}") from None
 
     # -- per-tensor decision (llama_tensor_get_type) ---------------------------------------------------------------
@@ -354,7 +220,7 @@ class Planner:
         opts = self.options
         if self.preset.only_copy:
             return None, "COPY", None, None
-        why_not = quantizable(name, t.n_dims, facts.never_quantized, quantize_output=not opts.leave_output_tensor)
+        why_not = quantizable(name, t.n_dims, facts, quantize_output=not opts.leave_output_tensor)
         if why_not is not None:
             return None, why_not, None, None
         if self.token_embedding_type is not None and category(name) == "token_embd":
@@ -373,7 +239,7 @@ class Planner:
                 self.rule_hits[index] += 1
                 break
         if manual is None and not opts.pure and mix is not None:
-            nextn = _NEXTN.match(name) if opts.mtp_types else None
+            nextn = NEXTN.match(name) if opts.mtp_types else None
             as_name = name
             if nextn is not None and nextn.group("part") in ("eh_proj", "shared_head_head"):
                 as_name = "output.weight"
@@ -386,7 +252,7 @@ class Planner:
             if as_name != name:
                 why = f"--mtp-types (as {as_name}); {why}"
             if chosen != "default":
-                qtype = self.registry.quant_type(chosen)
+                qtype = self._type(chosen)
             reason = why
         return (*self._fit(name, t, qtype, reason), manual)
 
@@ -399,22 +265,22 @@ class Planner:
                 f"tensor {name!r}: row length {t.n_per_row} is not a multiple of {qtype.name}'s block size"
                 f" {qtype.block_size} (and shape fallback is disabled)"
             )
-        # follow the fallback chain (Q1_0 -> Q2_0 -> Q4_0, IQ4_XS -> IQ4_NL ...) to the first type that fits;
-        # where none does, F16 — as llama.cpp does for 32-element types (it throws where it has no fallback at all)
-        fallback, seen = qtype, {qtype.name}
+        # follow the types' fallback chain (Q2_K -> Q4_0 -> F16, IQ4_XS -> IQ4_NL -> F16 ...) to the first that fits
+        fallback, seen = qtype, [qtype.name]
         while not fallback.fits(t.n_per_row) and fallback.fallback and fallback.fallback not in seen:
-            fallback = self.registry.quant_type(fallback.fallback)
-            seen.add(fallback.name)
+            fallback = self._type(fallback.fallback)
+            seen.append(fallback.name)
         if not fallback.fits(t.n_per_row):
-            fallback = self.registry.quant_type("F16")
+            raise PlanError(f"tensor {name!r}: row length {t.n_per_row} fits none of {' -> '.join(seen)}"
+                            f" (the fallback chain of {qtype.name})")
         return fallback, f"{reason}; fallback: ncols {t.n_per_row} % {qtype.block_size} != 0", qtype.name
 
     def _imatrix_free(self, qtype: QuantType, t: TensorInfo) -> QuantType | None:
         """The nearest type (by bits per weight, at least as many) that needs no imatrix and fits the rows."""
-        candidates = [q for q in self.registry.quant_types.values()
+        candidates = [q for q in self.types.values()
                       if q.is_quantized and not q.requires_imatrix and not q.quantize_requires_imatrix
                       and q.name not in self.preset.imatrix_required and q.fits(t.n_per_row)
-                      and q.bits_per_weight >= qtype.bits_per_weight and "grid" not in q.problems
+                      and q.bits_per_weight >= qtype.bits_per_weight and self.registry.searchable(q)
                       and q.uses_imatrix]
         preferred = [q for q in candidates if q.name == qtype.imatrix_free] if qtype.imatrix_free else []
         if preferred:
@@ -426,7 +292,10 @@ class Planner:
         opts = self.options
         metadata = source.metadata
         arch = self.registry.arch_for(metadata.get("general.architecture", ""))
-        facts = load_object(arch.facts)(metadata, source.tensors) if arch.facts else default_facts(metadata)
+        facts_ref = arch.facts or getattr(self.registry.generic_arch(), "facts", None)
+        if facts_ref is None:
+            raise PlanError(f"architecture plugin {arch.name!r} gives no facts and no generic architecture does")
+        facts = load_object(facts_ref)(metadata, source.tensors)
         order = processing_order(source.tensors, opts.keep_split)
         renamed, new_block_count = prune_names([t.name for t in order], opts.prune_layers)
         if opts.prune_layers:
@@ -438,33 +307,36 @@ class Planner:
         has_imatrix = imatrix is not None and len(imatrix.entries) > 0
         mix = None
         if self.preset.mix is not None and self.default_type.is_quantized:
-            from qf.mix import Mix
-
             extra = Mix.from_toml(f"{arch.name}-rules", arch.rules, f"arch plugin {arch.name!r}").rules \
                 if arch.rules else ()
             mix = MixState(self.registry.mix(self.preset.mix), facts, self.preset.ftype, self.default_type.name,
                            self.default_type.block_size, has_imatrix, names, extra)
 
-        entries, requant, missing, warnings, notes = [], [], [], [], []
+        entries, requant, missing, zeros, warnings, notes = [], [], [], [], [], []
         for index, (name, t) in enumerate(kept):
-            src = self.registry.quant_type_by_id(t.type_id)
-            src_label = self.registry.type_label(t.type_id)
+            src = self.registry.quant_type_by_id(t.type_id, self.target)
+            src_label = self.registry.type_label(t.type_id, self.target)
             qtype, reason, fallback_from, rule = self.choose(name, t, mix, facts)
             if qtype is not None and qtype.type_id == t.type_id:
                 qtype, reason = None, f"{reason} (already {src_label})"
             strategy = (rule.strategy if rule is not None and rule.strategy else self.strategy.name)
             entry_imatrix = None
-            requires = bool(qtype is not None and name not in ("token_embd.weight", "output.weight")
+            requires = bool(qtype is not None and name not in IMATRIX_EXEMPT
                             and (qtype.quantize_requires_imatrix or qtype.name in self.preset.imatrix_required))
             if qtype is not None:
-                if src is None or (src.is_quantized is False and src.name not in ("F32", "F16", "BF16")):
-                    raise PlanError(f"tensor {t.name!r}: cannot convert from {src_label}")
+                if src is None:
+                    raise PlanError(f"tensor {t.name!r}: cannot convert from {src_label} (no plugin decodes it)")
                 if src.is_quantized and not opts.allow_requantize:
                     requant.append(f"{t.name} ({src_label})")
                 use_imatrix = imatrix is not None and qtype.uses_imatrix and not (rule and rule.imatrix == "ignore")
                 if use_imatrix:
                     n_mat = t.shape[2] if len(t.shape) > 2 else 1
                     entry_imatrix = imatrix.lookup(t.name, name, t.n_per_row, n_mat)
+                    if entry_imatrix is not None and (entry_imatrix < 0).any():
+                        raise ImatrixError(f"imatrix file {imatrix.path}: entry {t.name!r} has negative values"
+                                           f" (importances are sums of squares)")
+                    if entry_imatrix is not None and not entry_imatrix.any():
+                        zeros.append(name)
                 needs = requires or qtype.requires_imatrix
                 if needs and entry_imatrix is None:
                     if opts.on_missing_imatrix == "upgrade" or (opts.on_missing_imatrix == "allow"
@@ -504,6 +376,14 @@ class Planner:
             if not opts.dry_run:
                 raise PlanError(message)
             warnings.append(message)
+        if zeros:
+            listed = ", ".join(zeros[:8]) + (f", ... ({len(zeros)} in all)" if len(zeros) > 8 else "")
+            message = (f"imatrix file {imatrix.path}: all-zero importances for {len(zeros)} tensor(s): {listed}"
+                       f" (every weight would be dropped; --exclude-weights NAME, or a recipe rule with"
+                       f" imatrix = \"ignore\", quantizes them without it)")
+            if not opts.dry_run:
+                raise ImatrixError(message)
+            warnings.append(message)
         for rule, hits in zip(opts.rules, self.rule_hits):
             if hits == 0:
                 warnings.append(f"{rule.describe()} matches no tensor")
@@ -514,7 +394,7 @@ class Planner:
 
         overrides = [parse_override_kv(s) for s in opts.override_kv]
         block_count = (f"{facts.arch}.block_count", new_block_count) if opts.prune_layers else None
-        kvs = output_kvs(source.kvs, self.preset, overrides, imatrix, opts.imatrix_arg, block_count)
+        kvs = output_kvs(source.kvs, self.preset, overrides, imatrix, opts.imatrix, block_count)
         alignment = next((kv.value for kv in kvs if kv.key == "general.alignment"), 32)
         files = self._files(entries, kvs, len(source.files) if opts.keep_split else 1)
         n_elements = sum(t.n_elements for _, t in kept)
@@ -531,3 +411,11 @@ class Planner:
             file_kvs = (kvs if i == 0 else []) + split
             files.append(OutFile(i, tuple(file_kvs), tuple(e for e in entries if e.out_file == i)))
         return tuple(files)
+
+
+def plan_quantization(registry: Registry, options: QuantizeOptions, source) -> Plan:
+    """The plan for quantizing ``source`` (a :class:`qf.gguf_io.TensorSource`) as resolved ``options`` ask."""
+    imatrix = None
+    if options.imatrix is not None:
+        imatrix = Imatrix.load(options.imatrix).filtered(list(options.include_weights), list(options.exclude_weights))
+    return Planner(registry, options).plan(source, imatrix)

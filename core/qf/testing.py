@@ -31,6 +31,17 @@ def relative_rmse(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> 
     return float(np.sqrt((w * (x - y) ** 2).sum() / max((w * x * x).sum(), 1e-300)))
 
 
+def kernel_bytes(type_name: str, x: np.ndarray, imatrix: np.ndarray | None = None, strategy: str = "ggml"
+                 ) -> np.ndarray:
+    """What a type's kernels write for ``x`` — for comparing with a C reference on any input, including rows whose
+    result llama.cpp's validation would refuse (values beyond fp16), which :func:`qf.quantize_rows` refuses too."""
+    from qf.api import check_imatrix, check_rows, quantize_checked, resolve
+
+    qtype, strat = resolve(type_name, strategy)
+    x = check_rows(qtype, x, scan=False)
+    return quantize_checked(qtype, strat, x, check_imatrix(imatrix, x.shape[1]))[0]
+
+
 def check_sizes(type_name: str) -> None:
     """The declared block size / bytes per block agree with what the codec writes."""
     qtype = get_registry().quant_type(type_name)

@@ -5,16 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(BENCH))
-
-import llama_ref  # noqa: E402
+import llama_ref
 
 
 def missing(reason: str):

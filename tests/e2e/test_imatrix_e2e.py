@@ -14,7 +14,7 @@ from imatrix_compare import SUM_RTOL, compare_imatrix
 
 import llama_imatrix_ref
 from paths import DATA, GOLDEN_E2E, need
-from qf.gguf_io.source import ModelSource
+from qf.gguf_io.source import TensorSource
 from qf.imatrix import Imatrix
 from qf_arches.imatrix.collect import CollectOptions, ModelWeights, collect
 from qf_arches.imatrix.tokenize import tokenize_text
@@ -32,14 +32,14 @@ def test_tokens_match_llama_cpp(model, llama_cpp, smollm2):
                                                             "synthetic-llama-F32.gguf"))
     llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     ref = np.array(llm.tokenize(text(), add_bos=True, special=False), np.int32)
-    ours = tokenize_text(ModelWeights(ModelSource.open(path)).metadata, text().decode("utf-8"))
+    ours = tokenize_text(ModelWeights(TensorSource.open(path)).metadata, text().decode("utf-8"))
     np.testing.assert_array_equal(ours, ref)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_synthetic_agrees_with_llama_cpp(arch, llama_cpp):
     path = need(GOLDEN_E2E / "synthetic" / arch / f"synthetic-{arch}-F32.gguf")
-    model = ModelWeights(ModelSource.open(path))
+    model = ModelWeights(TensorSource.open(path))
     tokens = tokenize_text(model.metadata, text().decode("utf-8"))
     ref = llama_imatrix_ref.reference_imatrix(str(path), tokens, 128, 4)
     ours = collect(model, tokens, CollectOptions(n_ctx=128, n_chunks=4)).stats.entries
@@ -51,7 +51,7 @@ def test_synthetic_agrees_with_llama_cpp(arch, llama_cpp):
 @pytest.mark.slow
 def test_smollm2_agrees_with_golden_llama_imatrix(smollm2):
     golden = Imatrix.load(need(GOLDEN_E2E / "smollm2" / "imatrix" / "imatrix.gguf"))
-    model = ModelWeights(ModelSource.open(smollm2))
+    model = ModelWeights(TensorSource.open(smollm2))
     tokens = tokenize_text(model.metadata, text().decode("utf-8"))
     result = collect(model, tokens, CollectOptions(n_ctx=512, n_chunks=40))
     assert result.ppl.value == pytest.approx(27.8536, rel=2e-5)  # imatrix_gguf.log: PPL = 27.8536 +/- 0.80175

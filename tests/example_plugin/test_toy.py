@@ -23,7 +23,6 @@ except metadata.PackageNotFoundError:
     pytest.skip("the qf-toy example plugin is not installed (tox -e example-plugin installs it)",
                 allow_module_level=True)
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent))
 from model_factory import write_model  # noqa: E402
 
 

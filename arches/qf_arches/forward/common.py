@@ -1,8 +1,9 @@
 """Building blocks of the numpy forward passes, numerically close to llama.cpp's CPU graph.
 
 Activations are float32 rows ``(n_rows, width)`` with ``n_rows = n_seqs * n_tokens`` in sequence-major order (the
-order :class:`qf_arches.imatrix.collect.Recorder` expects).  Every multiply on a model weight goes through :func:`linear` (or the
-MoE/MLA helpers), which first hands the input to the recorder, as llama-imatrix's callback sees it.
+order :class:`qf_arches.imatrix.collect.Recorder` expects).  Every multiply on a model weight goes through
+:func:`linear` (or the MoE/MLA helpers), which first hands the input to the recorder, as llama-imatrix's callback
+sees it.
 
 Where llama.cpp rounds, we round too: the KV cache holds K and V as float16 (its default cache type), RMSNorm sums
 squares in double, RoPE angles are float32 products of ``base^(-2/n_dims)``; all else is float32.

@@ -369,8 +369,8 @@ def supported_arches(registry=None) -> list[str]:
 
 
 def load_forward(model: ModelWeights) -> ForwardPass:
-    from qf.model import load_object
     from qf.plugins import get_registry
+    from qf.values import load_object
 
     registry = get_registry()
     arch = registry.arch_for(model.arch) if model.arch else None

@@ -73,6 +73,7 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         load_in_files,
         write_lines,
     )
+    from qf_arches.imatrix.files import save
 
     if text_file and tokens_file:
         raise UsageError("give -f/--file or --tokens, not both")
@@ -94,7 +95,7 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         if show_statistics:
             write_lines(format_statistics(merged, ", ".join(in_files)))
             return
-        merged.save(output, output_format)
+        save(merged, output, output_format)
         if not quiet:
             click.echo(f"wrote {output} ({len(merged.entries)} entries merged from {len(in_files)} file(s))", err=True)
         return
@@ -105,11 +106,12 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
 
 
     from qf.app.aliases import find_model
-    from qf.gguf_io.source import ModelSource
+    from qf.gguf_io import TensorSource
+    from qf.plugins import get_registry
     from qf_arches.imatrix.engines import choose_engine
 
     model_path = find_model(model)
-    source = ModelSource.open(model_path)
+    source = TensorSource.open(model_path, get_registry().type_sizes())
     arch = source.metadata.get("general.architecture", "")
     engine_name, reason = choose_engine(engine, arch)
     text = None
@@ -136,9 +138,9 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         chunk = stats.chunk_count
         if chunk > saved_at:
             if chunk // out_freq > saved_at // out_freq:
-                stats.to_imatrix().save(output, output_format)
+                save(stats.to_imatrix(), output, output_format)
             if save_freq and chunk // save_freq > saved_at // save_freq:
-                stats.to_imatrix().save(f"{output}.at_{chunk // save_freq * save_freq}", output_format)
+                save(stats.to_imatrix(), f"{output}.at_{chunk // save_freq * save_freq}", output_format)
             saved_at = chunk
         if quiet:
             return
@@ -172,7 +174,7 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         if bar is not None:
             bar.close()
     out = stats.to_imatrix()
-    out.save(output, output_format)
+    save(out, output, output_format)
     if not quiet:
         for w in result.warnings:
             click.echo(f"warning: {w}", err=True)

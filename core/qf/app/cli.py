@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -27,6 +26,13 @@ class QfGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("qf: interrupted; no output written", err=True)
             ctx.exit(130)
+        except OSError as exc:  # an input that went away or failed to read mid-run
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(f"qf: error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
+        except MemoryError:
+            click.echo("qf: error: out of memory", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=QfGroup, context_settings=CONTEXT)
@@ -171,6 +177,8 @@ def _split_positionals(
             if not ftype_optional:
                 raise UsageError(f"missing ftype after output {out!r}; see `qf list-ftypes`")
             ftype = None
+        elif ftype_optional and len(rest) == 1 and rest[0].isdigit():
+            ftype = None  # with a recipe, a lone trailing number is the thread count (its ftype is `extends`)
         else:
             ftype = ftype_name(rest[0])
             if ftype is None:
@@ -182,32 +190,6 @@ def _split_positionals(
             raise UsageError(f"unexpected arguments: {' '.join(rest)}")
         nthreads = int(rest[0])
     return inp, out, ftype, nthreads
-
-
-def _parse_tensor_type(spec: str, source: str = "--tensor-type") -> tuple[str, str]:
-    pattern, sep, type_name = spec.partition("=")
-    if not sep:
-        raise UsageError(f"{source}: malformed tensor type {spec!r} (expected PATTERN=TYPE)")
-    if not pattern:
-        raise UsageError(f"{source}: missing tensor name pattern in {spec!r}")
-    if not type_name:
-        raise UsageError(f"{source}: missing quantization type in {spec!r}")
-    try:
-        get_registry().quant_type(type_name)
-    except QfError as exc:
-        raise UsageError(f"{source}: {exc}") from None
-    return pattern.lower(), type_name  # llama-quantize lower-cases the pattern
-
-
-def _parse_prune(spec: str | None) -> tuple[int, ...]:
-    if not spec:
-        return ()
-    layers = []
-    for part in spec.split(","):
-        if not part.strip().isdigit():
-            raise UsageError(f"--prune-layers: invalid layer id {part!r}")
-        layers.append(int(part))
-    return tuple(sorted(set(layers)))
 
 
 def _print_plan(plan) -> None:
@@ -224,42 +206,38 @@ def _print_plan(plan) -> None:
         click.echo(f"warning: {w}")
 
 
+def _option_flags(func):
+    """Add a click option for every :class:`qf.options.QuantizeOptions` field that has command-line flags."""
+    import attrs
+
+    from qf.options import QuantizeOptions
+
+    for field in reversed(attrs.fields(QuantizeOptions)):
+        spec = field.metadata["qf"]
+        if not spec.flags:
+            continue
+        kwargs: dict = {"help": spec.help, "metavar": spec.metavar}
+        if spec.parse is not None:
+            kwargs["callback"] = lambda ctx, param, value, parse=spec.parse: None if value is None else parse(value)
+        elif spec.kind is bool:
+            kwargs.update(is_flag=True, default=None)
+        elif spec.choices:
+            kwargs["type"] = click.Choice(spec.choices)
+        elif spec.kind is int:
+            kwargs["type"] = int
+        if spec.multiple and spec.parse is None:
+            kwargs["multiple"] = True
+        func = click.option(*spec.flags, field.name, **kwargs)(func)
+    return func
+
+
 @cli.command("quantize", context_settings=CONTEXT)
 @click.argument("args", nargs=-1, required=True, metavar="INPUT [OUTPUT] FTYPE [NTHREADS]")
-@click.option("--strategy", help="Search strategy (default ggml = llama.cpp's bytes; see `qf list-strategies`).")
-@click.option("--imatrix", "imatrix", type=click.Path(dir_okay=False), help="Importance matrix (GGUF or legacy .dat).")
-@click.option("--allow-requantize", is_flag=True, help="Allow quantized input tensors (dequantized first).")
-@click.option("--leave-output-tensor", is_flag=True, help="Do not quantize output.weight.")
-@click.option("--pure", is_flag=True, default=None, help="Default type for every quantized tensor (no ftype mix).")
-@click.option("--output-tensor-type", help="Type for output.weight.")
-@click.option("--token-embedding-type", help="Type for token_embd.weight.")
-@click.option("--tensor-type", "tensor_types", multiple=True, metavar="RE=TYPE",
-              help="Type for tensors whose name matches regex RE (lower-cased; first match wins). Repeatable.")
-@click.option("--tensor-type-file", type=click.Path(exists=True, dir_okay=False),
-              help="File of whitespace-separated RE=TYPE entries (after --tensor-type rules).")
-@click.option("--recipe", type=click.Path(exists=True, dir_okay=False),
-              help="TOML recipe: preset base, ordered case-sensitive rules, per-rule strategy (see CONTRIBUTING.md).")
-@click.option("--include-weights", multiple=True, help="Use imatrix entries whose name contains this. Repeatable.")
-@click.option("--exclude-weights", multiple=True, help="Ignore imatrix entries whose name contains this. Repeatable.")
-@click.option("--override-kv", multiple=True, metavar="KEY=TYPE:VALUE", help="Set a metadata key. Repeatable.")
-@click.option("--prune-layers", metavar="L1,L2,...", help="Drop these layers (and renumber the rest).")
-@click.option("--keep-split", is_flag=True, help="Write as many split files as the input has.")
-@click.option("--on-missing-imatrix", type=click.Choice(["error", "upgrade", "allow"]),
-              help="Tensors whose type needs imatrix data they lack: error (default; all listed before any work),"
-                   " upgrade to the nearest type that needs none, or allow (where ggml itself can).")
-@click.option("--mtp-types", is_flag=True, default=None,
-              help="Type MTP/NextN heads like what they mirror (eh_proj, shared_head_head like output.weight;"
-                   " embed_tokens like token_embd). Default: llama.cpp's choice.")
-@click.option("--no-fallback", "strict_shapes", is_flag=True,
-              help="Fail instead of falling back to another type when a row length does not fit the block size.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (types, reasons, sizes) and write nothing.")
+@_option_flags
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
 @click.option("-t", "--threads", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No log lines and no progress bar.")
-def quantize(args, strategy, imatrix, allow_requantize, leave_output_tensor, pure, output_tensor_type,
-             token_embedding_type, tensor_types, tensor_type_file, recipe, include_weights, exclude_weights,
-             override_kv, prune_layers, keep_split, on_missing_imatrix, mtp_types, strict_shapes, dry_run, as_json,
-             threads, quiet) -> None:
+def quantize(args, as_json, threads, quiet, **options) -> None:
     """Quantize a GGUF model, like llama-quantize: qf quantize [OPTIONS] INPUT [OUTPUT] FTYPE [NTHREADS].
 
     OUTPUT defaults to ggml-model-FTYPE.gguf next to INPUT.  FTYPE is a llama-quantize ftype (see `qf list-ftypes`).
@@ -269,23 +247,14 @@ def quantize(args, strategy, imatrix, allow_requantize, leave_output_tensor, pur
     from qf.app.aliases import find_model
     from qf.app.pipeline import quantize_file
 
-    inp, out, ftype, nthreads = _split_positionals(args, ftype_optional=recipe is not None)
+    options = {name: value for name, value in options.items() if value not in (None, ())}
+    dry_run = options.get("dry_run", False)
+    inp, out, ftype, nthreads = _split_positionals(args, ftype_optional="recipe" in options)
     if out is None and not dry_run:
         folder = "." if inp.startswith("@") else os.path.dirname(find_model(inp))
-        out = os.path.join(folder, f"ggml-model-{ftype or 'recipe'}" + ("" if keep_split else ".gguf"))
-    rules = [_parse_tensor_type(s) for s in tensor_types]
-    if tensor_type_file:
-        for token in Path(tensor_type_file).read_text().split():
-            rules.append(_parse_tensor_type(token, f"--tensor-type-file {tensor_type_file}"))
-    plan = quantize_file(
-        inp, out, ftype, threads=threads or nthreads, dry_run=dry_run, quiet=quiet or (dry_run and as_json),
-        progress=True, imatrix=imatrix, strategy=strategy, allow_requantize=allow_requantize, pure=pure,
-        leave_output_tensor=leave_output_tensor, output_tensor_type=output_tensor_type,
-        token_embedding_type=token_embedding_type, tensor_types=rules, recipe=recipe, strict_shapes=strict_shapes,
-        include_weights=include_weights, exclude_weights=exclude_weights, override_kv=override_kv,
-        prune_layers=_parse_prune(prune_layers), keep_split=keep_split, on_missing_imatrix=on_missing_imatrix,
-        mtp_types=mtp_types,
-    )
+        out = os.path.join(folder, f"ggml-model-{ftype or 'recipe'}" + ("" if options.get("keep_split") else ".gguf"))
+    plan = quantize_file(inp, out, ftype, threads=threads or nthreads, quiet=quiet or (dry_run and as_json),
+                         progress=True, **options)
     if dry_run:
         if as_json:
             click.echo(json.dumps(plan.to_json(), indent=2))

@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from qf.errors import UsageError
-from qf.execute import Executor, default_threads
-from qf.gguf_io import atomic_output
-from qf.gguf_io.source import ModelSource, split_path
-from qf.imatrix import Imatrix
 from qf.app.aliases import find_model
-from qf.plan import Plan, PlanEntry, Planner, PlanOptions, TypeRule
+from qf.errors import Interrupted, UsageError
+from qf.execute import default_threads
+from qf.gguf_io import TensorSource, atomic_output, check_not_inputs, check_space, output_target, split_path
+from qf.options import QuantizeOptions, resolve
+from qf.plan import Plan, PlanEntry, plan_quantization
 from qf.plugins import get_registry
 
 MiB = 1024 * 1024
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def format_shape(shape: Sequence[int]) -> str:
@@ -57,73 +51,17 @@ def output_paths(output: str | os.PathLike[str], plan: Plan) -> list[Path]:
     return [Path(split_path(prefix, f.split_no, len(plan.files))) for f in plan.files]
 
 
-def make_plan(
-    input: str | os.PathLike[str],
-    ftype: str | None,
-    *,
-    imatrix: str | os.PathLike[str] | None = None,
-    strategy: str | None = None,
-    allow_requantize: bool = False,
-    pure: bool | None = None,
-    leave_output_tensor: bool = False,
-    output_tensor_type: str | None = None,
-    token_embedding_type: str | None = None,
-    tensor_types: Sequence[tuple[str, str]] = (),
-    rules: Sequence[TypeRule] = (),
-    recipe: str | os.PathLike[str] | None = None,
-    strict_shapes: bool = False,
-    include_weights: Sequence[str] = (),
-    exclude_weights: Sequence[str] = (),
-    override_kv: Sequence[str] = (),
-    prune_layers: Sequence[int] = (),
-    keep_split: bool = False,
-    on_missing_imatrix: str | None = None,
-    mtp_types: bool | None = None,
-    dry_run: bool = False,
-    source: ModelSource | None = None,
-) -> tuple[Plan, ModelSource]:
+def make_plan(input: str | os.PathLike[str], ftype: str | None, *, source: TensorSource | None = None,
+              **options) -> tuple[Plan, TensorSource]:
     """Build the plan for a quantization (nothing is read but metadata; nothing is written).
 
-    ``tensor_types`` are ``(pattern, type)`` pairs taken as given (the CLI lower-cases ``--tensor-type`` patterns as
-    llama-quantize does); ``rules`` are ready :class:`TypeRule` values; a ``recipe`` file adds its own (after them).
-    ``source`` may be given instead of opening ``input`` (anything with ModelSource's attributes)."""
+    ``options`` are :class:`qf.options.QuantizeOptions` fields (``imatrix=``, ``pure=``, ``tensor_types=["RE=T"]`` …).
+    ``source`` may be given instead of opening ``input`` (anything with TensorSource's attributes)."""
+    opts = resolve(QuantizeOptions.from_kwargs(ftype=ftype, **options))
     registry = get_registry()
-    if include_weights and exclude_weights:
-        raise UsageError("--include-weights and --exclude-weights cannot be used together")
-    all_rules = [TypeRule(p, t) for p, t in tensor_types] + list(rules)
-    settings: dict = {}
-    if recipe is not None:
-        from qf.recipe import load_recipe
-
-        loaded_recipe = load_recipe(recipe)
-        all_rules += list(loaded_recipe.rules)
-        settings = loaded_recipe.settings
-    ftype = ftype or settings.get("extends")
-    if ftype is None:
-        raise UsageError("no ftype given (on the command line, or `extends` in the recipe)")
-
-    def pick(value, key, default):
-        return value if value is not None else settings.get(key, default)
-
     if source is None:
-        source = ModelSource.open(find_model(input))
-    loaded = None
-    if imatrix is not None:
-        loaded = Imatrix.load(imatrix).filtered(list(include_weights), list(exclude_weights))
-    options = PlanOptions(
-        ftype=ftype, strategy=pick(strategy, "strategy", "ggml"), allow_requantize=allow_requantize,
-        pure=pick(pure, "pure", False), leave_output_tensor=leave_output_tensor,
-        output_tensor_type=pick(output_tensor_type, "output_tensor_type", None),
-        token_embedding_type=pick(token_embedding_type, "token_embedding_type", None),
-        rules=tuple(all_rules), strict_shapes=strict_shapes,
-        imatrix_arg=None if imatrix is None else os.fspath(imatrix),
-        include_weights=tuple(include_weights), exclude_weights=tuple(exclude_weights), override_kv=tuple(override_kv),
-        prune_layers=tuple(prune_layers), keep_split=keep_split,
-        on_missing_imatrix=pick(on_missing_imatrix, "on_missing_imatrix", "error"),
-        mtp_types=pick(mtp_types, "mtp_types", False), dry_run=dry_run,
-    )
-    plan = Planner(registry, options).plan(source, loaded)
-    return plan, source
+        source = TensorSource.open(find_model(input), registry.type_sizes(opts.target))
+    return plan_quantization(registry, opts, source), source
 
 
 def quantize_file(
@@ -132,20 +70,19 @@ def quantize_file(
     ftype: str | None,
     *,
     threads: int | None = None,
-    dry_run: bool = False,
     quiet: bool = True,
     progress: bool = False,
     **options,
 ) -> Plan:
     """Quantize a GGUF model file like ``llama-quantize`` (see ``qf quantize --help`` for the options).
 
-    Returns the plan that was carried out.  Nothing is written for ``dry_run``; otherwise the output appears only
-    when complete (written to temporary files and renamed at the end)."""
+    Returns the plan that was carried out.  Nothing is written with ``dry_run=True``.  Before the first tensor, every
+    output path is checked (not an input — every split, the imatrix, the recipe, the rule file —, not a directory, its
+    folder writable, room for the planned bytes); the output appears only when complete, and an error, Ctrl-C,
+    SIGTERM or SIGHUP leaves nothing behind."""
     input = find_model(input)
-    same = output is not None and (_same_file(input, Path(output)) or Path(output).resolve() == input.resolve())
-    if same and not dry_run:
-        raise UsageError(f"input and output files are the same: '{input}'")
-    plan, source = make_plan(input, ftype, dry_run=dry_run, **options)
+    plan, source = make_plan(input, ftype, **options)
+    opts = plan.options
     bar = None
 
     def say(msg: str) -> None:
@@ -156,11 +93,19 @@ def quantize_file(
         say(f"warning: {warning}")
     for note in plan.notes:
         say(note)
-    if dry_run:
+    if opts.dry_run:
         return plan
     if output is None:
         raise UsageError("no output file given")
-    threads = threads or default_threads()
+    paths = output_paths(output, plan)
+    targets = [output_target(p) for p in paths]
+    inputs = [("input", f.path) for f in source.files]
+    inputs += [(what, p) for what, p in (("imatrix", opts.imatrix), ("recipe", opts.recipe),
+                                         ("tensor type file", options.get("tensor_type_file"))) if p is not None]
+    check_not_inputs(targets, inputs)
+    if not opts.no_space_check:
+        check_space(targets, [plan.file_bytes(i) for i in range(len(plan.files))])
+    threads = clamp_threads(threads, say)
     if progress and not quiet:
         from tqdm import tqdm
 
@@ -168,13 +113,12 @@ def quantize_file(
                    file=sys.stderr, leave=False, dynamic_ncols=True)
     n_total = len(plan.entries)
     start = time.perf_counter()
-    executor = Executor(plan, source, threads, on_tensor=lambda e: say(describe(e, n_total)),
-                        on_progress=(bar.update if bar is not None else None))
-    paths = output_paths(output, plan)
+    executor = make_executor(opts, threads)
     try:
-        with ExitStack() as stack:
-            handles = [stack.enter_context(atomic_output(p)) for p in paths]
-            executor.run(handles)
+        with signals_raise(), ExitStack() as stack:
+            handles = [stack.enter_context(atomic_output(t)) for t in targets]
+            executor.run(plan, source, handles, on_tensor=lambda e: say(describe(e, n_total)),
+                         on_progress=(bar.update if bar is not None else None))
     finally:
         if bar is not None:
             bar.close()
@@ -182,6 +126,58 @@ def quantize_file(
     say(summary(plan))
     say(f"quantize time = {elapsed * 1000:8.2f} ms ({threads} threads)")
     return plan
+
+
+def make_executor(opts, threads: int):
+    """The executor the options ask for (the registry's default without ``--executor``), built with its options."""
+    spec = get_registry().executor(opts.executor)
+    extra = {}
+    for item in opts.executor_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--executor-option: expected KEY=VALUE, got {item!r}")
+        extra[key] = value
+    try:
+        return spec.load()(threads=threads, **extra)
+    except TypeError as exc:
+        raise UsageError(f"executor {spec.name!r}: {exc}") from None
+
+
+#: more worker threads than this many per core only add overhead (and an OS thread each)
+THREADS_PER_CORE = 4
+
+
+def clamp_threads(threads: int | None, say=lambda msg: None) -> int:
+    """The thread count to use: all cores by default; a request far beyond the cores is clamped, with a warning."""
+    cores = default_threads()
+    if threads is None:
+        return cores
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise UsageError(f"threads must be a positive integer, not {threads!r}")
+    limit = THREADS_PER_CORE * cores
+    if threads > limit:
+        say(f"warning: {threads} threads requested on {cores} cores; using {limit}")
+        return limit
+    return threads
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """While writing, SIGTERM and SIGHUP raise :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt), so every
+    temporary file is removed on the way out.  Only in the main thread (signal handlers can be set nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
 
 
 def summary(plan: Plan) -> str:

@@ -17,48 +17,21 @@ from typing import Any
 
 import attrs
 import numpy as np
-from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType
 
 from qf.errors import GGUFFormatError
+from qf.gguf_io.constants import (
+    GGML_QUANT_SIZES,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    GGMLQuantizationType,
+    GGUFValueType,
+)
+from qf.gguf_io.kv import KV, NUMPY, SCALAR
 
-_SCALAR = {
-    GGUFValueType.UINT8: "<B",
-    GGUFValueType.INT8: "<b",
-    GGUFValueType.UINT16: "<H",
-    GGUFValueType.INT16: "<h",
-    GGUFValueType.UINT32: "<I",
-    GGUFValueType.INT32: "<i",
-    GGUFValueType.FLOAT32: "<f",
-    GGUFValueType.BOOL: "<?",
-    GGUFValueType.UINT64: "<Q",
-    GGUFValueType.INT64: "<q",
-    GGUFValueType.FLOAT64: "<d",
-}
-_NUMPY = {
-    GGUFValueType.UINT8: "<u1",
-    GGUFValueType.INT8: "<i1",
-    GGUFValueType.UINT16: "<u2",
-    GGUFValueType.INT16: "<i2",
-    GGUFValueType.UINT32: "<u4",
-    GGUFValueType.INT32: "<i4",
-    GGUFValueType.FLOAT32: "<f4",
-    GGUFValueType.BOOL: "?",
-    GGUFValueType.UINT64: "<u8",
-    GGUFValueType.INT64: "<i8",
-    GGUFValueType.FLOAT64: "<f8",
-}
 MAX_DIMS = 4
-
-
-@attrs.frozen
-class KV:
-    """One metadata key/value; ``raw`` is its exact encoding (key, type, value) as found in the file."""
-
-    key: str
-    vtype: int
-    value: Any = attrs.field(eq=False)
-    item_type: int | None = None
-    raw: bytes = attrs.field(default=b"", repr=False)
+#: arrays of arrays deeper than this are refused (llama.cpp reads no nested arrays at all)
+MAX_NESTING = 8
+INT64_MAX = (1 << 63) - 1
 
 
 @attrs.frozen
@@ -124,6 +97,7 @@ class _Cursor:
 
     def strings(self, count: int, what: str) -> list[str]:
         """A string array (a vocabulary: ~100k items), read in one tight loop."""
+        self.need(count * 8, what)  # every item has at least its 8-byte length
         mv, pos, end = self.mv, self.pos, len(self.buf)
         out = []
         append = out.append
@@ -146,16 +120,16 @@ class _Cursor:
         self.pos = pos
         return out
 
-    def value(self, vtype: int, what: str) -> tuple[Any, int | None]:
+    def value(self, vtype: int, what: str, depth: int = 0) -> tuple[Any, int | None]:
         if vtype == GGUFValueType.STRING:
             return self.string(what), None
-        if vtype in _SCALAR:
-            return self.scalar(_SCALAR[vtype], what), None
+        if vtype in SCALAR:
+            return self.scalar(SCALAR[vtype], what), None
         if vtype == GGUFValueType.ARRAY:
             item_type = self.scalar("<I", what)
             count = self.scalar("<Q", what)
-            if item_type in _NUMPY:
-                dtype = np.dtype(_NUMPY[item_type])
+            if item_type in NUMPY:
+                dtype = NUMPY[item_type]
                 self.need(count * dtype.itemsize, what)
                 arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos).copy()
                 self.pos += count * dtype.itemsize
@@ -163,18 +137,25 @@ class _Cursor:
             if item_type == GGUFValueType.STRING:
                 return self.strings(count, what), item_type
             if item_type == GGUFValueType.ARRAY:
-                return [self.value(GGUFValueType.ARRAY, what)[0] for _ in range(count)], item_type
+                if depth >= MAX_NESTING:
+                    raise GGUFFormatError(f"{self.path}: {what} nests arrays deeper than {MAX_NESTING} levels")
+                self.need(count * 12, what)  # every inner array has at least its item type and count
+                return [self.value(GGUFValueType.ARRAY, what, depth + 1)[0] for _ in range(count)], item_type
             raise GGUFFormatError(f"{self.path}: {what} has unknown array item type {item_type}")
         raise GGUFFormatError(f"{self.path}: {what} has unknown value type {vtype}")
 
 
-SizeLookup = Callable[[int], "tuple[int, int] | None"]
+#: ``type_id -> (block size, bytes per block)`` (and, for types with a per-row header, its bytes), or None for a type
+#: the caller does not know
+SizeLookup = Callable[[int], "tuple[int, ...] | None"]
 
 
-def _default_sizes(type_id: int) -> tuple[int, int] | None:
-    from qf.plugins import get_registry
-
-    return get_registry().type_sizes(type_id)
+def gguf_sizes(type_id: int) -> tuple[int, int] | None:
+    """gguf-py's table of llama.cpp's types (the default :data:`SizeLookup`)."""
+    try:
+        return GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
+    except (ValueError, KeyError):
+        return None
 
 
 @attrs.define(eq=False)
@@ -190,9 +171,12 @@ class GGUFFile:
     data: np.ndarray = attrs.field(repr=False)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], sizes: SizeLookup | None = None, file_index: int = 0) -> GGUFFile:
+    def open(cls, path: str | os.PathLike[str], sizes: SizeLookup = gguf_sizes, file_index: int = 0) -> GGUFFile:
+        """Parse and validate a GGUF file's header: every count, length, dimension and offset is checked against the
+        file before use, tensors may not overlap, keys and names may not repeat — a malformed file raises
+        :class:`GGUFFormatError` naming what is wrong.  ``sizes`` gives the block size and bytes of a type id (the
+        types the caller knows: qf's registry passes its own, see ``Registry.type_sizes``)."""
         path = Path(path)
-        sizes = sizes or _default_sizes
         try:
             size = path.stat().st_size
         except OSError as exc:
@@ -215,9 +199,13 @@ class GGUFFile:
             raise GGUFFormatError(f"{path}: corrupt GGUF header (tensor count {n_tensors}, KV count {n_kv})")
 
         kvs: list[KV] = []
+        keys: set[str] = set()
         for i in range(n_kv):
             start = cur.pos
             key = cur.string(f"key of KV #{i}")
+            if key in keys:
+                raise GGUFFormatError(f"{path}: duplicate metadata key {key!r}")
+            keys.add(key)
             vtype = cur.scalar("<I", f"type of {key!r}")
             value, item_type = cur.value(vtype, f"value of {key!r}")
             kvs.append(KV(key, vtype, value, item_type, bytes(cur.mv[start:cur.pos])))
@@ -236,6 +224,8 @@ class GGUFFile:
             if not 1 <= n_dims <= MAX_DIMS:
                 raise GGUFFormatError(f"{path}: tensor {name!r} has {n_dims} dimensions")
             shape = tuple(cur.scalar("<Q", f"shape of {name!r}") for _ in range(n_dims))
+            if min(shape) == 0 or max(shape) > INT64_MAX:
+                raise GGUFFormatError(f"{path}: tensor {name!r} has an invalid shape {list(shape)}")
             type_id = cur.scalar("<I", f"type of {name!r}")
             rel = cur.scalar("<Q", f"offset of {name!r}")
             infos.append((name, shape, type_id, rel))
@@ -252,14 +242,19 @@ class GGUFFile:
                 raise GGUFFormatError(
                     f"{path}: tensor {name!r} has ggml type id {type_id}, which no installed plugin knows"
                 )
-            block, type_size = bs_ts
+            block, type_size, *row_meta = bs_ts  # row metadata: bytes before each row's blocks (ik's types)
             if shape[0] % block:
                 raise GGUFFormatError(
                     f"{path}: tensor {name!r} has row length {shape[0]},"
                     f" not a multiple of its type's block size {block}"
                 )
-            n_elements = int(np.prod(shape, dtype=np.int64))
-            n_bytes = n_elements // block * type_size
+            n_elements = 1
+            for d in shape:
+                n_elements *= d
+            if n_elements > INT64_MAX:
+                raise GGUFFormatError(f"{path}: tensor {name!r} has {n_elements} elements (shape {list(shape)}),"
+                                      f" more than a 64-bit count holds")
+            n_bytes = n_elements // block * type_size + (n_elements // shape[0]) * sum(row_meta)
             offset = data_offset + rel
             if rel % alignment:
                 raise GGUFFormatError(f"{path}: tensor {name!r} data offset {rel} is not aligned to {alignment}")
@@ -269,6 +264,10 @@ class GGUFFile:
                     f" {size} bytes"
                 )
             tensors.append(TensorInfo(name, type_id, shape, offset, n_bytes, file_index))
+        by_offset = sorted(tensors, key=lambda t: t.offset)
+        for a, b in zip(by_offset, by_offset[1:]):
+            if a.offset + a.n_bytes > b.offset:
+                raise GGUFFormatError(f"{path}: the data of tensors {a.name!r} and {b.name!r} overlap")
         return cls(path, version, kvs, tensors, alignment, data_offset, data)
 
     # -- access ----------------------------------------------------------------------------------------------------

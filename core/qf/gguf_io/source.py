@@ -1,4 +1,5 @@
-"""A model as a set of GGUF files: one file, or the splits of ``gguf-split`` (``*-00001-of-00003.gguf``)."""
+"""The tensors of a model as a set of GGUF files: one file, or the splits of ``gguf-split``
+(``*-00001-of-00003.gguf``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from qf.errors import GGUFFormatError
-from qf.gguf_io.reader import KV, GGUFFile, TensorInfo
+from qf.gguf_io.kv import KV
+from qf.gguf_io.reader import GGUFFile, SizeLookup, TensorInfo, gguf_sizes
 
 _SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
@@ -20,7 +22,7 @@ def split_path(prefix: str, split_no: int, split_count: int) -> str:
     return f"{prefix}-{split_no + 1:05d}-of-{split_count:05d}.gguf"
 
 
-class ModelSource:
+class TensorSource:
     """Tensors of all splits, each :class:`TensorInfo` tagged with its file index; metadata from the first file."""
 
     def __init__(self, files: list[GGUFFile]) -> None:
@@ -30,8 +32,9 @@ class ModelSource:
         self.tensors: list[TensorInfo] = [t for f in files for t in f.tensors]
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> ModelSource:
-        first = GGUFFile.open(path)
+    def open(cls, path: str | os.PathLike[str], sizes: SizeLookup = gguf_sizes) -> TensorSource:
+        """The model at ``path``, with every split when it is the first of a split set."""
+        first = GGUFFile.open(path, sizes)
         count = first.get("split.count", 0) or 0
         if count <= 1:
             return cls([first])
@@ -44,7 +47,7 @@ class ModelSource:
             p = Path(split_path(m.group("prefix"), i, count))
             if not p.exists():
                 raise GGUFFormatError(f"{path}: split {i + 1} of {count} is missing: {p}")
-            files.append(GGUFFile.open(p, file_index=i))
+            files.append(GGUFFile.open(p, sizes, file_index=i))
         names = [t.name for t in files[0].tensors]
         for f in files[1:]:
             names += [t.name for t in f.tensors]

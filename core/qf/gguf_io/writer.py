@@ -7,44 +7,16 @@ file out.  Output goes to a temporary file in the destination directory, renamed
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import attrs
 import numpy as np
-from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType
 
-from qf.gguf_io.reader import _NUMPY, _SCALAR, KV
+from qf.gguf_io.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC
+from qf.gguf_io.kv import KV, encode_string
 
 GGUF_VERSION = 3
-
-
-def _encode_string(s: str) -> bytes:
-    b = s.encode("utf-8", errors="surrogateescape")
-    return struct.pack("<Q", len(b)) + b
-
-
-def _encode_value(vtype: int, value: Any, item_type: int | None) -> bytes:
-    if vtype == GGUFValueType.STRING:
-        return _encode_string(value)
-    if vtype in _SCALAR:
-        return struct.pack(_SCALAR[vtype], value)
-    if vtype == GGUFValueType.ARRAY:
-        assert item_type is not None
-        head = struct.pack("<IQ", item_type, len(value))
-        if item_type in _NUMPY:
-            return head + np.asarray(value, dtype=_NUMPY[item_type]).tobytes()
-        return head + b"".join(_encode_value(item_type, v, None) for v in value)
-    raise ValueError(f"cannot encode GGUF value type {vtype}")
-
-
-def make_kv(key: str, vtype: int, value: Any, item_type: int | None = None) -> KV:
-    raw = _encode_string(key) + struct.pack("<I", vtype) + _encode_value(vtype, value, item_type)
-    return KV(key, int(vtype), value, item_type, raw)
 
 
 @attrs.frozen
@@ -65,7 +37,7 @@ def header_bytes(kvs: list[KV], tensors: list[OutTensor], alignment: int = GGUF_
     parts.extend(kv.raw for kv in kvs)
     offset = 0
     for t in tensors:
-        parts.append(_encode_string(t.name))
+        parts.append(encode_string(t.name))
         parts.append(struct.pack("<I", len(t.shape)))
         parts.append(struct.pack(f"<{len(t.shape)}Q", *t.shape))
         parts.append(struct.pack("<IQ", t.type_id, offset))
@@ -110,20 +82,3 @@ class GGUFStreamWriter:
         self._finish_current()
         if self._index != len(self.tensors) - 1:
             raise RuntimeError(f"writer: {len(self.tensors) - 1 - self._index} tensors were never written")
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file next to ``path``; rename it to ``path`` on success, delete it on any error or Ctrl-C."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.qf-tmp-{os.getpid()}")
-    fh = open(tmp, "wb")
-    try:
-        yield fh
-        fh.flush()
-        fh.close()
-        os.replace(tmp, path)
-    except BaseException:
-        fh.close()
-        tmp.unlink(missing_ok=True)
-        raise

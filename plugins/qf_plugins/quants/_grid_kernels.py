@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.kernels import F32, f32_bits, get_f16, inline, jit, nearest_int, opaque, put_f16
+from qf.kernels import F32, c_max, get_f16, ggml_assert, inline, jit, nearest_int, opaque, put_f16
 from qf_plugins.quants._search_kernels import make_qp_quants  # uint8 L as in ggml: negative roundings wrap
 
 QK_K = 256
@@ -26,8 +26,6 @@ GROUP_MAX_EPS = F32(1e-15)
 GROUP_MAX_EPS_IQ3_XXS = F32(1e-8)
 GROUP_MAX_EPS_IQ2_S = F32(1e-8)
 FLT_MAX = F32(3.4028234663852886e38)
-#: raised (as ValueError) where ggml aborts; the codecs turn it into qf's InvalidWeightsError
-GGML_ASSERT_MESSAGE = "ggml's search fails on these values (float32 overflow): llama.cpp would abort here"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -46,25 +44,6 @@ def _put_u32(out, r, o, v):
 def _get_u32(data, r, o):
     return (np.int64(data[r, o]) | (np.int64(data[r, o + 1]) << 8) | (np.int64(data[r, o + 2]) << 16)
             | (np.int64(data[r, o + 3]) << 24))
-
-
-@inline
-def _nint(fval):
-    """ggml's nearest_int, literally (``fval + 12582912.f`` read as an int), without a branch."""
-    return np.int64(f32_bits(fval + F32(12582912.0)) & 0x7FFFFF) - 0x400000
-
-
-@inline
-def _ggml_assert(ok):
-    """Where ggml's GGML_ASSERT would abort (a search that float32 overflow or NaN defeats), raise instead."""
-    if not ok:
-        raise ValueError(GGML_ASSERT_MESSAGE)
-
-
-@inline
-def _maxf(a, b):
-    """C's MAX(a, b): ``a > b ? a : b``."""
-    return a if a > b else b
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -162,7 +141,7 @@ def _best_neighbour(neighbours, off, dim, qpoints, toff64, terms, xval, xo, waux
             if d2 < best_d2:
                 best_d2 = d2
                 gi = np.int64(g)
-    _ggml_assert(gi >= 0)
+    ggml_assert(gi >= 0)
     return gi
 
 
@@ -171,7 +150,7 @@ def _round_group(id_, xval, xo, dim, bits, kmax, L):
     """Digits of ``xval[xo:xo+dim]`` at inverse scale id_ (l = round((id·x − 1)/2) clamped) into L; their code."""
     u = 0
     for i in range(dim):
-        l = _nint(F32(0.5) * (id_ * xval[xo + i] - F32(1.0)))
+        l = nearest_int(F32(0.5) * (id_ * xval[xo + i] - F32(1.0)))
         l = max(0, min(kmax - 1, l))
         L[xo + i] = l
         u |= l << (bits * i)
@@ -218,7 +197,7 @@ def _scan(n, dim, bits, kmax, denom, is_lo, is_hi, step, scale, xval, weight, wa
     for i in range(n):
         xv = xval[i]
         for c in range(lanes):
-            l = _nint(F32(0.5) * (ids[c] * xv - F32(1.0)))
+            l = nearest_int(F32(0.5) * (ids[c] * xv - F32(1.0)))
             Lc[i, c] = max(0, min(kmax - 1, l))
     for c in range(ncand):
         this_scale = F32(1.0) / ids[c]
@@ -352,7 +331,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     _signs8(x, r, xo + 8 * g, weight, 8 * g, xval, True, signs, g)
                 mx = xval[0]
                 for i in range(1, 32):
-                    mx = _maxf(mx, xval[i])
+                    mx = c_max(mx, xval[i])
                 if mx < GROUP_MAX_EPS:
                     scales[ib] = F32(0.0)
                     continue
@@ -380,8 +359,8 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     q2[2 * ib] |= gi << (8 * g)
                     q2[2 * ib + 1] |= signs[g] << (7 * g)
                 scales[ib] = scale
-                _ggml_assert(scale >= F32(0.0))
-                max_scale = _maxf(max_scale, scale)
+                ggml_assert(scale >= F32(0.0))
+                max_scale = c_max(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(66):
                     out[r, o + j] = 0
@@ -425,7 +404,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     _signs8(x, r, xo + 8 * g, weight, 8 * g, xval, True, signs, g)
                 mx = xval[0]
                 for i in range(1, 16):
-                    mx = _maxf(mx, xval[i])
+                    mx = c_max(mx, xval[i])
                 L[:] = 0
                 if mx < GROUP_MAX_EPS:
                     scales[ib] = F32(0.0)
@@ -439,8 +418,8 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                 for g in range(2):
                     q2[2 * ib + g] = np.int64(kmap[_code(L, 8 * g, 8, 2)]) | (signs[g] << 9)
                 scales[ib] = scale
-                _ggml_assert(scale >= F32(0.0))
-                max_scale = _maxf(max_scale, scale)
+                ggml_assert(scale >= F32(0.0))
+                max_scale = c_max(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(74):
                     out[r, o + j] = 0
@@ -487,7 +466,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     _signs8(x, r, xo + 8 * g, weight, 8 * g, xval, False, signs, g)
                 mx = xval[0]
                 for i in range(1, 16):
-                    mx = _maxf(mx, xval[i])
+                    mx = c_max(mx, xval[i])
                 L[:] = 0
                 if mx < GROUP_MAX_EPS_IQ2_S:
                     scales[ib] = F32(0.0)
@@ -505,8 +484,8 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     out[r, o + 66 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
                     out[r, o + 34 + i8] = signs[g]
                 scales[ib] = scale
-                _ggml_assert(scale >= F32(0.0))
-                max_scale = _maxf(max_scale, scale)
+                ggml_assert(scale >= F32(0.0))
+                max_scale = c_max(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
             d = max_scale / F32(31.0)
@@ -550,7 +529,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     _signs8(x, r, xo + 8 * g, weight, 8 * g, xval, True, signs, g)
                 mx = xval[0]
                 for i in range(1, 32):
-                    mx = _maxf(mx, xval[i])
+                    mx = c_max(mx, xval[i])
                 L[:] = 0
                 if mx < GROUP_MAX_EPS_IQ3_XXS:
                     scales[ib] = F32(0.0)
@@ -565,8 +544,8 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     q3[8 * ib + g] = np.int64(kmap[_code(L, 4 * g, 4, 3)])
                 sas[ib] = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)
                 scales[ib] = scale
-                _ggml_assert(scale >= F32(0.0))
-                max_scale = _maxf(max_scale, scale)
+                ggml_assert(scale >= F32(0.0))
+                max_scale = c_max(max_scale, scale)
             if max_scale == F32(0.0):
                 for j in range(98):
                     out[r, o + j] = 0
@@ -614,7 +593,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     _signs8(x, r, xo + 8 * g, weight, 8 * g, xval, False, signs, g)
                 mx = xval[0]
                 for i in range(1, 32):
-                    mx = _maxf(mx, xval[i])
+                    mx = c_max(mx, xval[i])
                 L[:] = 0
                 if mx == F32(0.0):
                     scales[ib] = F32(0.0)
@@ -634,8 +613,8 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     out[r, signs_at + g] = signs[g]
                 signs_at += 4
                 scales[ib] = scale
-                _ggml_assert(scale >= F32(0.0))
-                max_scale = _maxf(max_scale, scale)
+                ggml_assert(scale >= F32(0.0))
+                max_scale = c_max(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
             d = max_scale / F32(31.0)

@@ -16,8 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.kernels import F32, fp16_to_fp32, fp32_to_fp16, get_f16, inline, jit, nearest_int, opaque, put_f16
-from qf_plugins.quants._grid_kernels import GGML_ASSERT_MESSAGE, _ggml_assert, _maxf  # noqa: F401
+from qf.kernels import (
+    F32,
+    c_max,
+    fp16_to_fp32,
+    fp32_to_fp16,
+    get_f16,
+    ggml_assert,
+    inline,
+    jit,
+    nearest_int,
+    opaque,
+    put_f16,
+)
 
 QK_K = 256
 GROUP_MAX_EPS_IQ1_S = F32(1e-12)
@@ -73,7 +84,7 @@ def _weights(x, r, xo, n, qw, sigma2, weight):
 def _absmax(x, r, xo, n):
     mx = abs(x[r, xo])
     for i in range(1, n):
-        mx = _maxf(mx, abs(x[r, xo + i]))
+        mx = c_max(mx, abs(x[r, xo + i]))
     return mx
 
 
@@ -103,7 +114,7 @@ def _best_neighbour2(neighbours, off, toff64, digits, x, r, xo, weight, wo, scal
             best = d2
             gi = np.int64(g)
     # (ggml then tries every grid point, scoring with an out-of-bounds read, before it asserts)
-    _ggml_assert(gi >= 0)
+    ggml_assert(gi >= 0)
     for i in range(8):
         L[lo + i] = digits[gi, i]
     return gi
@@ -273,8 +284,8 @@ def quantize_iq1_s(x, qw, kmap, neighbours, toff64, digits, out):
                 out[r, o + 35 + 2 * ib] = h >> 8
                 scales[ib] = scale
                 shifts[ib] = best_shift
-                _ggml_assert(scale >= F32(0.0))
-                max_scale = _maxf(max_scale, scale)
+                ggml_assert(scale >= F32(0.0))
+                max_scale = c_max(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
             d = max_scale / F32(15.0)
@@ -452,8 +463,8 @@ def quantize_iq1_m(x, qw, kmap, neighbours, toff64, digits, out):
                 out[r, o + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
                 scales[ib] = scale
                 shifts[ib] = best_k
-                _ggml_assert(scale >= F32(0.0))
-                max_scale = _maxf(max_scale, scale)
+                ggml_assert(scale >= F32(0.0))
+                max_scale = c_max(max_scale, scale)
             if max_scale == F32(0.0):
                 continue
             sc[:] = 0

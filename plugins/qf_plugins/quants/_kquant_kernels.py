@@ -12,30 +12,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.kernels import F32, fp16_to_fp32, fp32_to_fp16
+from qf.kernels import F32, get_f16_at, jit, nearest_int, put_f16_at
 from qf_plugins.quants._refine_kernels import NO_TABLE, refine_superblock
 from qf_plugins.quants._search_kernels import (
-    _3BAD,
-    _3SCALE,
-    _BAD,
-    _MN,
-    _QSCALE,
-    _SCALE,
+    CANDIDATE_LANES,
+    GROUP_LANES,
     GROUP_MAX_EPS,
-    NLM,
-    NQ,
     Q3_ROWS,
     QKX_ROWS,
     QX_ROWS,
-    jit,
     make_q3_quants_jit,
     make_qkx_quants_jit,
     make_qp_quants,
     make_qx_quants,
-    nint,
     q3_lanes,
+    q3_result,
     qkx_lanes,
+    qkx_result,
     qx_lanes,
+    qx_result,
     sel,
 )
 
@@ -55,19 +50,6 @@ Q6_K_BYTES = 210
 
 
 @jit
-def _put_f16(out, o, value):
-    """Store ``value`` as fp16 (little endian) at ``out[o]``."""
-    h = fp32_to_fp16(value)
-    out[o] = h & 0xFF
-    out[o + 1] = (h >> 8) & 0xFF
-
-
-@jit
-def _get_f16(data, o):
-    return fp16_to_fp32(np.uint16(data[o]) | (np.uint16(data[o + 1]) << 8))
-
-
-@jit
 def _pack_2bit(out, o, L):
     """qs[64]: four 2-bit quants (their low two bits) per byte, element j + 32·s of each 128-half in bits 2s."""
     for j in range(0, QK_K, 128):
@@ -84,7 +66,7 @@ def _requant(x, xo, L, T, lo, hi, off, Q):
     loop with ggml's integer nearest_int (exact for every input)."""
     for i in range(QK_K):
         d = T[i]
-        q = max(lo, min(hi, nint((x[xo + i] + T[QK_K + i]) / d))) + off
+        q = max(lo, min(hi, nearest_int((x[xo + i] + T[QK_K + i]) / d))) + off
         Q[i] = sel(d == F32(0.0), L[i], q)
 
 
@@ -123,8 +105,8 @@ def _get_scale_min_k4(j, q, o):
     return np.int32(sc), np.int32(m)
 
 
-# batches: ``NLM`` sub-blocks (lanes) at a time, over the super-blocks of all rows in order (ggml's _ref treats the
-# whole chunk as one row; the _impl paths only need the position in the row for the imatrix)
+# batches: ``GROUP_LANES`` sub-blocks (lanes) at a time, over the super-blocks of all rows in order (ggml's _ref
+# treats the # whole chunk as one row; the _impl paths only need the position in the row for the imatrix)
 
 
 @jit
@@ -132,14 +114,14 @@ def _to_lanes(src, so, n, nsub, lane0, XT):
     """Sub-block ``j`` of ``src[so:so + n·nsub]`` (``n`` values each) into lane ``lane0 + j`` of ``XT``."""
     for j in range(nsub):
         for i in range(n):
-            XT[i * NLM + lane0 + j] = src[so + j * n + i]
+            XT[i * GROUP_LANES + lane0 + j] = src[so + j * n + i]
 
 
 @jit
 def _from_lanes(LT, n, nsub, lane0, L):
     for j in range(nsub):
         for i in range(n):
-            L[j * n + i] = np.int32(LT[i * NLM + lane0 + j])
+            L[j * n + i] = np.int32(LT[i * GROUP_LANES + lane0 + j])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -149,8 +131,8 @@ def _from_lanes(LT, n, nsub, lane0, L):
 @jit
 def _q2k_finish(x, xo, L, out, o, T, Q):
     """Requantize from the stored scales (keeping the search's L where the scale is 0) and pack qs."""
-    d_all = _get_f16(out, o + 80)
-    m_all = _get_f16(out, o + 82)
+    d_all = get_f16_at(out, o + 80)
+    m_all = get_f16_at(out, o + 82)
     for j in range(16):
         sc = np.int32(out[o + j])
         d = d_all * F32(sc & 0xF)
@@ -175,19 +157,19 @@ def _q2k_scales_ref(scales, mins, out, o):
     if max_scale > F32(0.0):
         iscale = F32(15.0) / max_scale
         for j in range(16):
-            out[o + j] = nint(iscale * scales[j]) & 0xFF
-        _put_f16(out, o + 80, max_scale / F32(15.0))
+            out[o + j] = nearest_int(iscale * scales[j]) & 0xFF
+        put_f16_at(out, o + 80, max_scale / F32(15.0))
     else:
         for j in range(16):
             out[o + j] = 0
-        _put_f16(out, o + 80, F32(0.0))
+        put_f16_at(out, o + 80, F32(0.0))
     if max_min > F32(0.0):
         iscale = F32(15.0) / max_min
         for j in range(16):
-            out[o + j] = (out[o + j] | (nint(iscale * mins[j]) << 4)) & 0xFF
-        _put_f16(out, o + 82, max_min / F32(15.0))
+            out[o + j] = (out[o + j] | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
+        put_f16_at(out, o + 82, max_min / F32(15.0))
     else:
-        _put_f16(out, o + 82, F32(0.0))
+        put_f16_at(out, o + 82, F32(0.0))
 
 
 @jit
@@ -195,11 +177,11 @@ def _q2k_kernel(x, qw, out):
     rows, k = x.shape
     nb = k // QK_K
     total = rows * nb
-    B = NLM // 16
-    XT = np.empty(16 * NLM, np.float32)
-    WT = np.empty(16 * NLM, np.float32)
-    LT = np.empty(16 * NLM, np.float32)
-    V = np.empty(QKX_ROWS * NLM, np.float32)
+    B = GROUP_LANES // 16
+    XT = np.empty(16 * GROUP_LANES, np.float32)
+    WT = np.empty(16 * GROUP_LANES, np.float32)
+    LT = np.empty(16 * GROUP_LANES, np.float32)
+    V = np.empty(QKX_ROWS * GROUP_LANES, np.float32)
     W = np.empty(B * QK_K, np.float32)
     SW = np.empty(B * 16, np.float32)
     L = np.empty(QK_K, np.int32)
@@ -245,7 +227,8 @@ def _q2k_kernel(x, qw, out):
             _from_lanes(LT, 16, 16, bb * 16, L)
             for j in range(16):
                 lane = bb * 16 + j
-                if V[_BAD * NLM + lane] != F32(0.0):
+                found = qkx_result(V, lane)
+                if found.bad:
                     if qw is None:
                         s, m = make_qkx_quants_jit(I64(16), I64(3), xr, xo + 16 * j, W, bb * QK_K + 16 * j, L,
                                                    16 * j, Laux, F32(-0.5), F32(0.1), I64(15), np.bool_(True))
@@ -255,15 +238,15 @@ def _q2k_kernel(x, qw, out):
                     scales[j] = s
                     mins[j] = m
                 else:
-                    scales[j] = V[_SCALE * NLM + lane]
-                    mins[j] = -V[_MN * NLM + lane]
+                    scales[j] = found.scale
+                    mins[j] = -found.min
             if qw is None:
                 _q2k_scales_ref(scales, mins, orow, o)
             else:
                 dm = make_qp_quants(I64(16), I64(15), scales, Ls, SW[bb * 16:bb * 16 + 16])
                 mm = make_qp_quants(I64(16), I64(15), mins, Lm, SW[bb * 16:bb * 16 + 16])
-                _put_f16(orow, o + 80, dm)
-                _put_f16(orow, o + 82, mm)
+                put_f16_at(orow, o + 80, dm)
+                put_f16_at(orow, o + 82, mm)
                 for j in range(16):
                     orow[o + j] = (Ls[j] | (Lm[j] << 4)) & 0xFF
             _q2k_finish(xr, xo, L, orow, o, T, Q)
@@ -306,7 +289,7 @@ def _q3k_get_scale(q, o, j):
 
 @jit
 def _q3k_finish(x, xo, L, out, o, T, Q):
-    d_all = _get_f16(out, o + 108)
+    d_all = get_f16_at(out, o + 108)
     for j in range(16):
         d = d_all * F32(_q3k_get_scale(out, o + 96, j))
         for i in range(16):
@@ -335,15 +318,15 @@ def _q3k_scales_ref(scales, Ls, out, o):
     if max_scale != F32(0.0):
         iscale = F32(-32.0) / max_scale
         for j in range(16):
-            l = nint(iscale * scales[j])
+            l = nearest_int(iscale * scales[j])
             l = ((l + 128) & 0xFF) - 128  # int8_t
             Ls[j] = max(-32, min(31, l)) + 32
         _q3k_put_scales(out, o + 96, Ls)
-        _put_f16(out, o + 108, F32(1.0) / iscale)
+        put_f16_at(out, o + 108, F32(1.0) / iscale)
     else:
         for j in range(12):
             out[o + 96 + j] = 0
-        _put_f16(out, o + 108, F32(0.0))
+        put_f16_at(out, o + 108, F32(0.0))
 
 
 @jit
@@ -351,14 +334,14 @@ def _q3k_kernel(x, qw, out):
     rows, k = x.shape
     nb = k // QK_K
     total = rows * nb
-    B = NLM // 16
-    XT = np.empty(16 * NLM, np.float32)
-    WT = np.empty(16 * NLM, np.float32)
-    LT = np.empty(16 * NLM, np.float32)
-    V = np.empty(max(Q3_ROWS, QX_ROWS) * NLM, np.float32)
+    B = GROUP_LANES // 16
+    XT = np.empty(16 * GROUP_LANES, np.float32)
+    WT = np.empty(16 * GROUP_LANES, np.float32)
+    LT = np.empty(16 * GROUP_LANES, np.float32)
+    V = np.empty(max(Q3_ROWS, QX_ROWS) * GROUP_LANES, np.float32)
     W = np.empty(B * QK_K, np.float32)
     SW = np.empty(B * 16, np.float32)
-    S = np.empty(3 * NQ, np.float32)
+    S = np.empty(3 * CANDIDATE_LANES, np.float32)
     L = np.empty(QK_K, np.int32)
     T = np.empty(2 * QK_K, np.float32)
     Q = np.empty(QK_K, np.int32)
@@ -397,17 +380,18 @@ def _q3k_kernel(x, qw, out):
             if qw is None:
                 for j in range(16):
                     lane = bb * 16 + j
-                    if V[_3BAD * NLM + lane] != F32(0.0):
+                    found = q3_result(V, lane)
+                    if found.bad:
                         scales[j] = make_q3_quants_jit(I64(16), I64(4), xr, xo + 16 * j, L, 16 * j)
                     else:
-                        scales[j] = V[_3SCALE * NLM + lane]
+                        scales[j] = found.scale
                 _q3k_scales_ref(scales, Ls, orow, o)
             else:
                 for j in range(16):
-                    scales[j] = V[_QSCALE * NLM + bb * 16 + j]
+                    scales[j] = qx_result(V, bb * 16 + j).scale
                 d_block = make_qx_quants(I64(16), I64(32), scales, I64(0), Ls, I64(0), SW, bb * 16, S)
                 _q3k_put_scales(orow, o + 96, Ls)
-                _put_f16(orow, o + 108, d_block)
+                put_f16_at(orow, o + 108, d_block)
             _q3k_finish(xr, xo, L, orow, o, T, Q)
 
 
@@ -427,8 +411,8 @@ def quantize_q3_k_imatrix(x, qw, out):
 
 @jit
 def _q45k_finish(x, xo, L, out, o, nmax, T, Q):
-    d_all = _get_f16(out, o)
-    m_all = _get_f16(out, o + 2)
+    d_all = get_f16_at(out, o)
+    m_all = get_f16_at(out, o + 2)
     for j in range(8):
         sc, m = _get_scale_min_k4(j, out, o + 4)
         d = d_all * F32(sc)
@@ -471,11 +455,11 @@ def _q45k_scales_ref(scales, mins, Ls, Lm, out, o):
     inv_scale = F32(63.0) / max_scale if max_scale > F32(0.0) else F32(0.0)
     inv_min = F32(63.0) / max_min if max_min > F32(0.0) else F32(0.0)
     for j in range(8):
-        Ls[j] = min(63, nint(inv_scale * scales[j]) & 0xFF)
-        Lm[j] = min(63, nint(inv_min * mins[j]) & 0xFF)
+        Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
+        Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
     _put_scale_min_k4(out, o + 4, Ls, Lm)
-    _put_f16(out, o, max_scale / F32(63.0))
-    _put_f16(out, o + 2, max_min / F32(63.0))
+    put_f16_at(out, o, max_scale / F32(63.0))
+    put_f16_at(out, o + 2, max_min / F32(63.0))
 
 
 @jit
@@ -483,16 +467,16 @@ def _q45k_kernel(x, qw, out, nbits):
     rows, k = x.shape
     nb = k // QK_K
     total = rows * nb
-    B = NLM // 8
+    B = GROUP_LANES // 8
     nmax = 15 if nbits == 4 else 31
     bsize = Q4_K_BYTES if nbits == 4 else Q5_K_BYTES
     # the ref searches: Q4_K rmin -1, 21 steps; Q5_K rmin -0.5, 16 steps; the imatrix searches: -0.9, 37 steps
     rmin = F32(-1.0) if nbits == 4 else F32(-0.5)
     nstep = 20 if nbits == 4 else 15
-    XT = np.empty(32 * NLM, np.float32)
-    WT = np.empty(32 * NLM, np.float32)
-    LT = np.empty(32 * NLM, np.float32)
-    V = np.empty(QKX_ROWS * NLM, np.float32)
+    XT = np.empty(32 * GROUP_LANES, np.float32)
+    WT = np.empty(32 * GROUP_LANES, np.float32)
+    LT = np.empty(32 * GROUP_LANES, np.float32)
+    V = np.empty(QKX_ROWS * GROUP_LANES, np.float32)
     W = np.empty(B * QK_K, np.float32)
     SW = np.empty(B * 8, np.float32)
     L = np.empty(QK_K, np.int32)
@@ -544,7 +528,8 @@ def _q45k_kernel(x, qw, out, nbits):
             _from_lanes(LT, 32, 8, bb * 8, L)
             for j in range(8):
                 lane = bb * 8 + j
-                if V[_BAD * NLM + lane] != F32(0.0):
+                found = qkx_result(V, lane)
+                if found.bad:
                     if qw is None:
                         s, m = make_qkx_quants_jit(I64(32), I64(nmax), xr, xo + 32 * j, W, bb * QK_K + 32 * j, L,
                                                    32 * j, Laux, rmin, F32(0.1), I64(nstep), np.bool_(False))
@@ -554,8 +539,8 @@ def _q45k_kernel(x, qw, out, nbits):
                     scales[j] = s
                     mins[j] = m
                 else:
-                    scales[j] = V[_SCALE * NLM + lane]
-                    mins[j] = -V[_MN * NLM + lane]
+                    scales[j] = found.scale
+                    mins[j] = -found.min
             if qw is None:
                 _q45k_scales_ref(scales, mins, Ls, Lm, orow, o)
             else:
@@ -566,8 +551,8 @@ def _q45k_kernel(x, qw, out, nbits):
                         Ls[j] = min(63, Ls[j])
                         Lm[j] = min(63, Lm[j])
                 _put_scale_min_k4(orow, o + 4, Ls, Lm)
-                _put_f16(orow, o, d_block)
-                _put_f16(orow, o + 2, m_block)
+                put_f16_at(orow, o, d_block)
+                put_f16_at(orow, o + 2, m_block)
             _q45k_finish(xr, xo, L, orow, o, nmax, T, Q)
 
 
@@ -598,7 +583,7 @@ def quantize_q5_k_imatrix(x, qw, out):
 @jit
 def _q6k_finish(x, xo, L, out, o, T, Q):
     """From stored d and int8 scales: requantize, then pack ql/qh."""
-    d_all = _get_f16(out, o + 208)
+    d_all = get_f16_at(out, o + 208)
     for j in range(16):
         sc = np.int32(out[o + 192 + j])
         if sc >= 128:
@@ -638,9 +623,9 @@ def _q6k_scales(scales, out, o):
             out[o + j] = 0
         return False
     iscale = F32(-128.0) / max_scale
-    _put_f16(out, o + 208, F32(1.0) / iscale)
+    put_f16_at(out, o + 208, F32(1.0) / iscale)
     for ib in range(16):
-        out[o + 192 + ib] = min(127, nint(iscale * scales[ib])) & 0xFF
+        out[o + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
     return True
 
 
@@ -649,11 +634,11 @@ def _q6k_kernel(x, qw, out):
     rows, k = x.shape
     nb = k // QK_K
     total = rows * nb
-    B = NLM // 16
-    XT = np.empty(16 * NLM, np.float32)
-    WT = np.empty(16 * NLM, np.float32)
-    LT = np.empty(16 * NLM, np.float32)
-    V = np.empty(QX_ROWS * NLM, np.float32)
+    B = GROUP_LANES // 16
+    XT = np.empty(16 * GROUP_LANES, np.float32)
+    WT = np.empty(16 * GROUP_LANES, np.float32)
+    LT = np.empty(16 * GROUP_LANES, np.float32)
+    V = np.empty(QX_ROWS * GROUP_LANES, np.float32)
     L = np.empty(QK_K, np.int32)
     T = np.empty(2 * QK_K, np.float32)
     Q = np.empty(QK_K, np.int32)
@@ -668,8 +653,8 @@ def _q6k_kernel(x, qw, out):
             if qw is None:
                 for j in range(16):
                     for i in range(16):
-                        xi = XT[i * NLM + bb * 16 + j]
-                        WT[i * NLM + bb * 16 + j] = xi * xi
+                        xi = XT[i * GROUP_LANES + bb * 16 + j]
+                        WT[i * GROUP_LANES + bb * 16 + j] = xi * xi
             else:
                 _to_lanes(qw, xo, 16, 16, bb * 16, WT)
         qx_lanes(nbb * 16, I64(16), I64(32), XT, WT, V, LT)
@@ -680,7 +665,7 @@ def _q6k_kernel(x, qw, out):
             o = ib * Q6_K_BYTES
             _from_lanes(LT, 16, 16, bb * 16, L)
             for j in range(16):
-                scales[j] = V[_QSCALE * NLM + bb * 16 + j]
+                scales[j] = qx_result(V, bb * 16 + j).scale
             if _q6k_scales(scales, orow, o):
                 _q6k_finish(x[r], ib * QK_K, L, orow, o, T, Q)
 
@@ -767,24 +752,24 @@ def _pack_k(x, w, d, m, q, out, kind):
             if kind == 2:
                 for j in range(16):
                     row[o + j] = sc[j] | (mn[j] << 4)
-                _put_f16(row, o + 80, F32(D))
-                _put_f16(row, o + 82, F32(Dm))
+                put_f16_at(row, o + 80, F32(D))
+                put_f16_at(row, o + 82, F32(Dm))
                 _q2k_finish(x[r], xo, L, row, o, T, Q)
             elif kind == 3:
                 for j in range(16):
                     sc[j] += 32
                 _q3k_put_scales(row, o + 96, sc)
-                _put_f16(row, o + 108, F32(D))
+                put_f16_at(row, o + 108, F32(D))
                 _q3k_finish(x[r], xo, L, row, o, T, Q)
             elif kind == 6:
                 for j in range(16):
                     row[o + 192 + j] = sc[j] & 0xFF
-                _put_f16(row, o + 208, F32(D))
+                put_f16_at(row, o + 208, F32(D))
                 _q6k_finish(x[r], xo, L, row, o, T, Q)
             else:
                 _put_scale_min_k4(row, o + 4, sc, mn)
-                _put_f16(row, o, F32(D))
-                _put_f16(row, o + 2, F32(Dm))
+                put_f16_at(row, o, F32(D))
+                put_f16_at(row, o + 2, F32(Dm))
                 _q45k_finish(x[r], xo, L, row, o, qhi, T, Q)
 
 
@@ -821,8 +806,8 @@ def dequantize_q2_k(data, k, out):
         row = data[r]
         for ib in range(k // QK_K):
             o = ib * Q2_K_BYTES
-            d = _get_f16(row, o + 80)
-            mn = _get_f16(row, o + 82)
+            d = get_f16_at(row, o + 80)
+            mn = get_f16_at(row, o + 82)
             y = ib * QK_K
             for s in range(16):
                 sc = np.int32(row[o + s])
@@ -842,7 +827,7 @@ def dequantize_q3_k(data, k, out):
         row = data[r]
         for ib in range(k // QK_K):
             o = ib * Q3_K_BYTES
-            d_all = _get_f16(row, o + 108)
+            d_all = get_f16_at(row, o + 108)
             y = ib * QK_K
             for s in range(16):
                 dl = d_all * F32(_q3k_get_scale(row, o + 96, s))
@@ -866,8 +851,8 @@ def dequantize_q45_k(data, k, nbits, out):
         row = data[r]
         for ib in range(k // QK_K):
             o = ib * bsize
-            d = _get_f16(row, o)
-            mn = _get_f16(row, o + 2)
+            d = get_f16_at(row, o)
+            mn = get_f16_at(row, o + 2)
             y = ib * QK_K
             for s in range(8):
                 sc, m = _get_scale_min_k4(s, row, o + 4)
@@ -888,7 +873,7 @@ def dequantize_q6_k(data, k, out):
         row = data[r]
         for ib in range(k // QK_K):
             o = ib * Q6_K_BYTES
-            d = _get_f16(row, o + 208)
+            d = get_f16_at(row, o + 208)
             y = ib * QK_K
             for s in range(16):
                 sc = np.int32(row[o + 192 + s])

@@ -12,15 +12,13 @@ import numpy as np
 from qf.kernels import F32, f32_bits, fp32_to_fp16, get_f16, inline, jit, opaque, put_f16, roundf
 from qf_plugins.quants._refine_kernels import NO_TABLE, refine_block_scale, scratch
 from qf_plugins.quants._search_kernels import (
-    _BAD,
-    _MN,
-    _SCALE,
-    NLM,
-    NQ,
+    CANDIDATE_LANES,
+    GROUP_LANES,
     QKX_ROWS,
     make_qkx_quants_jit,
     make_qx_quants,
     qkx_lanes,
+    qkx_result,
 )
 
 QK = 32
@@ -154,7 +152,7 @@ def _quantize_type0_imatrix(x, qw, out, nbits):
     n, k = x.shape
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
-    S = np.empty(3 * NQ, np.float32)
+    S = np.empty(3 * CANDIDATE_LANES, np.float32)
     bsize = 2 + QK // 2 + (4 if nbits == 5 else 0)
     for r in range(n):
         sigma2 = _row_sigma2(x, r, k)
@@ -211,7 +209,8 @@ def quantize_q4_1(x, out):
 @jit
 def _quantize_type1_imatrix(x, qw, out, nbits):
     """Q4_1 / Q5_1 with an imatrix: make_qkx3_quants(32, 2**nbits - 1, x, qw·sqrt(σ²+x²), ..., -0.9, 0.05, 36) per
-    block, run on NLM blocks at once by the lane search (bit-identical; degenerate lanes redone by the scalar one)."""
+    block, run on GROUP_LANES blocks at once by the lane search (bit-identical; degenerate lanes redone by the scalar
+    one)."""
     n, k = x.shape
     nb = k // QK
     nmax = (1 << nbits) - 1
@@ -219,39 +218,40 @@ def _quantize_type1_imatrix(x, qw, out, nbits):
     sigma2 = np.empty(n, np.float32)
     for r in range(n):
         sigma2[r] = _row_sigma2(x, r, k)
-    XT = np.empty(QK * NLM, np.float32)
-    WT = np.empty(QK * NLM, np.float32)
-    LT = np.empty(QK * NLM, np.float32)
-    V = np.zeros(QKX_ROWS * NLM, np.float32)
+    XT = np.empty(QK * GROUP_LANES, np.float32)
+    WT = np.empty(QK * GROUP_LANES, np.float32)
+    LT = np.empty(QK * GROUP_LANES, np.float32)
+    V = np.zeros(QKX_ROWS * GROUP_LANES, np.float32)
     weight = np.empty(QK, np.float32)
     L = np.empty(QK, np.int64)
     Laux = np.empty(QK, np.int64)
     total = n * nb
-    for b0 in range(0, total, NLM):
-        nl = min(NLM, total - b0)
+    for b0 in range(0, total, GROUP_LANES):
+        nl = min(GROUP_LANES, total - b0)
         for l in range(nl):
             r = (b0 + l) // nb
             base = (b0 + l) % nb * QK
             s2 = sigma2[r]
             for i in range(QK):
                 xv = x[r, base + i]
-                XT[i * NLM + l] = xv
-                WT[i * NLM + l] = qw[base + i] * np.sqrt(s2 + xv * xv)
+                XT[i * GROUP_LANES + l] = xv
+                WT[i * GROUP_LANES + l] = qw[base + i] * np.sqrt(s2 + xv * xv)
         qkx_lanes(nl, QK, nmax, XT, WT, F32(-0.9), F32(0.05), 36, False, V, LT)
         for l in range(nl):
             r = (b0 + l) // nb
             ib = (b0 + l) % nb
             base = ib * QK
-            if V[_BAD * NLM + l] != F32(0.0):
+            found = qkx_result(V, l)
+            if found.bad:
                 _legacy_weights(x, r, base, qw, sigma2[r], weight)
                 d, the_min = make_qkx_quants_jit(QK, nmax, x[r], base, weight, 0, L, 0, Laux, F32(-0.9), F32(0.05),
                                                  36, False)
                 m = -the_min
             else:
-                d = V[_SCALE * NLM + l]
-                m = V[_MN * NLM + l]
+                d = found.scale
+                m = found.min
                 for i in range(QK):
-                    L[i] = np.int64(LT[i * NLM + l])
+                    L[i] = np.int64(LT[i * GROUP_LANES + l])
             o = ib * bsize
             put_f16(out, r, o, d)
             put_f16(out, r, o + 2, m)

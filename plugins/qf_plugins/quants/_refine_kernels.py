@@ -13,24 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.kernels import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, inline, jit, leaf
+from qf.kernels import F32, fp16_round, fp16_to_fp32, fp32_to_fp16, inline, jit, leaf, nearest_entry
 
 #: the ``table`` argument of linear (integer) quants
 NO_TABLE = np.empty(0)
 
-
-@jit
-def nearest_entry(v, table):
-    """Index of the table entry nearest to ``v`` (ascending table; ties to the lower entry).  The entry at or below
-    ``v`` is found by counting the inner entries at or below it, not by bisection: for the small tables of quant
-    types that is a loop without unpredictable branches (it vectorises), several times faster."""
-    nt = table.shape[0]
-    if nt < 2:
-        return 0
-    lo = 0
-    for k in range(1, nt - 1):
-        lo += 1 if table[k] <= v else 0
-    return lo if v - table[lo] <= table[lo + 1] - v else lo + 1
 
 
 @inline

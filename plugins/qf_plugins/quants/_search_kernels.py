@@ -4,38 +4,29 @@ make_qkx3_quants), byte-exact with ggml.
 All helpers are ``@inline`` and work on one group of ``n`` values ``x[xo:xo+n]`` (offsets rather than slices: a
 slice costs reference counting in the hot loop).  ``L[lo:lo+n]`` receives the chosen quants as ggml stores them.
 
-Speed: ggml searches one group at a time, each candidate scale a chain of dependent float additions.  The
-``*_lanes`` searches run the same algorithm on up to ``NLM`` independent groups at once, one SIMD lane per group:
-the data is transposed (element ``i`` of lane ``l`` at ``[i*NLM + l]``), every branch becomes a per-lane select,
-and each lane performs exactly ggml's float operations in ggml's order, so the result is bit-identical.  Per-lane
-state lives in rows of one flat array at constant offsets (so the compiler can see that they do not overlap).
-Where ggml's ``nearest_int`` could differ from float rounding (|v| >= 2**22, only on degenerate input) a lane is
-flagged ``bad`` and the caller redoes that group with the scalar search.  The lane searches are separate ``@jit``
-functions (not inlined): compiled once and shared by every kernel, which keeps compile times bearable.
+Speed: ggml searches one group at a time, each candidate scale a chain of dependent float additions. The ``*_lanes``
+searches run the same algorithm on up to ``GROUP_LANES`` independent groups at once, one SIMD lane per group: the data
+is transposed (element ``i`` of lane ``l`` at ``[i*GROUP_LANES + l]``), every branch becomes a per-lane select, and each
+lane performs exactly ggml's float operations in ggml's order, so the result is bit-identical. Per-lane state lives in
+rows of one flat array at constant offsets (so the compiler can see that they do not overlap); callers read a lane's
+outcome as a named :class:`LaneResult` (``qkx_result``, ``qx_result``, ``q3_result``). Where ggml's ``nearest_int``
+could differ from float rounding (|v| >= 2**22, only on degenerate input) a lane is flagged ``bad`` and the caller
+redoes that group with the scalar search. The lane searches are separate ``@jit`` functions (not inlined): compiled once
+and shared by every kernel, which keeps compile times bearable.
 """
 
 from __future__ import annotations
 
-import numba as nb
+from collections import namedtuple
+
 import numpy as np
 
-from qf.kernels import F32, f32_bits
+from qf.kernels import F32, inline, jit, nearest_int
 
 GROUP_MAX_EPS = F32(1e-15)
 MAGIC = F32(12582912.0)  # 1.5·2**23: |v| < 2**22 plus MAGIC is v rounded half-to-even, exactly representable
 BOUND = F32(4.0e6)  # below 4194303, where (v + MAGIC) - MAGIC equals ggml's nearest_int(v)
-NQ = 40  # SIMD lanes of the fast searches (>= 37 candidates, whole AVX vectors)
-
-# IEEE float semantics for x/0 (inf/nan, as in C) instead of numba's default ZeroDivisionError: ggml divides by
-# values that can be zero or overflow on degenerate input (e.g. 1/iscale when max - min overflows to inf).
-jit = nb.njit(cache=True, nogil=True, error_model="numpy")
-inline = nb.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-
-
-@inline
-def nint(fval):
-    """ggml's ``nearest_int`` as C computes it for every input: the low mantissa bits of ``fval + 12582912.f``."""
-    return np.int32(f32_bits(fval + MAGIC) & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
+CANDIDATE_LANES = 40  # candidate scales scored side by side, one per SIMD lane (>= 37, whole AVX vectors)
 
 
 @inline
@@ -59,7 +50,7 @@ def _qx_scalar(n, nmax, x, xo, L, lo, qw, wo, mx):
     sumlx = F32(0.0)
     suml2 = F32(0.0)
     for i in range(n):
-        l = max(-nmax, min(nmax - 1, nint(iscale * x[xo + i])))
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i])))
         L[lo + i] = l + nmax
         fl = F32(l)
         w = qw[wo + i]
@@ -74,13 +65,13 @@ def _qx_scalar(n, nmax, x, xo, L, lo, qw, wo, mx):
         sumlx = F32(0.0)
         suml2 = F32(0.0)
         for i in range(n):
-            fl = F32(max(-nmax, min(nmax - 1, nint(iscale * x[xo + i]))))
+            fl = F32(max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i]))))
             w = qw[wo + i]
             sumlx += w * x[xo + i] * fl
             suml2 += w * fl * fl
         if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
             for i in range(n):
-                L[lo + i] = nmax + max(-nmax, min(nmax - 1, nint(iscale * x[xo + i])))
+                L[lo + i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[xo + i])))
             scale = sumlx / suml2
             best = scale * sumlx
     return scale
@@ -93,7 +84,7 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
 
     Returns the scale and writes ``L[lo+i]`` in ``[0, 2·nmax)`` (quant + nmax).  ggml's ``qw == NULL`` case weighs
     by ``x*x``: pass those weights explicitly.  Here |iscale·x| <= nmax + 1, so float rounding is always exact.
-    ``S``: float32 scratch of at least ``3·NQ``.
+    ``S``: float32 scratch of at least ``3·CANDIDATE_LANES``.
     """
     mx = F32(0.0)
     amax = F32(0.0)
@@ -115,11 +106,11 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
     flo = F32(-nmax)
     fhi = F32(nmax - 1)
     # S rows: 0 inverse scales (candidate 0 is is=0, then is = -9..-1, 1..9), 1 Σwxl, 2 Σwl²
-    for c in range(NQ):
+    for c in range(CANDIDATE_LANES):
         is_ = c - 10 if c < 10 else c - 9
         S[c] = -(fnmax + F32(0.1) * F32(is_)) / mx if c < 19 else F32(0.0)
-        S[NQ + c] = F32(0.0)
-        S[2 * NQ + c] = F32(0.0)
+        S[CANDIDATE_LANES + c] = F32(0.0)
+        S[2 * CANDIDATE_LANES + c] = F32(0.0)
     S[0] = -fnmax / mx
     for i in range(n):
         xi = x[xo + i]
@@ -127,16 +118,16 @@ def make_qx_quants(n, nmax, x, xo, L, lo, qw, wo, S):
         wx = w * xi
         for c in range(24):
             fl = rint_clamp(S[c] * xi, flo, fhi)
-            S[NQ + c] += wx * fl
-            S[2 * NQ + c] += w * fl * fl
-    sumlx = S[NQ]
-    suml2 = S[2 * NQ]
+            S[CANDIDATE_LANES + c] += wx * fl
+            S[2 * CANDIDATE_LANES + c] += w * fl * fl
+    sumlx = S[CANDIDATE_LANES]
+    suml2 = S[2 * CANDIDATE_LANES]
     scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
     best = scale * sumlx
     best_c = 0
     for c in range(1, 19):
-        sumlx = S[NQ + c]
-        suml2 = S[2 * NQ + c]
+        sumlx = S[CANDIDATE_LANES + c]
+        suml2 = S[2 * CANDIDATE_LANES + c]
         if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
             scale = sumlx / suml2
             best = scale * sumlx
@@ -171,7 +162,7 @@ def make_q3_quants(n, nmax, x, xo, L, lo):
     suml2 = F32(0.0)
     for i in range(n):
         xi = x[xo + i]
-        l = max(-nmax, min(nmax - 1, nint(iscale * xi)))
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * xi)))
         L[lo + i] = l
         w = xi * xi
         fl = F32(l)
@@ -187,7 +178,7 @@ def make_q3_quants(n, nmax, x, xo, L, lo):
             slx = sumlx - w * xi * fl
             if slx > F32(0.0):
                 sl2 = suml2 - w * fl * fl
-                new_l = max(-nmax, min(nmax - 1, nint(xi * sl2 / slx)))
+                new_l = max(-nmax, min(nmax - 1, nearest_int(xi * sl2 / slx)))
                 if new_l != li:
                     fn = F32(new_l)
                     slx += w * xi * fn
@@ -223,7 +214,7 @@ def make_qp_quants(n, nmax, x, L, qw):
         return F32(0.0)
     iscale = F32(nmax) / mx
     for i in range(n):
-        L[i] = nint(iscale * x[i]) & 0xFF
+        L[i] = nearest_int(iscale * x[i]) & 0xFF
     scale = F32(1.0) / iscale
     best_mse = F32(0.0)
     for i in range(n):
@@ -236,7 +227,7 @@ def make_qp_quants(n, nmax, x, L, qw):
         scale_is = F32(1.0) / iscale_is
         mse = F32(0.0)
         for i in range(n):
-            l = min(nmax, nint(iscale_is * x[i]))
+            l = min(nmax, nearest_int(iscale_is * x[i]))
             diff = x[i] - scale_is * F32(l)
             mse += qw[i] * diff * diff
         if mse < best_mse:
@@ -245,7 +236,7 @@ def make_qp_quants(n, nmax, x, L, qw):
     sumlx = F32(0.0)
     suml2 = F32(0.0)
     for i in range(n):
-        l = min(nmax, nint(iscale * x[i]))
+        l = min(nmax, nearest_int(iscale * x[i]))
         L[i] = l & 0xFF
         w = qw[i]
         fl = F32(l)
@@ -259,7 +250,7 @@ def make_qp_quants(n, nmax, x, L, qw):
             slx = sumlx - w * x[i] * fl
             sl2 = suml2 - w * fl * fl
             if slx > F32(0.0) and sl2 > F32(0.0):
-                new_l = min(nmax, nint(x[i] * sl2 / slx))
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
                 if new_l != L[i]:
                     fn = F32(new_l)
                     slx += w * x[i] * fn
@@ -308,7 +299,7 @@ def _qkx_first(n, nmax, x, xo, weights, wo, L, lo, mn, mx, use_mad):
     best_error = F32(0.0)
     for i in range(n):
         xi = x[xo + i]
-        l = max(0, min(nmax, nint(iscale * (xi - mn))))
+        l = max(0, min(nmax, nearest_int(iscale * (xi - mn))))
         L[lo + i] = l
         diff = scale * F32(l) + mn - xi
         diff = abs(diff) if use_mad else diff * diff
@@ -329,7 +320,7 @@ def _qkx_steps(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, us
         sum_xl = F32(0.0)
         for i in range(n):
             xi = x[xo + i]
-            l = max(0, min(nmax, nint(iscale * (xi - mn))))
+            l = max(0, min(nmax, nearest_int(iscale * (xi - mn))))
             Laux[i] = l
             w = weights[wo + i]
             fl = F32(l)
@@ -379,7 +370,7 @@ def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nste
 # ---------------------------------------------------------------------------------------------------------------------
 # lane-parallel searches (one group per SIMD lane; see the module docstring)
 
-NLM = 64  # lanes per batch: the row stride of the transposed data and of the state rows
+GROUP_LANES = 64  # groups searched side by side, one per SIMD lane: the row stride of the transposed data and state
 
 
 @inline
@@ -399,7 +390,7 @@ def blend(t, a, b):
 
 @inline
 def _row(k):
-    return k * NLM
+    return k * GROUP_LANES
 
 
 # state rows of qkx_lanes
@@ -416,13 +407,24 @@ def _qkx_bound(V, l, isc):
     V[_row(_BAD) + l] += F32(ok ^ True)
 
 
+#: what a lane search found for one group: ``bad`` when ggml's integer rounding could differ from the lanes' float
+#: rounding there (the caller redoes that group with the scalar search), the scale and the (negated) min
+LaneResult = namedtuple("LaneResult", ("bad", "scale", "min"))
+
+
+@inline
+def qkx_result(V, lane):
+    """:class:`LaneResult` of a lane after :func:`qkx_lanes` (``min`` as ggml's make_qkx_quants returns it, -min)."""
+    return LaneResult(V[_row(_BAD) + lane] != F32(0.0), V[_row(_SCALE) + lane], V[_row(_MN) + lane])
+
+
 @jit
 def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
     """make_qkx2/3_quants on ``nl`` groups of ``n`` at once (lanes of ``XT``/``WT``, weights given).
 
-    Results per lane: scale in row ``_SCALE``, the min (<= 0) in row ``_MN`` of ``V`` (float32, ``QKX_ROWS·NLM``),
-    quants in ``LT`` (float32, transposed like ``XT``).  Lanes with row ``_BAD`` != 0 (degenerate ranges) must be
-    redone with :func:`make_qkx_quants`.
+    Results per lane, read with :func:`qkx_result`: scale, min (<= 0) and ``bad`` (degenerate ranges: the group must
+    be redone with :func:`make_qkx_quants`) from ``V`` (float32, ``QKX_ROWS·GROUP_LANES``); quants in ``LT``
+    (float32, transposed like ``XT``).
     """
     zero = F32(0.0)
     one = F32(1.0)
@@ -437,8 +439,8 @@ def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
         V[_row(_SX) + l] = F32(-0.0)
     for i in range(n):
         for l in range(nl):
-            xi = XT[i * NLM + l]
-            w = WT[i * NLM + l]
+            xi = XT[i * GROUP_LANES + l]
+            w = WT[i * GROUP_LANES + l]
             mn = V[_row(_MN) + l]
             mx = V[_row(_MX) + l]
             V[_row(_MN) + l] = xi if xi < mn else mn
@@ -462,12 +464,12 @@ def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
     # the plain fit from [min, max]
     for i in range(n):
         for l in range(nl):
-            xi = XT[i * NLM + l]
+            xi = XT[i * GROUP_LANES + l]
             mn = V[_row(_MN) + l]
             fl = rint_clamp(V[_row(_ISC) + l] * (xi - mn), zero, fnmax)
             diff = V[_row(_SCALE) + l] * fl + mn - xi
             diff = abs(diff) if use_mad else diff * diff
-            V[_row(_BEST) + l] += WT[i * NLM + l] * diff
+            V[_row(_BEST) + l] += WT[i * GROUP_LANES + l] * diff
     for is_ in range(nstep + 1):
         step = rmin + rdelta * F32(is_) + fnmax
         for l in range(nl):
@@ -480,8 +482,8 @@ def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
             V[_row(_ERR) + l] = zero
         for i in range(n):
             for l in range(nl):
-                xi = XT[i * NLM + l]
-                w = WT[i * NLM + l]
+                xi = XT[i * GROUP_LANES + l]
+                w = WT[i * GROUP_LANES + l]
                 fl = rint_clamp(V[_row(_ISC) + l] * (xi - V[_row(_MN) + l]), zero, fnmax)
                 wl = w * fl
                 V[_row(_SL) + l] += wl
@@ -502,11 +504,11 @@ def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
             V[_row(_TM) + l] = zero if pos else this_min
         for i in range(n):
             for l in range(nl):
-                xi = XT[i * NLM + l]
+                xi = XT[i * GROUP_LANES + l]
                 fl = rint_clamp(V[_row(_ISC) + l] * (xi - V[_row(_MN) + l]), zero, fnmax)
                 diff = V[_row(_TS) + l] * fl + V[_row(_TM) + l] - xi
                 diff = abs(diff) if use_mad else diff * diff
-                V[_row(_ERR) + l] += WT[i * NLM + l] * diff
+                V[_row(_ERR) + l] += WT[i * GROUP_LANES + l] * diff
         for l in range(nl):
             err = V[_row(_ERR) + l]
             best = V[_row(_BEST) + l]
@@ -519,7 +521,8 @@ def qkx_lanes(nl, n, nmax, XT, WT, rmin, rdelta, nstep, use_mad, V, LT):
             V[_row(_MN) + l] = sel(take, V[_row(_TM) + l], mn)
     for i in range(n):
         for l in range(nl):
-            LT[i * NLM + l] = rint_clamp(V[_row(_AISC) + l] * (XT[i * NLM + l] - V[_row(_AMN) + l]), zero, fnmax)
+            v = V[_row(_AISC) + l] * (XT[i * GROUP_LANES + l] - V[_row(_AMN) + l])
+            LT[i * GROUP_LANES + l] = rint_clamp(v, zero, fnmax)
 
 
 # state rows of qx_lanes
@@ -527,10 +530,17 @@ _QMX, _QAMAX, _QISC, _QSLX, _QSL2, _QSCALE, _QBEST, _QAISC = range(8)
 QX_ROWS = 8
 
 
+@inline
+def qx_result(V, lane):
+    """:class:`LaneResult` of a lane after :func:`qx_lanes` (never ``bad``, no min)."""
+    return LaneResult(False, V[_row(_QSCALE) + lane], F32(0.0))
+
+
 @jit
 def qx_lanes(nl, n, nmax, XT, WT, V, LT):
     """make_qx_quants(n, nmax, x, L, 1, w) on ``nl`` groups at once.  Scale per lane in row ``_QSCALE`` of ``V``
-    (float32, ``QX_ROWS·NLM``); ``LT`` gets the quants + nmax.  |iscale·x| <= nmax + 1 here: no lane is ever bad."""
+    (float32, ``QX_ROWS·GROUP_LANES``); ``LT`` gets the quants + nmax.  |iscale·x| <= nmax + 1 here: no lane is ever
+    bad."""
     zero = F32(0.0)
     fnmax = F32(nmax)
     flo = F32(-nmax)
@@ -540,7 +550,7 @@ def qx_lanes(nl, n, nmax, XT, WT, V, LT):
         V[_row(_QAMAX) + l] = zero
     for i in range(n):
         for l in range(nl):
-            xi = XT[i * NLM + l]
+            xi = XT[i * GROUP_LANES + l]
             ax = abs(xi)
             amax = V[_row(_QAMAX) + l]
             t = F32(ax > amax)
@@ -556,8 +566,8 @@ def qx_lanes(nl, n, nmax, XT, WT, V, LT):
             V[_row(_QSL2) + l] = zero
         for i in range(n):
             for l in range(nl):
-                xi = XT[i * NLM + l]
-                w = WT[i * NLM + l]
+                xi = XT[i * GROUP_LANES + l]
+                w = WT[i * GROUP_LANES + l]
                 fl = rint_clamp(V[_row(_QISC) + l] * xi, flo, fhi)
                 V[_row(_QSLX) + l] += w * xi * fl
                 V[_row(_QSL2) + l] += w * fl * fl
@@ -583,13 +593,19 @@ def qx_lanes(nl, n, nmax, XT, WT, V, LT):
             V[_row(_QSCALE) + l] = zero
     for i in range(n):
         for l in range(nl):
-            q = rint_clamp(V[_row(_QAISC) + l] * XT[i * NLM + l], flo, fhi) + fnmax
-            LT[i * NLM + l] = q * F32(V[_row(_QAMAX) + l] >= GROUP_MAX_EPS)
+            q = rint_clamp(V[_row(_QAISC) + l] * XT[i * GROUP_LANES + l], flo, fhi) + fnmax
+            LT[i * GROUP_LANES + l] = q * F32(V[_row(_QAMAX) + l] >= GROUP_MAX_EPS)
 
 
 # state rows of q3_lanes
 _3MX, _3AMAX, _3SLX, _3SL2, _3BAD, _3SCALE, _3CH = range(7)
 Q3_ROWS = 7
+
+
+@inline
+def q3_result(V, lane):
+    """:class:`LaneResult` of a lane after :func:`q3_lanes` (no min)."""
+    return LaneResult(V[_row(_3BAD) + lane] != F32(0.0), V[_row(_3SCALE) + lane], F32(0.0))
 
 
 @jit
@@ -610,7 +626,7 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
         V[_row(_3BAD) + l] = zero
     for i in range(n):
         for l in range(nl):
-            xi = XT[i * NLM + l]
+            xi = XT[i * GROUP_LANES + l]
             ax = abs(xi)
             amax = V[_row(_3AMAX) + l]
             t = F32(ax > amax)
@@ -620,9 +636,9 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
         V[_row(_3MX) + l] = F32(-nmax) / V[_row(_3MX) + l]  # now the inverse scale
     for i in range(n):
         for l in range(nl):
-            xi = XT[i * NLM + l]
+            xi = XT[i * GROUP_LANES + l]
             fl = rint_clamp(V[_row(_3MX) + l] * xi, flo, fhi)
-            LT[i * NLM + l] = fl
+            LT[i * GROUP_LANES + l] = fl
             w = xi * xi
             V[_row(_3SLX) + l] += w * xi * fl
             V[_row(_3SL2) + l] += w * fl * fl
@@ -631,9 +647,9 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
             V[_row(_3CH) + l] = zero
         for i in range(n):
             for l in range(nl):
-                xi = XT[i * NLM + l]
+                xi = XT[i * GROUP_LANES + l]
                 w = xi * xi
-                li = LT[i * NLM + l]
+                li = LT[i * GROUP_LANES + l]
                 sumlx = V[_row(_3SLX) + l]
                 suml2 = V[_row(_3SL2) + l]
                 slx = sumlx - w * xi * li
@@ -648,7 +664,7 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
                 sl2b = sl2 + w * new_l * new_l
                 # bitwise & (no short-circuit branches) so that the loop vectorizes
                 take = pos & (new_l != li) & (sl2b > zero) & (slx2 * slx2 * suml2 > sumlx * sumlx * sl2b)
-                LT[i * NLM + l] = li + (new_l - li) * F32(take)  # small integers: exact
+                LT[i * GROUP_LANES + l] = li + (new_l - li) * F32(take)  # small integers: exact
                 V[_row(_3SLX) + l] = sel(take, slx2, sumlx)
                 V[_row(_3SL2) + l] = sel(take, sl2b, suml2)
                 V[_row(_3CH) + l] += F32(take)
@@ -665,7 +681,7 @@ def q3_lanes(nl, n, nmax, XT, V, LT):
         V[_row(_3BAD) + l] *= F32(live)
     for i in range(n):
         for l in range(nl):
-            LT[i * NLM + l] = (LT[i * NLM + l] + fnmax) * F32(V[_row(_3AMAX) + l] >= GROUP_MAX_EPS)
+            LT[i * GROUP_LANES + l] = (LT[i * GROUP_LANES + l] + fnmax) * F32(V[_row(_3AMAX) + l] >= GROUP_MAX_EPS)
 
 
 # compiled once, called (rarely) for the lanes flagged bad

@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf import hookimpl
+from qf import BlockProblem, BlockSolution, QuantType, hookimpl
 from qf.codec import Codec, blocks
-from qf.model import BlockProblem, BlockSolution, QuantType
+
+MXFP4 = QuantType("MXFP4", 39, 32, 17, f"{__name__}:MXFP4_CODEC", ("table",), ggml_name="mxfp4", uses_imatrix=False,
+                  fallback="F16", description="4.25 bpw fp4 (e2m1) with an E8M0 power-of-two scale per 32; imatrix"
+                  " not used")
+# llama.cpp has no fallback for NVFP4 (it throws); qf uses the 32-block fp4 type, MXFP4
+NVFP4 = QuantType("NVFP4", 40, 64, 36, f"{__name__}:NVFP4_CODEC", ("table",), ggml_name="nvfp4", uses_imatrix=False,
+                  fallback="MXFP4", description="4.5 bpw fp4 (e2m1) with a UE4M3 scale per 16; imatrix not used")
+QUANT_TYPES = (MXFP4, NVFP4)
 
 #: the distinct doubled e2m1 levels, ascending (the posed table; codes are re-derived when packing)
 TABLE = (-12.0, -8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
@@ -21,19 +28,14 @@ def _kernels():
 
 
 class FP4Codec(Codec):
-    """``group`` values share a scale; ``block_size`` values make a block of ``type_size`` bytes."""
+    """``group`` values share a scale."""
 
-    def __init__(self, name: str, group: int, block_size: int, type_size: int) -> None:
-        self.name = name
+    def __init__(self, qtype: QuantType, group: int) -> None:
+        super().__init__(qtype)
         self.group = group
-        self.block_size = block_size
-        self.type_size = type_size
-
-    def _out(self, x: np.ndarray) -> np.ndarray:
-        return np.empty((x.shape[0], x.shape[1] // self.block_size * self.type_size), np.uint8)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-        out = self._out(x)
+        out = self.output(x)
         getattr(_kernels(), f"quantize_{self.name.lower()}")(x, out)
         return out
 
@@ -45,7 +47,7 @@ class FP4Codec(Codec):
     def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
         """Rounds each |d| to a neighbouring representable scale (E8M0 power of two / UE4M3), choosing the neighbour
         whose re-derived nearest codes give the smaller weighted error, and re-derives the codes from it."""
-        out = self._out(x)
+        out = self.output(x)
         n = x.shape[0]
         d = np.ascontiguousarray(solution.d, np.float32).reshape(n, x.shape[1] // self.group)
         w = np.ascontiguousarray(problem.w, np.float32).reshape(x.shape)
@@ -58,16 +60,8 @@ class FP4Codec(Codec):
         return out
 
 
-MXFP4_CODEC = FP4Codec("MXFP4", 32, 32, 17)
-NVFP4_CODEC = FP4Codec("NVFP4", 16, 64, 36)
-
-QUANT_TYPES = (
-    QuantType("MXFP4", 39, 32, 17, f"{__name__}:MXFP4_CODEC", ("table",), ggml_name="mxfp4", uses_imatrix=False,
-              description="4.25 bpw fp4 (e2m1) with an E8M0 power-of-two scale per 32; imatrix not used"),
-    # llama.cpp has no fallback for NVFP4 (it throws); qf uses the 32-block fp4 type, MXFP4
-    QuantType("NVFP4", 40, 64, 36, f"{__name__}:NVFP4_CODEC", ("table",), ggml_name="nvfp4", uses_imatrix=False,
-              fallback="MXFP4", description="4.5 bpw fp4 (e2m1) with a UE4M3 scale per 16; imatrix not used"),
-)
+MXFP4_CODEC = FP4Codec(MXFP4, 32)
+NVFP4_CODEC = FP4Codec(NVFP4, 16)
 
 
 @hookimpl

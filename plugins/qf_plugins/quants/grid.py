@@ -11,12 +11,25 @@ import contextlib
 
 import numpy as np
 
-from qf import hookimpl
+from qf import QuantType, hookimpl
 from qf.codec import Codec
 from qf.errors import ImatrixError, InvalidWeightsError
-from qf.model import QuantType
 
 QK_K = 256
+
+IQ2_XXS = QuantType("IQ2_XXS", 16, QK_K, 66, f"{__name__}:IQ2_XXS_CODEC", requires_imatrix=True,
+                    quantize_requires_imatrix=True, fallback="IQ4_NL",
+                    description="2.06 bpw: 8-vectors on a 256-point grid, 4-bit scale per 32 (imatrix required)")
+IQ2_XS = QuantType("IQ2_XS", 17, QK_K, 74, f"{__name__}:IQ2_XS_CODEC", requires_imatrix=True,
+                   quantize_requires_imatrix=True, fallback="IQ4_NL",
+                   description="2.31 bpw: 8-vectors on a 512-point grid, 4-bit scale per 16 (imatrix required)")
+IQ2_S = QuantType("IQ2_S", 22, QK_K, 82, f"{__name__}:IQ2_S_CODEC", quantize_requires_imatrix=True,
+                  fallback="IQ4_NL", description="2.56 bpw: 8-vectors on a 1024-point grid, 4-bit scale per 16")
+IQ3_XXS = QuantType("IQ3_XXS", 18, QK_K, 98, f"{__name__}:IQ3_XXS_CODEC", quantize_requires_imatrix=True,
+                    fallback="IQ4_NL", description="3.06 bpw: 4-vectors on a 256-point grid, 4-bit scale per 32")
+IQ3_S = QuantType("IQ3_S", 21, QK_K, 110, f"{__name__}:IQ3_S_CODEC", fallback="IQ4_NL",
+                  description="3.44 bpw: 4-vectors on a 512-point grid, 4-bit scale per 32")
+QUANT_TYPES = (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S)
 
 
 @contextlib.contextmanager
@@ -29,23 +42,21 @@ def ggml_asserts(name: str):
 
 
 class GridCodec(Codec):
-    """``grid``: the lattice's name in :mod:`qf_plugins.quants._grids`; ``kernel``: the suffix of the
-    ``quantize_*``/``dequantize_*`` kernels in :attr:`kernel_module`; ``needs_imatrix``: ggml refuses to quantize
+    """``grid``: the lattice's name in :mod:`qf_plugins.quants._grids`; the ``quantize_*``/``dequantize_*`` kernels
+    in :attr:`kernel_module` are named after the type.  ggml refuses to quantize a type that ``requires_imatrix``
     without one (its search has no weights to fall back on)."""
 
     kernel_module = "qf_plugins.quants._grid_kernels"
 
-    def __init__(self, name: str, grid: str, kernel: str, type_size: int, needs_imatrix: bool = False) -> None:
-        self.name = name
+    def __init__(self, qtype: QuantType, grid: str) -> None:
+        super().__init__(qtype)
         self.grid = grid
-        self.kernel = kernel
-        self.type_size = type_size
-        self.needs_imatrix = needs_imatrix
+        self.kernel = qtype.name.lower()
 
-    def _out(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-        if imatrix is None and self.needs_imatrix:
+    def output(self, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        if imatrix is None and self.qtype.requires_imatrix:
             raise ImatrixError(f"{self.name} cannot be quantized without an importance matrix")
-        return np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
+        return super().output(x)
 
     def _kernels(self):
         import importlib
@@ -58,7 +69,7 @@ class GridCodec(Codec):
         return _grids.tables(self.grid)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-        out = self._out(x, imatrix)
+        out = self.output(x, imatrix)
         t = self._tables()
         quantize = getattr(self._kernels(), f"quantize_{self.kernel}")
         with ggml_asserts(self.name):
@@ -72,26 +83,11 @@ class GridCodec(Codec):
         return out
 
 
-IQ2_XXS_CODEC = GridCodec("IQ2_XXS", "iq2xxs", "iq2_xxs", 66, needs_imatrix=True)
-IQ2_XS_CODEC = GridCodec("IQ2_XS", "iq2xs", "iq2_xs", 74, needs_imatrix=True)
-IQ2_S_CODEC = GridCodec("IQ2_S", "iq2s", "iq2_s", 82)
-IQ3_XXS_CODEC = GridCodec("IQ3_XXS", "iq3xxs", "iq3_xxs", 98)
-IQ3_S_CODEC = GridCodec("IQ3_S", "iq3s", "iq3_s", 110)
-
-QUANT_TYPES = (
-    QuantType("IQ2_XXS", 16, QK_K, 66, f"{__name__}:IQ2_XXS_CODEC", ("grid",), requires_imatrix=True,
-              quantize_requires_imatrix=True, fallback="IQ4_NL",
-              description="2.06 bpw: 8-vectors on a 256-point grid, 4-bit scale per 32 (imatrix required)"),
-    QuantType("IQ2_XS", 17, QK_K, 74, f"{__name__}:IQ2_XS_CODEC", ("grid",), requires_imatrix=True,
-              quantize_requires_imatrix=True, fallback="IQ4_NL",
-              description="2.31 bpw: 8-vectors on a 512-point grid, 4-bit scale per 16 (imatrix required)"),
-    QuantType("IQ2_S", 22, QK_K, 82, f"{__name__}:IQ2_S_CODEC", ("grid",), quantize_requires_imatrix=True,
-              fallback="IQ4_NL", description="2.56 bpw: 8-vectors on a 1024-point grid, 4-bit scale per 16"),
-    QuantType("IQ3_XXS", 18, QK_K, 98, f"{__name__}:IQ3_XXS_CODEC", ("grid",), quantize_requires_imatrix=True,
-              fallback="IQ4_NL", description="3.06 bpw: 4-vectors on a 256-point grid, 4-bit scale per 32"),
-    QuantType("IQ3_S", 21, QK_K, 110, f"{__name__}:IQ3_S_CODEC", ("grid",), fallback="IQ4_NL",
-              description="3.44 bpw: 4-vectors on a 512-point grid, 4-bit scale per 32"),
-)
+IQ2_XXS_CODEC = GridCodec(IQ2_XXS, "iq2xxs")
+IQ2_XS_CODEC = GridCodec(IQ2_XS, "iq2xs")
+IQ2_S_CODEC = GridCodec(IQ2_S, "iq2s")
+IQ3_XXS_CODEC = GridCodec(IQ3_XXS, "iq3xxs")
+IQ3_S_CODEC = GridCodec(IQ3_S, "iq3s")
 
 
 @hookimpl

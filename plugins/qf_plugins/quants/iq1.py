@@ -7,16 +7,22 @@ grid.
 
 from __future__ import annotations
 
-from qf import hookimpl
-from qf.model import QuantType
+from qf import QuantType, hookimpl
 from qf_plugins.quants.grid import QK_K, GridCodec, ggml_asserts
+
+IQ1_S = QuantType("IQ1_S", 19, QK_K, 50, f"{__name__}:IQ1_S_CODEC", requires_imatrix=True,
+                  quantize_requires_imatrix=True, fallback="IQ4_NL",
+                  description="1.56 bpw: ternary 8-vectors on a 2048-point grid, 3-bit scale per 32 (imatrix required)")
+IQ1_M = QuantType("IQ1_M", 29, QK_K, 56, f"{__name__}:IQ1_M_CODEC", quantize_requires_imatrix=True,
+                  fallback="IQ4_NL", description="1.75 bpw: ternary 8-vectors on a 2048-point grid, 3-bit scale per 16")
+QUANT_TYPES = (IQ1_S, IQ1_M)
 
 
 class IQ1Codec(GridCodec):
     kernel_module = "qf_plugins.quants._iq1_kernels"
 
     def quantize_native(self, x, imatrix):
-        out = self._out(x, imatrix)
+        out = self.output(x, imatrix)
         t = self._tables()
         quantize = getattr(self._kernels(), f"quantize_{self.kernel}")
         with ggml_asserts(self.name):
@@ -24,16 +30,8 @@ class IQ1Codec(GridCodec):
         return out
 
 
-IQ1_S_CODEC = IQ1Codec("IQ1_S", "iq1s", "iq1_s", 50, needs_imatrix=True)
-IQ1_M_CODEC = IQ1Codec("IQ1_M", "iq1s", "iq1_m", 56)
-
-QUANT_TYPES = (
-    QuantType("IQ1_S", 19, QK_K, 50, f"{__name__}:IQ1_S_CODEC", ("grid",), requires_imatrix=True,
-              quantize_requires_imatrix=True, fallback="IQ4_NL",
-              description="1.56 bpw: ternary 8-vectors on a 2048-point grid, 3-bit scale per 32 (imatrix required)"),
-    QuantType("IQ1_M", 29, QK_K, 56, f"{__name__}:IQ1_M_CODEC", ("grid",), quantize_requires_imatrix=True,
-              fallback="IQ4_NL", description="1.75 bpw: ternary 8-vectors on a 2048-point grid, 3-bit scale per 16"),
-)
+IQ1_S_CODEC = IQ1Codec(IQ1_S, "iq1s")
+IQ1_M_CODEC = IQ1Codec(IQ1_M, "iq1s")
 
 
 @hookimpl

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf import hookimpl
+from qf import BlockProblem, BlockSolution, QuantType, hookimpl
 from qf.codec import Codec, blocks, importance
-from qf.model import BlockProblem, BlockSolution, QuantType
 
 QK = 32
 QK_K = 256
 KVALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+
+IQ4_NL = QuantType("IQ4_NL", 20, QK, 18, f"{__name__}:IQ4_NL_CODEC", ("table",), ggml_name="iq4_nl", fallback="F16",
+                   description="4.5 bpw non-linear: fp16 scale per 32, 16-level table")
+IQ4_XS = QuantType("IQ4_XS", 23, QK_K, 136, f"{__name__}:IQ4_XS_CODEC", ("table",), ggml_name="iq4_xs",
+                   fallback="IQ4_NL",
+                   description="4.25 bpw non-linear: 6-bit scales per 32 under an fp16 scale per 256")
+QUANT_TYPES = (IQ4_NL, IQ4_XS)
 
 
 def _kernels():
@@ -24,19 +30,12 @@ def _kernels():
 
 
 class IQ4Codec(Codec):
-    """``super_block`` is 32 for IQ4_NL (one scale per block) and 256 for IQ4_XS."""
-
-    def __init__(self, name: str, super_block: int, type_size: int) -> None:
-        self.name = name
-        self.super_block = super_block
-        self.type_size = type_size
-
-    def _out(self, x: np.ndarray) -> np.ndarray:
-        return np.empty((x.shape[0], x.shape[1] // self.super_block * self.type_size), np.uint8)
+    """Blocks of 32 against the table; IQ4_NL stores a scale per block, IQ4_XS 6-bit block scales under a
+    super-block scale per 256 (its block size)."""
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         k = _kernels()
-        out = self._out(x)
+        out = self.output(x)
         kernel = f"quantize_{self.name.lower()}"
         if imatrix is None:
             getattr(k, kernel)(x, out)
@@ -52,11 +51,11 @@ class IQ4Codec(Codec):
 
     def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
         k = _kernels()
-        out = self._out(x)
+        out = self.output(x)
         n, nb = x.shape[0], x.shape[1] // QK
         d = np.ascontiguousarray(solution.d, np.float32).reshape(n, nb)
         w = np.ascontiguousarray(problem.w, np.float32).reshape(x.shape)
-        if self.super_block == QK:
+        if self.block_size == QK:
             k.pack_nl(x, w, d, out)
         else:
             k.pack_xs(x, w, d, out)
@@ -68,16 +67,8 @@ class IQ4Codec(Codec):
         return out
 
 
-IQ4_NL_CODEC = IQ4Codec("IQ4_NL", QK, 18)
-IQ4_XS_CODEC = IQ4Codec("IQ4_XS", QK_K, 136)
-
-QUANT_TYPES = (
-    QuantType("IQ4_NL", 20, QK, 18, f"{__name__}:IQ4_NL_CODEC", ("table",), ggml_name="iq4_nl",
-              description="4.5 bpw non-linear: fp16 scale per 32, 16-level table"),
-    QuantType("IQ4_XS", 23, QK_K, 136, f"{__name__}:IQ4_XS_CODEC", ("table", "superblock"), ggml_name="iq4_xs",
-              fallback="IQ4_NL",
-              description="4.25 bpw non-linear: 6-bit scales per 32 under an fp16 scale per 256"),
-)
+IQ4_NL_CODEC = IQ4Codec(IQ4_NL)
+IQ4_XS_CODEC = IQ4Codec(IQ4_XS)
 
 
 @hookimpl

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf import hookimpl
+from qf import BlockProblem, BlockSolution, QuantType, hookimpl
 from qf.codec import Codec, blocks, importance
-from qf.model import BlockProblem, BlockSolution, QuantType
 
 QK_K = 256
+
+Q2_K = QuantType("Q2_K", 10, QK_K, 84, f"{__name__}:Q2_K_CODEC", ("asymmetric",), ggml_name="q2_K",
+                 fallback="Q4_0", description="2-bit K-quant: 16 × 16 with 4-bit scales and mins (x ≈ d·s·q − dmin·m)")
+Q3_K = QuantType("Q3_K", 11, QK_K, 110, f"{__name__}:Q3_K_CODEC", ("symmetric",), ggml_name="q3_K",
+                 fallback="Q4_0", description="3-bit K-quant: 16 × 16 with 6-bit scales (q in [-4, 3])")
+Q4_K = QuantType("Q4_K", 12, QK_K, 144, f"{__name__}:Q4_K_CODEC", ("asymmetric",), ggml_name="q4_K",
+                 fallback="Q5_0", description="4-bit K-quant: 8 × 32 with 6-bit scales and mins")
+Q5_K = QuantType("Q5_K", 13, QK_K, 176, f"{__name__}:Q5_K_CODEC", ("asymmetric",), ggml_name="q5_K",
+                 fallback="Q5_1", description="5-bit K-quant: 8 × 32 with 6-bit scales and mins")
+Q6_K = QuantType("Q6_K", 14, QK_K, 210, f"{__name__}:Q6_K_CODEC", ("symmetric",), ggml_name="q6_K",
+                 fallback="Q8_0", description="6-bit K-quant: 16 × 16 with 8-bit scales (q in [-32, 31])")
+QUANT_TYPES = (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
 
 
 def _kernels():
@@ -24,23 +35,20 @@ def _kernels():
 
 
 class KQuantCodec(Codec):
-    """One K-quant type.  ``sub`` is the sub-block (scale group) size; ``kind`` its generic problem."""
+    """One K-quant type.  ``sub`` is the sub-block (scale group) size, posed to generic strategies as the type's
+    problem kind with quants in ``[qmin, qmax]``."""
 
-    def __init__(self, name: str, type_size: int, sub: int, kind: str, qmin: int, qmax: int) -> None:
-        self.name = name
-        self.lower = name.lower()
-        self.type_size = type_size
+    def __init__(self, qtype: QuantType, sub: int, qmin: int, qmax: int) -> None:
+        super().__init__(qtype)
+        self.lower = qtype.name.lower()
         self.sub = sub
-        self.kind = kind
+        self.kind = qtype.problems[0]
         self.qmin = qmin
         self.qmax = qmax
 
-    def _out(self, x: np.ndarray) -> np.ndarray:
-        return np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
-
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
         k = _kernels()
-        out = self._out(x)
+        out = self.output(x)
         if imatrix is None:
             getattr(k, f"quantize_{self.lower}")(x, out)
         else:
@@ -63,7 +71,7 @@ class KQuantCodec(Codec):
 
     def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
         k = _kernels()
-        out = self._out(x)
+        out = self.output(x)
         n_sub = x.shape[1] // self.sub
         d = np.ascontiguousarray(solution.d, np.float32).reshape(x.shape[0], n_sub)
         q = np.ascontiguousarray(solution.q, np.int32).reshape(x.shape[0], x.shape[1])
@@ -76,29 +84,11 @@ class KQuantCodec(Codec):
         return out
 
 
-Q2_K_CODEC = KQuantCodec("Q2_K", 84, 16, "asymmetric", 0, 3)
-Q3_K_CODEC = KQuantCodec("Q3_K", 110, 16, "symmetric", -4, 3)
-Q4_K_CODEC = KQuantCodec("Q4_K", 144, 32, "asymmetric", 0, 15)
-Q5_K_CODEC = KQuantCodec("Q5_K", 176, 32, "asymmetric", 0, 31)
-Q6_K_CODEC = KQuantCodec("Q6_K", 210, 16, "symmetric", -32, 31)
-
-QUANT_TYPES = (
-    QuantType("Q2_K", 10, QK_K, 84, f"{__name__}:Q2_K_CODEC", ("asymmetric", "superblock"), ggml_name="q2_K",
-              fallback="Q4_0",
-              description="2-bit K-quant: 16 × 16 with 4-bit scales and mins (x ≈ d·s·q − dmin·m)"),
-    QuantType("Q3_K", 11, QK_K, 110, f"{__name__}:Q3_K_CODEC", ("symmetric", "superblock"), ggml_name="q3_K",
-              fallback="Q4_0",
-              description="3-bit K-quant: 16 × 16 with 6-bit scales (q in [-4, 3])"),
-    QuantType("Q4_K", 12, QK_K, 144, f"{__name__}:Q4_K_CODEC", ("asymmetric", "superblock"), ggml_name="q4_K",
-              fallback="Q5_0",
-              description="4-bit K-quant: 8 × 32 with 6-bit scales and mins"),
-    QuantType("Q5_K", 13, QK_K, 176, f"{__name__}:Q5_K_CODEC", ("asymmetric", "superblock"), ggml_name="q5_K",
-              fallback="Q5_1",
-              description="5-bit K-quant: 8 × 32 with 6-bit scales and mins"),
-    QuantType("Q6_K", 14, QK_K, 210, f"{__name__}:Q6_K_CODEC", ("symmetric", "superblock"), ggml_name="q6_K",
-              fallback="Q8_0",
-              description="6-bit K-quant: 16 × 16 with 8-bit scales (q in [-32, 31])"),
-)
+Q2_K_CODEC = KQuantCodec(Q2_K, 16, 0, 3)
+Q3_K_CODEC = KQuantCodec(Q3_K, 16, -4, 3)
+Q4_K_CODEC = KQuantCodec(Q4_K, 32, 0, 15)
+Q5_K_CODEC = KQuantCodec(Q5_K, 32, 0, 31)
+Q6_K_CODEC = KQuantCodec(Q6_K, 16, -32, 31)
 
 
 @hookimpl

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf import hookimpl
+from qf import BlockProblem, BlockSolution, QuantType, hookimpl
 from qf.codec import Codec, blocks
-from qf.model import BlockProblem, BlockSolution, QuantType
+
+# llama.cpp has no fallback for Q1_0 (it throws); qf falls back to the next smaller block, Q2_0 (then Q4_0)
+Q1_0 = QuantType("Q1_0", 41, 128, 18, f"{__name__}:Q1_0_CODEC", ("table",), ggml_name="q1_0", uses_imatrix=False,
+                 fallback="Q2_0", description="1.125 bpw: signs times the mean |x| (fp16) per 128; imatrix not used")
+Q2_0 = QuantType("Q2_0", 42, 64, 18, f"{__name__}:Q2_0_CODEC", ("symmetric",), ggml_name="q2_0", uses_imatrix=False,
+                 fallback="Q4_0",
+                 description="2.25 bpw: codes -1, 0, 1, 2 times an fp16 scale per 64; imatrix not used")
+QUANT_TYPES = (Q1_0, Q2_0)
 
 
 def _kernels():
@@ -19,16 +26,9 @@ def _kernels():
 
 
 class LowBitCodec(Codec):
-    def __init__(self, name: str, block_size: int, type_size: int) -> None:
-        self.name = name
-        self.block_size = block_size
-        self.type_size = type_size
-
-    def _out(self, x: np.ndarray) -> np.ndarray:
-        return np.empty((x.shape[0], x.shape[1] // self.block_size * self.type_size), np.uint8)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-        out = self._out(x)
+        out = self.output(x)
         getattr(_kernels(), f"quantize_{self.name.lower()}")(x, out)
         return out
 
@@ -47,7 +47,7 @@ class LowBitCodec(Codec):
         """Q2_0 writes the solution as it is.  Q1_0 takes the signs from the solution and stores the weighted
         least-squares scale for them (a 1-bit block's scale is fixed by its signs; what a solver maximising
         (Σwxq)²/Σwq² returns anyway, and what keeps round-to-nearest's max-|x| scale from wrecking the block)."""
-        out = self._out(x)
+        out = self.output(x)
         n, nb = x.shape[0], x.shape[1] // self.block_size
         d = np.ascontiguousarray(solution.d, np.float32).reshape(n, nb)
         q = np.ascontiguousarray(solution.q, np.int64).reshape(n, nb, self.block_size)
@@ -67,17 +67,8 @@ class LowBitCodec(Codec):
         return out
 
 
-Q1_0_CODEC = LowBitCodec("Q1_0", 128, 18)
-Q2_0_CODEC = LowBitCodec("Q2_0", 64, 18)
-
-QUANT_TYPES = (
-    # llama.cpp has no fallback for Q1_0 (it throws); qf falls back to the next smaller block, Q2_0 (then Q4_0)
-    QuantType("Q1_0", 41, 128, 18, f"{__name__}:Q1_0_CODEC", ("table",), ggml_name="q1_0", uses_imatrix=False,
-              fallback="Q2_0", description="1.125 bpw: signs times the mean |x| (fp16) per 128; imatrix not used"),
-    QuantType("Q2_0", 42, 64, 18, f"{__name__}:Q2_0_CODEC", ("symmetric",), ggml_name="q2_0", uses_imatrix=False,
-              fallback="Q4_0",
-              description="2.25 bpw: codes -1, 0, 1, 2 times an fp16 scale per 64; imatrix not used"),
-)
+Q1_0_CODEC = LowBitCodec(Q1_0)
+Q2_0_CODEC = LowBitCodec(Q2_0)
 
 
 @hookimpl

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf import hookimpl
+from qf import BlockProblem, BlockSolution, QuantType, hookimpl
 from qf.codec import Codec, blocks
-from qf.model import BlockProblem, BlockSolution, QuantType
 
 QK_K = 256
+
+TQ1_0 = QuantType("TQ1_0", 34, QK_K, 54, f"{__name__}:TQ1_0_CODEC", ("symmetric",), ggml_name="tq1_0",
+                  uses_imatrix=False, fallback="Q4_0",
+                  description="1.69 bpw ternary (q in {-1, 0, 1}, 5 per byte), fp16 scale per 256; imatrix not used")
+TQ2_0 = QuantType("TQ2_0", 35, QK_K, 66, f"{__name__}:TQ2_0_CODEC", ("symmetric",), ggml_name="tq2_0",
+                  uses_imatrix=False, fallback="Q4_0",
+                  description="2.06 bpw ternary (q in {-1, 0, 1}, 2 bits each), fp16 scale per 256; imatrix not used")
+QUANT_TYPES = (TQ1_0, TQ2_0)
 
 
 def _kernels():
@@ -20,15 +27,9 @@ def _kernels():
 
 
 class TernaryCodec(Codec):
-    def __init__(self, name: str, type_size: int) -> None:
-        self.name = name
-        self.type_size = type_size
-
-    def _out(self, x: np.ndarray) -> np.ndarray:
-        return np.empty((x.shape[0], x.shape[1] // QK_K * self.type_size), np.uint8)
 
     def quantize_native(self, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-        out = self._out(x)
+        out = self.output(x)
         getattr(_kernels(), f"quantize_{self.name.lower()}")(x, out)
         return out
 
@@ -38,7 +39,7 @@ class TernaryCodec(Codec):
 
     def pack(self, x, imatrix, problem: BlockProblem, solution: BlockSolution) -> np.ndarray:
         """Stores |d| (negating the trits when d < 0), so the block reads as ggml writes it."""
-        out = self._out(x)
+        out = self.output(x)
         n, nb = x.shape[0], x.shape[1] // QK_K
         d = np.ascontiguousarray(solution.d, np.float32).reshape(n, nb)
         q = np.ascontiguousarray(solution.q, np.int64).reshape(n, nb, QK_K)
@@ -53,17 +54,8 @@ class TernaryCodec(Codec):
         return out
 
 
-TQ1_0_CODEC = TernaryCodec("TQ1_0", 54)
-TQ2_0_CODEC = TernaryCodec("TQ2_0", 66)
-
-QUANT_TYPES = (
-    QuantType("TQ1_0", 34, QK_K, 54, f"{__name__}:TQ1_0_CODEC", ("symmetric",), ggml_name="tq1_0",
-              uses_imatrix=False, fallback="Q4_0",
-              description="1.69 bpw ternary (q in {-1, 0, 1}, 5 per byte), fp16 scale per 256; imatrix not used"),
-    QuantType("TQ2_0", 35, QK_K, 66, f"{__name__}:TQ2_0_CODEC", ("symmetric",), ggml_name="tq2_0",
-              uses_imatrix=False, fallback="Q4_0",
-              description="2.06 bpw ternary (q in {-1, 0, 1}, 2 bits each), fp16 scale per 256; imatrix not used"),
-)
+TQ1_0_CODEC = TernaryCodec(TQ1_0)
+TQ2_0_CODEC = TernaryCodec(TQ2_0)
 
 
 @hookimpl

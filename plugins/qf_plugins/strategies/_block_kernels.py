@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.kernels import jit, leaf
-from qf_plugins.quants._refine_kernels import nearest_entry
+from qf.kernels import jit, leaf, nearest_entry
 
 
 @leaf

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.kernels import inline, jit, leaf
-from qf_plugins.quants._refine_kernels import nearest_entry
+from qf.kernels import inline, jit, leaf, nearest_entry
 from qf_plugins.strategies._block_kernels import solve_scale_offset
 
 #: rounds of re-rounding + refitting after the gradient moves (x ≈ d·q + m)

@@ -5,49 +5,54 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf import hookimpl
-from qf.model import BlockProblem, BlockSolution, Strategy
+from qf import BlockProblem, BlockSolution, Strategy, hookimpl
+from qf.plugins import get_registry
 
 #: widest integer range walked exhaustively (6 bits): the walk's cost grows with the range while its gain over the
-#: gradient search vanishes, so 8-bit problems (Q8_0) are handed to ``gradient``
+#: gradient search vanishes, so wider problems (Q8_0) go to the strategy named here
 WIDEST = 64
+WIDE_RANGES = "gradient"
 
 
-class Exhaustive:
-    def solve(self, problem: BlockProblem) -> BlockSolution:
-        from qf_plugins.strategies import _exhaustive_kernels as k
+def _kernels():
+    from qf_plugins.strategies import _exhaustive_kernels
 
-        x = np.ascontiguousarray(problem.x, np.float32)
-        w = np.ascontiguousarray(problem.w, np.float32)
-        n = x.shape[0]
-        d = np.empty(n, np.float32)
-        q = np.empty(x.shape, np.int32)
-        if problem.kind == "symmetric" and problem.qmax - problem.qmin > WIDEST:
-            from qf_plugins.strategies.gradient import SOLVER as gradient
-
-            return gradient.solve(problem)
-        if problem.kind == "symmetric":
-            k.symmetric(x, w, problem.qmin, problem.qmax, d, q)
-            return BlockSolution(d, q)
-        if problem.kind == "asymmetric":
-            m = np.empty(n, np.float32)
-            k.asymmetric(x, w, problem.qmax, float(problem.offset_max), d, m, q)
-            return BlockSolution(d, q, m)
-        if problem.kind == "table":
-            k.table(x, w, np.ascontiguousarray(problem.table, np.float32), d, q)
-            return BlockSolution(d, q)
-        raise ValueError(f"exhaustive cannot solve {problem.kind!r} problems")
+    return _exhaustive_kernels
 
 
-SOLVER = Exhaustive()
+def _arrays(problem: BlockProblem):
+    x = np.ascontiguousarray(problem.x, np.float32)
+    w = np.ascontiguousarray(problem.w, np.float32)
+    return x, w, np.empty(x.shape[0], np.float32), np.empty(x.shape, np.int32)
+
+
+def symmetric(problem: BlockProblem) -> BlockSolution:
+    if problem.qmax - problem.qmin > WIDEST:
+        return get_registry().strategy(WIDE_RANGES).solve(problem)
+    x, w, d, q = _arrays(problem)
+    _kernels().symmetric(x, w, problem.qmin, problem.qmax, d, q)
+    return BlockSolution(d, q)
+
+
+def asymmetric(problem: BlockProblem) -> BlockSolution:
+    x, w, d, q = _arrays(problem)
+    m = np.empty(x.shape[0], np.float32)
+    _kernels().asymmetric(x, w, problem.qmax, float(problem.offset_max), d, m, q)
+    return BlockSolution(d, q, m)
+
+
+def table(problem: BlockProblem) -> BlockSolution:
+    x, w, d, q = _arrays(problem)
+    _kernels().table(x, w, np.ascontiguousarray(problem.table, np.float32), d, q)
+    return BlockSolution(d, q)
+
 
 EXHAUSTIVE = Strategy(
     "exhaustive",
-    solves=("symmetric", "asymmetric", "table"),
-    solver=f"{__name__}:SOLVER",
+    solvers={kind: f"{__name__}:{kind}" for kind in ("symmetric", "asymmetric", "table")},
     keeps_native=True,
     description="exact optimum per block over every scale breakpoint (compilade's cumulative search); "
-                "8-bit ranges (Q8_0) use gradient; per block never worse than ggml",
+                f"ranges wider than {WIDEST} (Q8_0) go to {WIDE_RANGES}; per block never worse than ggml",
 )
 
 

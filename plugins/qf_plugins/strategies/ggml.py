@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from qf import hookimpl
-from qf.model import Strategy
+from qf import Strategy, hookimpl
 
 GGML = Strategy(
     "ggml",

@@ -4,37 +4,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf import hookimpl
-from qf.model import BlockProblem, BlockSolution, Strategy
+from qf import BlockProblem, BlockSolution, Strategy, hookimpl
 
 
-class RoundToNearest:
-    def solve(self, problem: BlockProblem) -> BlockSolution:
-        from qf_plugins.strategies import _rtn_kernels as k
+def _kernels():
+    from qf_plugins.strategies import _rtn_kernels
 
-        x = np.ascontiguousarray(problem.x, np.float32)
-        n = x.shape[0]
-        d = np.empty(n, np.float32)
-        q = np.empty(x.shape, np.int32)
-        if problem.kind == "symmetric":
-            k.rtn_symmetric(x, problem.qmin, problem.qmax, d, q)
-            return BlockSolution(d, q)
-        if problem.kind == "asymmetric":
-            m = np.empty(n, np.float32)
-            k.rtn_asymmetric(x, problem.qmax, d, m, q)
-            return BlockSolution(d, q, m)
-        if problem.kind == "table":
-            k.rtn_table(x, np.ascontiguousarray(problem.table, np.float32), d, q)
-            return BlockSolution(d, q)
-        raise ValueError(f"rtn cannot solve {problem.kind!r} problems")
+    return _rtn_kernels
 
 
-SOLVER = RoundToNearest()
+def symmetric(problem: BlockProblem) -> BlockSolution:
+    x = np.ascontiguousarray(problem.x, np.float32)
+    d, q = np.empty(x.shape[0], np.float32), np.empty(x.shape, np.int32)
+    _kernels().rtn_symmetric(x, problem.qmin, problem.qmax, d, q)
+    return BlockSolution(d, q)
+
+
+def asymmetric(problem: BlockProblem) -> BlockSolution:
+    x = np.ascontiguousarray(problem.x, np.float32)
+    d, m, q = np.empty(x.shape[0], np.float32), np.empty(x.shape[0], np.float32), np.empty(x.shape, np.int32)
+    _kernels().rtn_asymmetric(x, problem.qmax, d, m, q)
+    return BlockSolution(d, q, m)
+
+
+def table(problem: BlockProblem) -> BlockSolution:
+    x = np.ascontiguousarray(problem.x, np.float32)
+    d, q = np.empty(x.shape[0], np.float32), np.empty(x.shape, np.int32)
+    _kernels().rtn_table(x, np.ascontiguousarray(problem.table, np.float32), d, q)
+    return BlockSolution(d, q)
+
 
 RTN = Strategy(
     "rtn",
-    solves=("symmetric", "asymmetric", "table"),
-    solver=f"{__name__}:SOLVER",
+    solvers={kind: f"{__name__}:{kind}" for kind in ("symmetric", "asymmetric", "table")},
     description="plain round-to-nearest from the block's extreme value (imatrix ignored)",
 )
 

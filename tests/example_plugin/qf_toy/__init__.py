@@ -51,22 +51,20 @@ class Toy8Codec(Codec):
         return (d * q).reshape(data.shape[0], n_per_row)
 
 
-class ToyClip:
-    def solve(self, problem: BlockProblem) -> BlockSolution:
-        x = problem.x
-        amax = np.abs(x).max(axis=1)
-        d = (0.9 * amax / problem.qmax).astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.where(d[:, None] > 0, np.rint(x / d[:, None]), 0)
-        q = np.clip(q, problem.qmin, problem.qmax).astype(np.int32)
-        return BlockSolution(d, q)
+def clip(problem: BlockProblem) -> BlockSolution:
+    """The ``toy-clip`` strategy's solver for symmetric problems."""
+    x = problem.x
+    amax = np.abs(x).max(axis=1)
+    d = (0.9 * amax / problem.qmax).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d[:, None] > 0, np.rint(x / d[:, None]), 0)
+    q = np.clip(q, problem.qmin, problem.qmax).astype(np.int32)
+    return BlockSolution(d, q)
 
-
-TOY8_CODEC = Toy8Codec()
-CLIP = ToyClip()
 
 TOY8 = QuantType("TOY8", 200, BLOCK, 2 + BLOCK, "qf_toy:TOY8_CODEC", ("symmetric",), uses_imatrix=False,
                  fallback="Q8_0", description="toy 8-bit type from the qf-toy example plugin")
+TOY8_CODEC = Toy8Codec(TOY8)
 
 
 @hookimpl
@@ -76,7 +74,7 @@ def qf_register_quant_types(registrar):
 
 @hookimpl
 def qf_register_strategies(registrar):
-    registrar.add_strategy(Strategy("toy-clip", solves=("symmetric",), solver="qf_toy:CLIP",
+    registrar.add_strategy(Strategy("toy-clip", solvers={"symmetric": "qf_toy:clip"},
                                     description="round to nearest with the scale clipped to 90% (example plugin)"))
 
 

@@ -9,11 +9,12 @@ from importlib import metadata
 import pytest
 
 import qf
+import qf.execute
 import qf.testing
 from qf import hookimpl, hookspecs
-from qf.errors import PluginError, UnknownNameError
-from qf.model import QuantType, Strategy
+from qf.errors import PluginError, UnknownNameError, UsageError
 from qf.plugins import build_registry, get_registry, registered
+from qf.values import ProblemKind, QuantType, Strategy, Target
 
 
 def plugin_module(name: str, **hooks) -> types.ModuleType:
@@ -62,9 +63,9 @@ def test_duplicate_name_names_both_plugins():
 def test_duplicate_strategy_and_type_id():
     same_id = QuantType("OTHER", 2, 32, 18, "qf_plugins.quants.legacy:Q4_0_CODEC", ("symmetric",))
     mod = plugin_module("ids", qf_register_quant_types=lambda registrar: registrar.add_quant_type(same_id))
-    with pytest.raises(PluginError, match="ggml type id 2 is registered twice: as Q4_0 by plugin 'legacy'"):
+    with pytest.raises(PluginError, match="id 2 is registered twice for target 'ggml': as Q4_0 by plugin 'legacy'"):
         build_registry(extra_plugins=[("ids", mod)])
-    strat = Strategy("rtn", solves=("symmetric",), solver="qf_plugins.strategies.rtn:SOLVER")
+    strat = Strategy("rtn", solvers={"symmetric": "qf_plugins.strategies.rtn:symmetric"})
     mod = plugin_module("s", qf_register_strategies=lambda registrar: registrar.add_strategy(strat))
     with pytest.raises(PluginError, match="strategy 'rtn' is registered twice"):
         build_registry(extra_plugins=[("s", mod)])
@@ -100,7 +101,7 @@ def test_plugin_that_fails_to_import_is_reported(monkeypatch):
 
 
 def test_load_and_disable_plugins(monkeypatch):
-    monkeypatch.setenv("QF_LOAD_PLUGINS", "float,ggml")
+    monkeypatch.setenv("QF_LOAD_PLUGINS", "float,ggml,targets")  # float types name the ggml target
     reg = build_registry()
     assert set(reg.quant_types) == {"F32", "F16", "BF16"}
     monkeypatch.delenv("QF_LOAD_PLUGINS")
@@ -118,7 +119,7 @@ def test_unknown_names():
 
 
 def test_all_registration_hooks_and_commands():
-    from qf.model import Arch, Preset
+    from qf.values import Arch, Preset
 
     mod = plugin_module(
         "full",
@@ -147,3 +148,82 @@ def test_registering_imports_no_kernels():
             "print(sorted(m for m in sys.modules if m.startswith('numba') or m.endswith('_kernels')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_plugin_adds_a_problem_kind_and_a_strategy_solving_it():
+    """A third-party problem kind: a type posing it works with a strategy that registers a solver for it, and no
+    other generic strategy claims it."""
+    kind = ProblemKind("sign", "x ≈ d·s, s in {-1, +1}")
+    qtype = QuantType("SIGNQ", 203, 32, 20, "qf_plugins.quants.legacy:Q4_1_CODEC", ("sign",))
+    strategy = Strategy("signs", solvers={"sign": "qf_plugins.strategies.rtn:symmetric"})
+    mod = plugin_module("signs", qf_register_problem_kinds=lambda registrar: registrar.add_problem_kind(kind),
+                        qf_register_quant_types=lambda registrar: registrar.add_quant_type(qtype),
+                        qf_register_strategies=lambda registrar: registrar.add_strategy(strategy))
+    with registered(("signs", mod)) as reg:
+        assert reg.problem_kind("sign").plugin == "signs"
+        supported = {s.name for s in reg.strategies.values() if s.supports(reg.quant_type("SIGNQ"))}
+        assert supported == {"ggml", "signs"}
+        assert reg.strategy("signs").solves == ("sign",)
+
+
+def test_unregistered_problem_kind_is_refused_naming_the_plugin():
+    qtype = QuantType("LATQ", 204, 32, 20, "qf_plugins.quants.legacy:Q4_1_CODEC", ("lattice",))
+    mod = plugin_module("lat", qf_register_quant_types=lambda registrar: registrar.add_quant_type(qtype))
+    with pytest.raises(PluginError, match="plugin 'lat': quant type LATQ poses the unregistered problem kind"):
+        build_registry(extra_plugins=[("lat", mod)])
+
+
+def test_a_target_reuses_ids_keeps_its_base_types_and_replaces_codecs():
+    """A fork's own types may reuse a mainline id (ik's IQ1_BN is mainline's TQ1_0 id 34): ids are unique per
+    target, mainline lookups never see the fork's types, and the fork's codec for a base type applies only there."""
+    fork = Target("fork", base="ggml", exclude=("TQ2_0",), codecs={"Q8_0": "qf_plugins.quants.legacy:Q4_0_CODEC"})
+    own = QuantType("FORK34", 34, 64, 13, "qf_plugins.quants.legacy:Q4_0_CODEC", target="fork")
+    mod = plugin_module("fork", qf_register_targets=lambda registrar: registrar.add_target(fork),
+                        qf_register_quant_types=lambda registrar: registrar.add_quant_type(own))
+    with registered(("fork", mod)) as reg:
+        assert reg.quant_type_by_id(34).name == "TQ1_0"
+        assert reg.quant_type_by_id(34, "fork").name == "FORK34"
+        assert "TQ2_0" not in reg.types_of("fork") and "FORK34" not in reg.types_of("ggml")
+        assert reg.quant_type("Q8_0", "fork").codec.endswith(":Q4_0_CODEC")
+        assert reg.quant_type("Q8_0").codec.endswith(":Q8_0_CODEC")
+        assert reg.type_sizes("fork")(34) == (64, 13) and reg.type_sizes()(34) == (256, 54)
+        with pytest.raises(UsageError, match="FORK34 is not available for target 'ggml'"):
+            reg.quant_type("FORK34", "ggml")
+    clash = QuantType("TWIN", 34, 64, 13, "qf_plugins.quants.legacy:Q4_0_CODEC", target="fork")
+    twice = plugin_module("twin", qf_register_targets=lambda registrar: registrar.add_target(fork),
+                          qf_register_quant_types=lambda registrar: (registrar.add_quant_type(own),
+                                                                     registrar.add_quant_type(clash)))
+    with pytest.raises(PluginError, match="ggml type id 34 is registered twice for target 'fork'"):
+        build_registry(extra_plugins=[("twin", twice)])
+
+
+def test_solver_is_looked_up_by_problem_kind():
+    reg = get_registry()
+    gradient = reg.strategy("gradient")
+    assert set(gradient.solves) == {"symmetric", "asymmetric", "table"}
+    with pytest.raises(KeyError):
+        gradient.solve(qf.BlockProblem("lattice", None, None))
+
+
+class ReversedExecutor(qf.execute.Executor):
+    """A test executor: runs the units in reverse order, then hands them back in plan order."""
+
+    name = "reversed"
+
+    def results(self, plan, source, units):
+        units = list(units)
+        done = {u: qf.execute.run_unit(plan.entries[u.entry], u, source) for u in reversed(units)}
+        return ((u, done[u]) for u in units)
+
+
+def test_an_executor_plugin_gives_the_same_bytes(tmp_path):
+    from model_factory import write_model
+
+    spec = qf.ExecutorSpec("reversed", runner=f"{__name__}:ReversedExecutor")
+    mod = plugin_module("rev", qf_register_executors=lambda registrar: registrar.add_executor(spec))
+    src = write_model(tmp_path / "m.gguf")
+    qf.quantize_file(src, tmp_path / "a.gguf", "Q4_K_M", threads=2)
+    with registered(("rev", mod)) as reg:
+        assert reg.executor("reversed").plugin == "rev" and reg.executor().name == "threads"
+        qf.quantize_file(src, tmp_path / "b.gguf", "Q4_K_M", executor="reversed")
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()

@@ -23,6 +23,9 @@ from imatrix_compare import compare_imatrix, relative
 from imatrix_files import write_imatrix_gguf
 from model_factory import llama_tensors, write_model
 from paths import DATA, GOLDEN_E2E, need
+from qf.errors import ImatrixError, UsageError
+from qf.gguf_io.source import TensorSource
+from qf.imatrix import Imatrix
 from qf_arches.imatrix.collect import (
     BatchLayout,
     CollectOptions,
@@ -34,9 +37,7 @@ from qf_arches.imatrix.collect import (
     load_in_files,
     statistics,
 )
-from qf.errors import ImatrixError, UsageError
-from qf.gguf_io.source import ModelSource
-from qf.imatrix import Imatrix
+from qf_arches.imatrix.files import save_dat, save_gguf
 
 ARCHES = ("llama", "glm4moe", "deepseek2", "qwen3moe")
 
@@ -54,12 +55,12 @@ def calib_tokens():
     from qf_arches.imatrix.tokenize import tokenize_text
 
     text = need(DATA / "calib_austen_emma.txt").read_text(encoding="utf-8")
-    model = ModelWeights(ModelSource.open(synthetic("llama")))  # all four synthetic models share the vocabulary
+    model = ModelWeights(TensorSource.open(synthetic("llama")))  # all four synthetic models share the vocabulary
     return tokenize_text(model.metadata, text)
 
 
 def run(path, tokens, **kw):
-    model = ModelWeights(ModelSource.open(path))
+    model = ModelWeights(TensorSource.open(path))
     opts = CollectOptions(**{"n_ctx": 128, "n_chunks": 4, **kw})
     return model, collect(model, tokens, opts)
 
@@ -100,7 +101,7 @@ def test_mtp_head_fills_nextn_and_block_entries(calib_tokens, tmp_path):
     for name, e in trunk.stats.entries.items():
         np.testing.assert_array_equal(result.stats.entries[name].sums, e.sums)
     # and quantizing to IQ2_XXS now finds imatrix data for every tensor that needs it (llama.cpp's file fails)
-    path = result.stats.to_imatrix().save_gguf(tmp_path / "mtp.gguf")
+    path = save_gguf(result.stats.to_imatrix(), tmp_path / "mtp.gguf")
     plan = qf("quantize", synthetic("glm4moe"), tmp_path / "out.gguf", "IQ2_XXS", "--imatrix", path, "--dry-run")
     assert plan.returncode == 0, plan.stderr
     assert "has no entry" not in plan.stdout + plan.stderr
@@ -204,15 +205,15 @@ def test_attention_kernel_matches_numpy_reference():
 @pytest.mark.parametrize("name", ["llama", "qwen3moe", "glm4moe", "deepseek2"])
 def test_gguf_round_trip_is_byte_identical(name, tmp_path):
     src = need(GOLDEN_E2E / "synthetic" / name / "imatrix.gguf")
-    out = Imatrix.load(src).save_gguf(tmp_path / "copy.gguf")
+    out = save_gguf(Imatrix.load(src), tmp_path / "copy.gguf")
     assert out.read_bytes() == src.read_bytes()
 
 
 def test_dat_written_like_llama_imatrix(tmp_path):
     folder = need(GOLDEN_E2E / "smollm2" / "imatrix")
-    out = Imatrix.load(folder / "imatrix.gguf").save_dat(tmp_path / "x.dat")
+    out = save_dat(Imatrix.load(folder / "imatrix.gguf"), tmp_path / "x.dat")
     assert out.read_bytes() == (folder / "imatrix.dat").read_bytes()
-    back = Imatrix.load(folder / "imatrix.dat").save_dat(tmp_path / "y.dat")
+    back = save_dat(Imatrix.load(folder / "imatrix.dat"), tmp_path / "y.dat")
     assert back.read_bytes() == (folder / "imatrix.dat").read_bytes()
 
 
@@ -312,7 +313,7 @@ def test_mla_collects_k_b_and_v_b_per_head_and_kv_b_borrows(tmp_path):
 def test_mla_v_b_borrows_from_kv_b(tmp_path):
     from qf_arches.forward.deepseek import build
 
-    model = ModelWeights(ModelSource.open(mla_model(tmp_path / "mla.gguf", with_kv_b=True)))
+    model = ModelWeights(TensorSource.open(mla_model(tmp_path / "mla.gguf", with_kv_b=True)))
     stats = ImatrixStats(64)
     kv = stats.entry("blk.1.attn_kv_b.weight", 1, 48)
     kv.sums[0] = np.arange(48)
@@ -369,16 +370,17 @@ def test_cli_bad_input(case, tmp_path):
 def test_registering_arches_imports_no_forward_code():
     code = ("import sys; from qf.plugins import get_registry; r = get_registry();"
             "assert r.arches['llama'].forward == 'qf_arches.forward.llama:build';"
-            "print(sorted(m for m in sys.modules if m.startswith('qf_arches.forward') or m == 'qf_arches.imatrix.collect'))")
+            "print(sorted(m for m in sys.modules"
+            " if m.startswith('qf_arches.forward') or m == 'qf_arches.imatrix.collect'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
 
 
 def test_every_forward_reference_resolves():
-    from qf_arches.imatrix.collect import supported_arches
-    from qf.model import load_object
     from qf.plugins import get_registry
+    from qf.values import load_object
+    from qf_arches.imatrix.collect import supported_arches
 
     reg = get_registry()
     assert set(supported_arches(reg)) >= {"llama", "qwen2", "qwen3", "qwen3moe", "glm4moe", "deepseek2"}
@@ -388,7 +390,7 @@ def test_every_forward_reference_resolves():
 
 
 def test_mismatched_chunk_size_with_in_file(tmp_path, calib_tokens):
-    model = ModelWeights(ModelSource.open(synthetic("llama")))
+    model = ModelWeights(TensorSource.open(synthetic("llama")))
     with pytest.raises(UsageError, match="chunk size 512 of the merged data differs from -c 128"):
         collect(model, calib_tokens, CollectOptions(n_ctx=128, n_chunks=2), ImatrixStats(512))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("QF_SHARED", REPO.parent / "shared")).resolve()
 GOLDEN = SHARED / "golden"
 GOLDEN_E2E = SHARED / "golden-e2e"

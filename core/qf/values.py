@@ -1,4 +1,4 @@
-"""The values plugins register: quant types, strategies, architectures and presets.
+"""The values plugins register: quant types, problem kinds, strategies, targets, architectures and presets.
 
 All are frozen attrs values.  Code is referenced lazily by ``"module:attribute"`` strings, so that registering (and
 ``qf list-types``) imports no kernel module and compiles nothing; :func:`load_object` resolves a reference when a
@@ -8,30 +8,29 @@ tensor is actually quantized.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-# The search problems a quant type can pose (see CONTRIBUTING.md):
-#   symmetric   x ≈ d·q,        q integer in [qmin, qmax]
-#   asymmetric  x ≈ d·q + m,    q integer in [0, qmax]
-#   table       x ≈ d·T[q],     T a fixed non-linear table
-#   superblock  sub-block scales (and mins) themselves quantized against a super-block scale (K-quants)
-#   grid        blocks of values snapped to a lattice of allowed vectors (IQ1/IQ2/IQ3)
-#   copy        no search at all (F32/F16/BF16)
-PROBLEMS = ("symmetric", "asymmetric", "table", "superblock", "grid", "copy")
-
-
-def _check_problems(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
-    unknown = [p for p in value if p not in PROBLEMS]
-    if unknown:
-        raise ValueError(f"{attribute.name}: unknown search problem(s) {unknown}; known: {', '.join(PROBLEMS)}")
+#: the runtime a file is written for when nothing else is asked: llama.cpp (mainline ggml)
+DEFAULT_TARGET = "ggml"
 
 
 def _check_ref(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
     if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
         raise ValueError(f"{attribute.name} must be a 'module:attribute' reference, got {value!r}")
+
+
+def _check_refs(instance: Any, attribute: attrs.Attribute, value: Mapping[str, str]) -> None:
+    for ref in value.values():
+        _check_ref(instance, attribute, ref)
+
+
+def _frozen_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return MappingProxyType(dict(value or {}))
 
 
 @cache
@@ -45,11 +44,24 @@ def load_object(ref: str) -> Any:
 
 
 @attrs.frozen
+class ProblemKind:
+    """A search problem a quant type can pose to generic strategies (``symmetric``: x ≈ d·q, …).
+
+    Types name the kinds they pose (:attr:`QuantType.problems`), strategies the kinds they solve
+    (:attr:`Strategy.solvers`); both must be registered kinds.  A plugin may register a new one."""
+
+    name: str
+    description: str = ""
+    plugin: str = ""
+
+
+@attrs.frozen
 class QuantType:
     """A GGUF tensor storage type: its layout, and where its kernels live.
 
     ``codec`` names an object with ``quantize(x, imatrix, strategy)`` and ``dequantize(data, n_per_row)``
-    (see :class:`qf.codec.Codec`); it is imported only when needed.
+    (see :class:`qf.codec.Codec`); it is imported only when needed.  ``target`` is the runtime that defines the type
+    (its ``type_id`` is unique within that target's types).
     """
 
     name: str
@@ -57,7 +69,8 @@ class QuantType:
     block_size: int
     type_size: int
     codec: str = attrs.field(validator=_check_ref)
-    problems: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_check_problems)
+    #: the problem kinds :meth:`qf.codec.Codec.pose` returns (empty: only the type's own search, ``ggml``)
+    problems: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: spelling of ggml_type_name() (q4_K, iq2_xxs, bf16): used in logs and accepted by --tensor-type
     ggml_name: str = ""
     #: ggml itself refuses to quantize without an imatrix (ggml_quantize_requires_imatrix)
@@ -72,12 +85,15 @@ class QuantType:
     fallback: str | None = None
     #: preferred replacement when imatrix data is missing and the user asked to upgrade (--on-missing-imatrix)
     imatrix_free: str | None = None
+    target: str = DEFAULT_TARGET
+    #: bytes at the start of every row, before its blocks (ik_llama.cpp's row-scaled types keep a scale there)
+    row_meta_size: int = 0
     description: str = ""
     #: name of the plugin that registered it (filled in by the registrar)
     plugin: str = ""
 
     def __attrs_post_init__(self) -> None:
-        if self.block_size <= 0 or self.type_size <= 0:
+        if self.block_size <= 0 or self.type_size <= 0 or self.row_meta_size < 0:
             raise ValueError(f"{self.name}: block_size and type_size must be positive")
         if not self.ggml_name:
             object.__setattr__(self, "ggml_name", self.name.lower())
@@ -94,7 +110,7 @@ class QuantType:
             raise ValueError(
                 f"{self.name}: row length {n_per_row} is not a multiple of the block size {self.block_size}"
             )
-        return n_per_row // self.block_size * self.type_size
+        return n_per_row // self.block_size * self.type_size + self.row_meta_size
 
     def load_codec(self) -> Any:
         return load_object(self.codec)
@@ -104,13 +120,14 @@ class QuantType:
 class Strategy:
     """A search strategy: how a block's scale(s) and quants are chosen.
 
-    A ``native`` strategy (``ggml``) asks each type for its own reference search.  Any other strategy names the
-    problems it ``solves`` and a ``solver`` object with ``solve(problem) -> BlockSolution``.
+    A ``native`` strategy (``ggml``) asks each type for its own reference search.  Any other strategy maps each
+    problem kind it solves to a solver, a ``"module:attr"`` reference to a callable ``solve(problem) ->
+    BlockSolution``.
     """
 
     name: str
-    solves: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_check_problems)
-    solver: str | None = attrs.field(default=None, validator=_check_ref)
+    solvers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping, validator=_check_refs,
+                                             eq=False, hash=False)
     native: bool = False
     #: per block, keep the type's own (``ggml``) result where its importance-weighted error is smaller
     keeps_native: bool = False
@@ -118,21 +135,58 @@ class Strategy:
     plugin: str = ""
 
     def __attrs_post_init__(self) -> None:
-        if not self.native and self.solver is None:
-            raise ValueError(f"strategy {self.name}: a non-native strategy needs a solver")
+        if not self.native and not self.solvers:
+            raise ValueError(f"strategy {self.name}: a non-native strategy needs solvers")
+
+    @property
+    def solves(self) -> tuple[str, ...]:
+        return tuple(self.solvers)
 
     def supports(self, qtype: QuantType) -> bool:
-        if self.native or "copy" in qtype.problems:
+        if self.native or not qtype.is_quantized:
             return True
-        return any(p in self.solves for p in qtype.problems if p != "superblock")
+        return any(kind in self.solvers for kind in qtype.problems)
 
-    def load_solver(self) -> Any:
-        return None if self.solver is None else load_object(self.solver)
+    def solve(self, problem: Any) -> Any:
+        """Solve a :class:`BlockProblem` with this strategy's solver for its kind."""
+        return load_object(self.solvers[problem.kind])(problem)
+
+
+@attrs.frozen
+class Target:
+    """A runtime files are written for: ``ggml`` (llama.cpp), or a fork with types of its own (ik_llama.cpp).
+
+    A target has its own types (``QuantType.target``), and those of its ``base`` but the ones it ``exclude``s;
+    ``codecs`` replaces the codec of a base type where the fork's own quantizer writes other bytes."""
+
+    name: str
+    base: str | None = None
+    exclude: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    codecs: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping, validator=_check_refs,
+                                            eq=False, hash=False)
+    description: str = ""
+    plugin: str = ""
+
+
+@attrs.frozen
+class ExecutorSpec:
+    """Where work units run: ``runner`` names a :class:`qf.execute.Executor` subclass; ``default`` marks the one
+    used when none is asked for."""
+
+    name: str
+    runner: str = attrs.field(validator=_check_ref)
+    default: bool = False
+    description: str = ""
+    plugin: str = ""
+
+    def load(self) -> Any:
+        return load_object(self.runner)
 
 
 @attrs.frozen
 class ArchFacts:
-    """What the mix rules need to know about a model (llama.cpp's hparams as llama-quantize sees them)."""
+    """What the planner and the mix rules need to know about a model (llama.cpp's hparams as llama-quantize sees
+    them)."""
 
     arch: str  # general.architecture
     n_layer_all: int = 0  # block_count, MTP/NextN layers included
@@ -140,8 +194,10 @@ class ArchFacts:
     n_expert: int = 0
     n_gqa: int = 0  # n_head / n_head_kv of layer 0 (integer division), 0 if unknown
     model_type: str = ""  # e.g. "70B": llama.cpp's LLM_TYPE where a rule depends on it
-    #: extra name substrings never quantized (arch exceptions to llama.cpp's generic list)
+    #: name substrings never quantized (llama.cpp's tensor_allows_quantization list and the arch's own)
     never_quantized: tuple[str, ...] = ()
+    #: whole names never quantized
+    never_quantized_names: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -149,7 +205,8 @@ class Arch:
     """What an architecture plugin tells the planner about a model family.
 
     ``gguf_names`` are the ``general.architecture`` values it handles; ``"*"`` marks the generic fallback.
-    ``facts`` names a callable ``(metadata: dict, tensors: list[TensorInfo]) -> ArchFacts``; ``forward`` (optional)
+    ``facts`` names a callable ``(metadata: dict, tensors: list[TensorInfo]) -> ArchFacts`` (None: the generic
+    architecture's); ``forward`` (optional)
     names the numpy forward pass used by ``qf imatrix``; ``rules`` are mix rules (TOML text, see qf.mix) that take
     precedence over the preset's for models of this architecture.
     """
@@ -179,6 +236,7 @@ class Preset:
     description: str = ""
     #: COPY: copy every tensor as it is
     only_copy: bool = False
+    target: str = DEFAULT_TARGET
     plugin: str = ""
 
     @property

@@ -35,8 +35,7 @@ def parse_command(command: str) -> tuple[dict, list[str]]:
         if arg == "--imatrix":
             opts["imatrix"] = next(it)
         elif arg == "--tensor-type":
-            pattern, _, type_name = next(it).partition("=")
-            opts["tensor_types"].append((pattern.lower(), type_name))
+            opts["tensor_types"].append(next(it))
         elif arg == "--tensor-type-file":
             opts["tensor_type_file"] = next(it)
         elif arg == "--pure":

@@ -14,6 +14,7 @@ import pytest
 import qf
 from paths import GOLDEN, golden_case
 from qf.plugins import get_registry
+from qf.testing import kernel_bytes
 
 REGISTERED = sorted(get_registry().quant_types)
 GOLDEN_TYPES = sorted(json.loads((GOLDEN / "MANIFEST.json").read_text())["types"]) if GOLDEN.exists() else []
@@ -43,7 +44,7 @@ def test_golden_bytes(type_name, golden_manifest, golden_inputs):
     for case in golden.files:
         x, imatrix = golden_case(golden_inputs, case)
         ref = golden[case]
-        ours = qf.quantize_rows(type_name, x, imatrix)
+        ours = kernel_bytes(type_name, x, imatrix)
         assert ours.shape == ref.shape, f"{case}: shape {ours.shape} != {ref.shape}"
         if not np.array_equal(ours, ref):
             failures.append(f"{type_name}/{case}: " + describe_mismatch(ours, ref, qtype.type_size))

@@ -13,8 +13,8 @@ import pytest
 from golden_e2e import input_source, kv_summary, manifest_kv_summary, parse_command, quant_cases
 
 from paths import GOLDEN_E2E
-from qf.errors import PlanError, UnknownNameError
 from qf.app.pipeline import make_plan
+from qf.errors import PlanError, UnknownNameError
 
 ARCHES = ["llama", "qwen3moe", "glm4moe", "deepseek2"]
 LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(?P<name>\S+)\s+- \[.*\], type =\s+(?P<src>\S+), size =.*?"
@@ -66,11 +66,6 @@ def plan_from_manifest(group, manifest, monkeypatch):
     opts, pos = parse_command(manifest["command"])
     monkeypatch.chdir(GOLDEN_E2E / manifest["cwd"])
     ftype = pos[2] if len(pos) >= 3 else pos[1]
-    tensor_type_file = opts.pop("tensor_type_file", None)
-    if tensor_type_file:
-        for token in open(tensor_type_file).read().split():
-            pattern, _, type_name = token.partition("=")
-            opts["tensor_types"].append((pattern.lower(), type_name))
     source = input_source(group, split=opts.get("keep_split", False))
     plan, _ = make_plan(source.path, ftype, source=source, **opts)
     return plan

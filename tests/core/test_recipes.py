@@ -8,9 +8,9 @@ import pytest
 import qf
 from model_factory import llama_tensors, write_model
 from paths import GOLDEN_E2E, need
+from qf.app.pipeline import make_plan
 from qf.errors import PlanError, UsageError
 from qf.gguf_io import GGUFFile
-from qf.app.pipeline import make_plan
 
 GLM = GOLDEN_E2E / "synthetic" / "glm4moe"
 
@@ -67,7 +67,7 @@ type = "Q2_K"
      "r.toml:4 (rule #1): unknown key(s) typ"),
     ('extends = "Q4_0"\n[[rule]]\nmatch = "a(b"\ntype = "Q8_0"\n', "invalid regex 'a(b'"),
     ('extend = "Q4_0"\n', "unknown setting 'extend'"),
-    ('extends = "Q4_0"\non_missing_imatrix = "maybe"\n', "on_missing_imatrix must be one of"),
+    ('extends = "Q4_0"\non_missing_imatrix = "maybe"\n', "on_missing_imatrix: must be one of"),
 ])
 def test_recipe_errors(model, tmp_path, text, needle):
     recipe = tmp_path / "r.toml"
@@ -148,4 +148,4 @@ def test_tied_embeddings_follow_output_tensor_type(model):
 
 def test_unsupported_strategy_pair_is_an_error(model):
     with pytest.raises(PlanError, match="strategy 'rtn' does not support IQ3_S"):
-        make_plan(model, "Q4_0", tensor_types=[("ffn_up", "IQ3_S")], strategy="rtn")
+        make_plan(model, "Q4_0", tensor_types=["ffn_up=IQ3_S"], strategy="rtn")

@@ -108,15 +108,15 @@ def test_ctrl_c_leaves_nothing(tmp_path, monkeypatch):
     out = tmp_path / "o.gguf"
     calls = []
 
-    original = execute.Executor._quantize
+    original = execute.OrderedWriter.write
 
-    def interrupt(self, entry, writer, pool):
-        calls.append(entry.name)
+    def interrupt(self, unit, data):
+        calls.append(unit)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        original(self, entry, writer, pool)
+        original(self, unit, data)
 
-    monkeypatch.setattr(execute.Executor, "_quantize", interrupt)
+    monkeypatch.setattr(execute.OrderedWriter, "write", interrupt)
     with pytest.raises(KeyboardInterrupt):
         qf.quantize_file(src, out, "Q8_0")
     assert list(tmp_path.iterdir()) == [src]
