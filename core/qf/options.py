@@ -177,11 +177,17 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)
+
+
 def _checked(field: attrs.Attribute, value: Any) -> Any:
     spec: OptionSpec = field.metadata["qf"]
     items = value if spec.multiple else (value,)
     if spec.multiple and (isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")):
         raise UsageError(f"option {field.name}: expected a list, got {type(value).__name__} {value!r}")
+    if field.name == "tensor_types":  # the API also takes (pattern, type) pairs
+        items = value = tuple(f"{item[0]}={item[1]}" if _is_pair(item) else item for item in items)
     for item in items:
         if field.name == "rules":
             ok = isinstance(item, TypeRule)

@@ -40,3 +40,11 @@ def test_custom_q_keeps_case_splits_on_commas_and_follows_tensor_type():
 def test_api_values_are_checked_like_the_cli(kwargs, needle):
     with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         QuantizeOptions.from_kwargs(ftype="Q4_0", **kwargs)
+
+
+def test_api_takes_tensor_types_as_strings_or_pairs():
+    """``tensor_types=[("attn_v", "Q8_0")]`` is the same rule as ``["attn_v=Q8_0"]``; a triple is refused."""
+    pairs = resolve(QuantizeOptions.from_kwargs(ftype="Q4_0", tensor_types=[("ATTN_V", "q8_0"), "ffn=Q6_K"]))
+    assert [(r.pattern, r.type_name) for r in pairs.rules] == [("attn_v", "q8_0"), ("ffn", "Q6_K")]
+    with pytest.raises(UsageError, match="option tensor_types: expected str"):
+        QuantizeOptions.from_kwargs(ftype="Q4_0", tensor_types=[("a", "b", "c")])
