@@ -16,3 +16,18 @@ def layer_of(name: str) -> int:
     """The layer number of a ``blk.N.`` tensor, as llama.cpp's sscanf reads it, or -1."""
     m = _LAYER.match(name)
     return int(m.group(1)) if m else -1
+
+
+def category(name: str) -> str:
+    """llama.cpp's tensor_get_category."""
+    if name == "output.weight":
+        return "output"
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for part, cat in (("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"),
+                      ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
+                      ("attn_output.weight", "attn_output"), ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"),
+                      ("ffn_down", "ffn_down")):
+        if part in name:
+            return cat
+    return "other"

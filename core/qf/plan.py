@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -18,8 +19,7 @@ from qf.errors import ImatrixError, PlanError, UsageError
 from qf.gguf_io import KV, OutTensor, TensorInfo
 from qf.imatrix import Imatrix
 from qf.metadata import output_kvs, parse_override_kv, split_kvs
-from qf.mix import Mix, MixState, category
-from qf.names import BLOCK_NUMBER, NEXTN, layer_of
+from qf.names import BLOCK_NUMBER, NEXTN, category, layer_of
 from qf.options import QuantizeOptions
 from qf.plugins import Registry
 from qf.recipe import TypeRule
@@ -196,7 +196,7 @@ class Planner:
             if rule.strategy is not None:
                 registry.strategy(rule.strategy)
         self.rule_hits = [0] * len(options.rules)
-        #: size targets (qf.target): types assigned to free tensors (name -> (type, reason)), and the names of the
+        #: size targets (qf.app.target): types assigned to free tensors (name -> (type, reason)), and the names of the
         #: tensors no user rule or option fixes (filled by plan())
         self.assign: dict[str, tuple[str, str]] = {}
         self.free: set[str] = set()
@@ -220,7 +220,7 @@ class Planner:
             raise UsageError(f"{option}: {exc}") from None
 
     # -- per-tensor decision (llama_tensor_get_type) ---------------------------------------------------------------
-    def choose(self, name: str, t: TensorInfo, mix: MixState | None, facts: ArchFacts
+    def choose(self, name: str, t: TensorInfo, mix: Any, facts: ArchFacts
                ) -> tuple[QuantType | None, str, str | None, TypeRule | None]:
         """(type or None to keep the tensor as it is, reason, type before a shape fallback, manual rule)."""
         opts = self.options
@@ -262,7 +262,7 @@ class Planner:
             reason = why
         if manual is None:
             self.free.add(name)
-            if name in self.assign:  # a size target's choice (qf.target), never over a user's rule
+            if name in self.assign:  # a size target's choice (qf.app.target), never over a user's rule
                 qtype, reason = self._type(self.assign[name][0]), self.assign[name][1]
         return (*self._fit(name, t, qtype, reason), manual)
 
@@ -320,10 +320,9 @@ class Planner:
         has_imatrix = imatrix is not None and len(imatrix.entries) > 0
         mix = None
         if self.preset.mix is not None and self.default_type.is_quantized:
-            extra = Mix.from_toml(f"{arch.name}-rules", arch.rules, f"arch plugin {arch.name!r}").rules \
-                if arch.rules else ()
-            mix = MixState(self.registry.mix(self.preset.mix), facts, self.preset.ftype, self.default_type.name,
-                           self.default_type.block_size, has_imatrix, names, extra)
+            mix = self.registry.mix(self.preset.mix).start(facts, self.preset.ftype, self.default_type.name,
+                                                           self.default_type.block_size, has_imatrix, names,
+                                                           arch.rules, arch.name)
 
         entries, requant, missing, zeros, warnings, notes = [], [], [], [], [], []
         for index, (name, t) in enumerate(kept):

@@ -272,7 +272,10 @@ class Registrar:
         return self._add("executor", executor)
 
     def add_mix(self, mix) -> Any:
-        """Register a :class:`qf.mix.Mix` (a rule set presets refer to by name)."""
+        """Register a mix: a rule set presets refer to by name, with ``start(facts, ftype, default, qk, has_imatrix,
+        names, arch_rules, arch_name)`` returning an object whose ``choose(name, ncols, ne2)`` gives (type or
+        "default", why) tensor by tensor and whose ``tied`` says whether token_embd is the output (see
+        :class:`qf_plugins.presets.mix.Mix`)."""
         return self._add("mix", mix)
 
 

@@ -206,9 +206,9 @@ class Arch:
 
     ``gguf_names`` are the ``general.architecture`` values it handles; ``"*"`` marks the generic fallback.
     ``facts`` names a callable ``(metadata: dict, tensors: list[TensorInfo]) -> ArchFacts`` (None: the generic
-    architecture's); ``forward`` (optional)
-    names the numpy forward pass used by ``qf imatrix``; ``rules`` are mix rules (TOML text, see qf.mix) that take
-    precedence over the preset's for models of this architecture.
+    architecture's); ``forward`` (optional) names the numpy forward pass used by ``qf imatrix``; ``rules`` are mix
+    rules (TOML text, see qf_plugins.presets.mix) that take precedence over the preset's for models of this
+    architecture.
     """
 
     name: str

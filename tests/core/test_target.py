@@ -1,12 +1,12 @@
-"""qf.target: size parsing and the multiple-choice knapsack."""
+"""qf.app.knapsack: size parsing and the multiple-choice knapsack."""
 
 import itertools
 import random
 
 import pytest
 
+from qf.app.knapsack import Candidate, Item, hull, parse_bpw, parse_size, parse_types, solve
 from qf.errors import UsageError
-from qf.target import Candidate, Item, hull, parse_bpw, parse_size, parse_types, solve
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -1,5 +1,5 @@
 """``--target-size`` / ``--target-bpw``: measure each free tensor's error under each candidate type, weigh it by the
-tensor's sensitivity, and let :func:`qf.target.solve` pick the mix; then plan that mix like any other.
+tensor's sensitivity, and let :func:`qf.app.knapsack.solve` pick the mix; then plan that mix like any other.
 
 The loss model: ``loss(t, c) = s_t * e_t(c)`` where ``e_t(c)`` is the imatrix-weighted relative squared error of
 tensor ``t`` actually quantized to candidate ``c`` (with the run's strategy), ``sum_j w_j (x_j - q_j)^2 /
@@ -22,14 +22,14 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from qf.app.knapsack import Candidate, Item, parse_bpw, parse_size, parse_types, solve
 from qf.errors import UsageError
-from qf.execute import default_threads, to_float32
+from qf.execute import default_threads
 from qf.gguf_io.writer import pad
 from qf.imatrix import Imatrix
-from qf.mix import category
-from qf.names import NEXTN, layer_of
+from qf.names import NEXTN, category, layer_of
 from qf.plan import IMATRIX_EXEMPT, Plan, PlanEntry, Planner
-from qf.target import Candidate, Item, parse_bpw, parse_size, parse_types, solve
+from qf.plugins import get_registry
 
 #: the default candidate ladder (those that fit a tensor's rows are its candidates): K-quants and the legacy 32-blocks
 #: (for rows that are not a multiple of 256), with an imatrix also the IQ types
@@ -141,7 +141,7 @@ def measure_errors(source, entry: PlanEntry, types, imatrix: np.ndarray | None, 
     else:
         idx = np.arange(n_rows)
     raw = np.asarray(source.rows(t, 0, n_rows))[idx]
-    x = np.ascontiguousarray(to_float32(t.type_id, raw, k), np.float32)
+    x = np.ascontiguousarray(get_registry().quant_type_by_id(t.type_id).load_codec().dequantize(raw, k), np.float32)
     mats = idx // rows_per_mat
     w = np.ones_like(x) if imatrix is None else imatrix[mats]
     den = (w * x.astype(np.float64) ** 2).sum(axis=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from qf import ArchFacts
-from qf.mix import MixState
 from qf.plugins import get_registry
+from qf_plugins.presets.mix import MixState
 
 NAMES = ["token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight",
          "blk.0.attn_output.weight", "blk.0.ffn_down.weight", "output.weight"]

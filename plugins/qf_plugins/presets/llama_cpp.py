@@ -10,8 +10,8 @@ MIX_NAME = "llama.cpp"
 
 
 def _load():
-    from qf.mix import Mix
     from qf.recipe import parse_toml
+    from qf_plugins.presets.mix import Mix
 
     text = resources.files(__package__).joinpath("llama_cpp.toml").read_text()
     where = "qf_plugins/presets/llama_cpp.toml"

@@ -12,7 +12,9 @@ from paths import golden_case
 from qf.plugins import get_registry
 from qf.testing import check_quant_type, kernel_bytes, relative_rmse
 
-QUANTIZED = sorted(n for n, q in get_registry().quant_types.items() if q.is_quantized)
+# qf's own types (a third-party distribution installed beside qf, e.g. qf-ik, brings its own tests)
+QUANTIZED = sorted(n for n, q in get_registry().quant_types.items()
+                   if q.is_quantized and q.codec.startswith("qf_plugins."))
 
 
 def errors(type_name, x, imatrix, strategy):

@@ -13,8 +13,8 @@ MIX_NAME = "ik_llama.cpp"
 
 
 def load():
-    from qf.mix import Mix
     from qf.recipe import parse_toml
+    from qf_plugins.presets.mix import Mix
 
     text = resources.files(__package__).joinpath("ik_llama_cpp.toml").read_text()
     where = "qf_ik/ik_llama_cpp.toml"

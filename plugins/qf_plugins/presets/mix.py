@@ -2,7 +2,8 @@
 
 A mix is data (TOML): a list of ``[[rule]]`` tables — first match wins — and ``[[adjust]]`` tables applied, in order,
 to the type the rules chose.  Each names the ``role`` it applies to, optionally the ftypes it applies to (``ftypes`` /
-``not_ftypes``), a condition ``when`` (see qf.expr) and the resulting ``type`` (``"default"`` = the preset's type)::
+``not_ftypes``), a condition ``when`` (see qf_plugins.presets.expr) and the resulting ``type`` (``"default"`` = the
+preset's type)::
 
     [[rule]]
     role = "attn_v"
@@ -28,29 +29,14 @@ from typing import Any
 import attrs
 
 from qf.errors import PlanError, UsageError
-from qf.expr import Expr
-from qf.names import layer_of
+from qf.names import category, layer_of
 from qf.recipe import parse_toml
 from qf.values import ArchFacts
+from qf_plugins.presets.expr import Expr
 
 ROLES = ("output", "token_embd", "attn_v", "attn_k", "attn_q", "attn_output", "ffn_down", "ffn_gate", "ffn_up",
          "other")
 COUNTED = ("attn_v", "ffn_down", "ffn_gate", "ffn_up")
-
-
-def category(name: str) -> str:
-    """llama.cpp's tensor_get_category."""
-    if name == "output.weight":
-        return "output"
-    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
-        return "token_embd"
-    for part, cat in (("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"),
-                      ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
-                      ("attn_output.weight", "attn_output"), ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"),
-                      ("ffn_down", "ffn_down")):
-        if part in name:
-            return cat
-    return "other"
 
 
 def role_of(cat: str, tied_embeddings: bool) -> str:
@@ -99,6 +85,14 @@ class Mix:
         groups = data.get("group", {})
         return cls(name, tuple(parse_rules(data.get("rule", []), where, groups)),
                    tuple(parse_rules(data.get("adjust", []), where, groups, adjust=True)))
+
+    def start(self, facts: ArchFacts, ftype: str, default: str, qk: int, has_imatrix: bool, names: list[str],
+              arch_rules: str | None = None, arch_name: str = "") -> MixState:
+        """The planner's entry point (the interface a registered mix offers): this mix evaluated over one model's
+        tensors ``names`` in processing order, the arch plugin's own rules (TOML text) tried first."""
+        extra = Mix.from_toml(f"{arch_name}-rules", arch_rules, f"arch plugin {arch_name!r}").rules \
+            if arch_rules else ()
+        return MixState(self, facts, ftype, default, qk, has_imatrix, names, extra)
 
 
 def parse_rules(items: list[dict], where: str, groups: Mapping[str, list[str]] = (), adjust: bool = False
