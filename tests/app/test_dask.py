@@ -90,12 +90,9 @@ def test_same_bytes_as_threads(cluster, tmp_path, ftype, options):
 
 
 def test_smollm2(cluster, tmp_path):
-    from qf.app.aliases import find_model
+    from llama_ref import need_smollm2
 
-    try:
-        find_model("@smollm2")
-    except QfError as exc:
-        pytest.skip(exc.one_line())
+    need_smollm2()
     c, _client = cluster
     qf.quantize_file("@smollm2", tmp_path / "threads.gguf", "Q4_0", threads=2, allow_requantize=True)
     qf.quantize_file("@smollm2", tmp_path / "dask.gguf", "Q4_0", scheduler=c.scheduler_address,

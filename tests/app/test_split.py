@@ -151,12 +151,9 @@ def test_dask_split(model, tmp_path):
 def test_llama_cpp_loads_split_smollm2(tmp_path):
     """llama.cpp loads the set from its first file and generates the same text as from the unsplit file."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python==0.3.36 is not installed (tox -e e2e)")
-    from qf.app.aliases import find_model
+    from llama_ref import need_smollm2
 
-    try:
-        find_model("@smollm2")
-    except qf.errors.QfError as exc:
-        pytest.skip(exc.one_line())
+    need_smollm2()
     qf.quantize_file("@smollm2", tmp_path / "whole.gguf", "Q8_0", allow_requantize=True, threads=2)
     qf.quantize_file("@smollm2", tmp_path / "m.gguf", "Q8_0", allow_requantize=True, threads=2,
                      split_max_size="60M")

