@@ -171,11 +171,19 @@ def _fit(n, weight, xval, L):
 
 
 @inline
-def _code(L, lo, dim, bits):
+def _grid_index(kmap, L, lo, dim, bits):
+    """The grid index of the final digits L[lo:lo+dim], as ggml computes it: each digit read as C's ``int8_t``
+    (a wrapped 255 left by make_qp_quants when every candidate scale failed is −1), the code truncated to its
+    ``uint16_t u``; off the grid, ggml aborts ("Oops: found point not on grid"), and so do we (raise).  Only a NaN
+    scale leaves such digits, and ggml's ``GGML_ASSERT(scale >= 0)`` would abort on it next in any case."""
     u = 0
     for i in range(dim):
-        u |= L[lo + i] << (bits * i)
-    return u
+        u |= np.int64(np.int8(L[lo + i])) << (bits * i)
+    u &= 0xFFFF
+    ggml_assert(u < kmap.shape[0])  # (IQ3's map has 4096 entries: ggml reads past it, undefined behaviour)
+    gi = np.int64(kmap[u])
+    ggml_assert(gi >= 0)
+    return gi
 
 
 @inline
@@ -355,7 +363,7 @@ def quantize_iq2_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     for g in range(4):
                         signs[g] = (~signs[g]) & 127
                 for g in range(4):
-                    gi = np.int64(kmap[_code(L, 8 * g, 8, 2)])
+                    gi = _grid_index(kmap, L, 8 * g, 8, 2)
                     q2[2 * ib] |= gi << (8 * g)
                     q2[2 * ib + 1] |= signs[g] << (7 * g)
                 scales[ib] = scale
@@ -416,7 +424,7 @@ def quantize_iq2_xs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     for g in range(2):
                         signs[g] = (~signs[g]) & 127
                 for g in range(2):
-                    q2[2 * ib + g] = np.int64(kmap[_code(L, 8 * g, 8, 2)]) | (signs[g] << 9)
+                    q2[2 * ib + g] = _grid_index(kmap, L, 8 * g, 8, 2) | (signs[g] << 9)
                 scales[ib] = scale
                 ggml_assert(scale >= F32(0.0))
                 max_scale = c_max(max_scale, scale)
@@ -478,7 +486,7 @@ def quantize_iq2_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     for g in range(2):
                         signs[g] = (~signs[g]) & 0xFF
                 for g in range(2):
-                    gi = np.int64(kmap[_code(L, 8 * g, 8, 2)])
+                    gi = _grid_index(kmap, L, 8 * g, 8, 2)
                     i8 = 2 * ib + g
                     out[r, o + 2 + i8] = gi & 0xFF
                     out[r, o + 66 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
@@ -541,7 +549,7 @@ def quantize_iq3_xxs(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     for g in range(4):
                         signs[g] = (~signs[g]) & 127
                 for g in range(8):
-                    q3[8 * ib + g] = np.int64(kmap[_code(L, 4 * g, 4, 3)])
+                    q3[8 * ib + g] = _grid_index(kmap, L, 4 * g, 4, 3)
                 sas[ib] = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)
                 scales[ib] = scale
                 ggml_assert(scale >= F32(0.0))
@@ -605,7 +613,7 @@ def quantize_iq3_s(x, qw, kmap, neighbours, qpoints, toff64, digits, out):
                     for g in range(4):
                         signs[g] = (~signs[g]) & 0xFF
                 for g in range(8):
-                    gi = np.int64(kmap[_code(L, 4 * g, 4, 3)])
+                    gi = _grid_index(kmap, L, 4 * g, 4, 3)
                     out[r, qs_at + g] = gi & 0xFF
                     out[r, o + 66 + ib] |= (gi >> 8) << g
                 qs_at += 8

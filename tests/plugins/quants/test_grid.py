@@ -251,6 +251,31 @@ def test_overflowing_values_raise_where_ggml_aborts(name):
         qf.quantize_rows(name, _huge(1e18), imatrix)
 
 
+def test_failed_search_reads_no_digit_code_past_the_map():
+    """A regression from the C fuzz (a fresh seed crashed the process): huge values under extreme imatrix columns
+    make every candidate scale NaN, so IQ2_XXS's digits stay as make_qp_quants wrapped them (255); their code, built
+    wide, indexed far past the 65536-entry map (a segfault without bounds checks).  ggml reads the digits as int8
+    into a uint16 code, finds it off the grid and aborts: qf raises the same "would abort" error, in a child process
+    here so that a crash is a failure with its exit status rather than the end of the run."""
+    code = (
+        "import numpy as np\n"
+        "from qf.testing import kernel_bytes\n"
+        "from qf.errors import InvalidWeightsError\n"
+        "rng = np.random.default_rng(3)\n"
+        "x = (rng.standard_normal((1, 256)) * 1e10).astype(np.float32)\n"
+        "im = rng.lognormal(0, 1, 256)\n"
+        "im[rng.random(256) < 0.05] = 1e30\n"
+        "im[rng.random(256) < 0.05] = 1e-30\n"
+        "try:\n"
+        "    kernel_bytes('IQ2_XXS', x, im.astype(np.float32))\n"
+        "except InvalidWeightsError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    assert "llama.cpp would abort" in done.stdout
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # sanity of the result
 
