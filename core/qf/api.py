@@ -94,10 +94,16 @@ def check_scales(qtype: QuantType, x: np.ndarray, out: np.ndarray, amax: float, 
                  imatrix: np.ndarray | None = None) -> None:
     """Rows with values beyond fp16, or importances huge enough to overflow float32 sums, can overflow a type's
     16-bit scales (or F16 itself): decode and refuse non-finite results, as llama.cpp's ``ggml_validate_row_data``
-    does.  ``where(row)`` names a row for the message."""
+    does; and whatever else that validation refuses, as the codec reports it (:meth:`Codec.invalid_rows`).
+    ``where(row)`` names a row for the message."""
+    codec = qtype.load_codec()
+    invalid = codec.invalid_rows(out)
+    if invalid is not None and invalid[0].size:
+        raise InvalidWeightsError(f"{invalid[1]} at {where(int(invalid[0][0]))} (llama.cpp refuses this too:"
+                                  f" quantized data validation failed)")
     if amax <= FP16_MAX and (imatrix is None or not qtype.uses_imatrix or float(imatrix.max()) <= IMATRIX_OVERFLOW):
         return
-    y = qtype.load_codec().dequantize(out, x.shape[1])
+    y = codec.dequantize(out, x.shape[1])
     bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
     if bad.size:
         raise InvalidWeightsError(

@@ -69,6 +69,12 @@ class Codec:
     def pack(self, x: np.ndarray, imatrix: np.ndarray | None, problem: BlockProblem, solution: BlockSolution) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot pack a generic solution")
 
+    def invalid_rows(self, data: np.ndarray) -> tuple[np.ndarray, str] | None:
+        """Rows of quantized ``data`` that llama.cpp's ``ggml_validate_row_data`` refuses for a reason other than a
+        non-finite decoded value (checked for every type where an overflow is possible), and that reason — e.g.
+        MXFP4's reserved E8M0 exponent 255.  Called on every result, so it must be cheap; None: nothing to check."""
+        return None
+
 
 NONFINITE_BITS = 0x7F800000
 

@@ -59,6 +59,14 @@ class FP4Codec(Codec):
         getattr(_kernels(), f"dequantize_{self.name.lower()}")(data, n_per_row, out)
         return out
 
+    def invalid_rows(self, data: np.ndarray) -> tuple[np.ndarray, str] | None:
+        """MXFP4: blocks of values below ~2^-125 wrap the E8M0 exponent to 255, which ggml reserves (NaN) and its
+        validation refuses ("found invalid e value 255"); NVFP4's UE4M3 scales have no invalid byte."""
+        if self.qtype is not MXFP4:
+            return None
+        e = data.reshape(data.shape[0], -1, self.type_size)[:, :, 0]
+        return np.flatnonzero((e == 255).any(axis=1)), "an E8M0 exponent of 255 (values below ~2^-125)"
+
 
 MXFP4_CODEC = FP4Codec(MXFP4, 32)
 NVFP4_CODEC = FP4Codec(NVFP4, 16)

@@ -52,10 +52,7 @@ def test_mxfp4_exponent_wraps_on_tiny_rows():
     assert 255 in e.tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: qf.quantize_rows returns MXFP4 blocks whose E8M0 exponent is 255 "
-                   "(inputs below ~2^-125 wrap it), which llama.cpp's validation refuses ('found invalid e value "
-                   "255'); qf's scale check runs only for inputs beyond the fp16 range and only looks for non-finite "
-                   "decoded values (these decode to ~1.7e38 times the quants)")
 def test_mxfp4_wrapped_exponent_is_refused():
-    with pytest.raises(InvalidWeightsError):
+    """llama.cpp's validation refuses the exponent 255 ("found invalid e value 255"): so does qf, naming the row."""
+    with pytest.raises(InvalidWeightsError, match="E8M0 exponent of 255 .* at row"):
         qf.quantize_rows("MXFP4", tiny_rows())
