@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 import subprocess
 import sys
@@ -251,12 +252,13 @@ def test_overflowing_values_raise_where_ggml_aborts(name):
         qf.quantize_rows(name, _huge(1e18), imatrix)
 
 
-def test_failed_search_reads_no_digit_code_past_the_map():
+def test_failed_search_reads_no_digit_code_past_the_map(tmp_path):
     """A regression from the C fuzz (a fresh seed crashed the process): huge values under extreme imatrix columns
     make every candidate scale NaN, so IQ2_XXS's digits stay as make_qp_quants wrapped them (255); their code, built
     wide, indexed far past the 65536-entry map (a segfault without bounds checks).  ggml reads the digits as int8
     into a uint16 code, finds it off the grid and aborts: qf raises the same "would abort" error, in a child process
-    here so that a crash is a failure with its exit status rather than the end of the run."""
+    here, compiled with bounds checks (an out-of-bounds read does not always crash): a crash or an IndexError is a
+    failure with its exit status rather than the end of the run."""
     code = (
         "import numpy as np\n"
         "from qf.testing import kernel_bytes\n"
@@ -271,7 +273,8 @@ def test_failed_search_reads_no_digit_code_past_the_map():
         "except InvalidWeightsError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
     assert "llama.cpp would abort" in done.stdout
 
