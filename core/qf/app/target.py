@@ -3,8 +3,13 @@ tensor's sensitivity, and let :func:`qf.app.knapsack.solve` pick the mix; then p
 
 The loss model: ``loss(t, c) = s_t * e_t(c)`` where ``e_t(c)`` is the imatrix-weighted relative squared error of
 tensor ``t`` actually quantized to candidate ``c`` (with the run's strategy), ``sum_j w_j (x_j - q_j)^2 /
-sum_j w_j x_j^2`` over sampled rows (all rows of small tensors), and ``s_t`` the tensor's sensitivity: 1 for every
-tensor by default, or a measured KL divergence per unit of relative error from ``qf sensitivity`` (``--sensitivity``).
+sum_j w_j x_j^2`` over sampled rows (all rows of small tensors), and ``s_t`` the tensor's sensitivity: a measured KL
+divergence per unit of relative error from ``qf sensitivity`` (``--sensitivity``), or by default a prior: 1 for every
+tensor but the output head (``output.weight``, or ``token_embd.weight`` where the model ties them), which gets
+:data:`HEAD_SENSITIVITY`.  The head's error goes straight into the logits; measured on SmolLM2 (tied head, Q4_0
+probe, ``qf sensitivity``) it is 115x the median tensor's, while the medians of the other kinds lie within 0.4-1.5x
+of it.  Without that one prior the knapsack starves the head (the largest tensor) and at Q4_K_M's size the mix had
+2.4x the preset's KLD; with it see benchmarks/bench_target.py.
 
 A *free* tensor is one no user rule or option fixes (``--tensor-type``, recipe rules, ``--token-embedding-type``,
 ``--output-tensor-type``); MTP/NextN heads keep the planner's choice (the main model's loss does not see them).
@@ -72,7 +77,7 @@ class TargetReport:
     budget: int  # bytes available to the free tensors
     loss: float  # predicted loss sum_t s_t e_t
     loss_stderr: float  # its sampling standard error
-    sensitivity: str  # "uniform" or the file
+    sensitivity: str  # the default prior, or the file
     tensors: tuple[TensorChoice, ...]
     seconds: float  # measuring and solving
 
@@ -111,9 +116,25 @@ def _kind(name: str) -> str:
     return name.split(".")[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
 
 
-def sensitivity_weights(path: str | None, names: list[str]) -> tuple[dict[str, float], str]:
+#: the default sensitivity of the output head relative to every other tensor (see the module docstring)
+HEAD_SENSITIVITY = 100.0
+
+
+def output_head(names) -> str | None:
+    """The tensor that projects to the logits: ``output.weight``, or ``token_embd.weight`` where the model ties
+    them (no ``output.weight``)."""
+    names = set(names)
+    return next((n for n in ("output.weight", "token_embd.weight") if n in names), None)
+
+
+def sensitivity_weights(path: str | None, names: list[str],
+                        all_names: list[str] | None = None) -> tuple[dict[str, float], str]:
+    """Each free tensor's sensitivity: from a ``qf sensitivity`` file, or the default prior (``all_names``, every
+    tensor of the model, tells whether the head is tied)."""
     if path is None:
-        return {n: 1.0 for n in names}, "uniform"
+        head = output_head(names if all_names is None else all_names)
+        return ({n: HEAD_SENSITIVITY if n == head else 1.0 for n in names},
+                f"prior (1; the output head {head} {HEAD_SENSITIVITY:g})" if head in names else "uniform")
     weights = load_sensitivity(path)
     by_kind: dict[str, list[float]] = {}
     for n, w in weights.items():
@@ -225,7 +246,8 @@ def plan_for_target(registry, opts, source) -> Plan:
         raise UsageError("--target-size/--target-bpw: no tensor is free to choose (every quantized tensor is fixed"
                          " by a rule or option, or no candidate type fits it)")
     what, target, budget, padded = _budget(base, opts, source, free_entries)
-    weights, sens_label = sensitivity_weights(opts.sensitivity, [e.name for e in free_entries])
+    weights, sens_label = sensitivity_weights(opts.sensitivity, [e.name for e in free_entries],
+                                              [e.name for e in base.entries])
     sample = DEFAULT_SAMPLE_ROWS if opts.target_sample_rows is None else opts.target_sample_rows
     if sample < 0:
         raise UsageError("--target-sample-rows must be >= 0")
