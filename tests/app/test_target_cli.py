@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from paths import GOLDEN_E2E, need
 from qf.app.cli import cli
 from qf.app.pipeline import make_plan
+from qf.plugins import get_registry
 
 IMATRIX = GOLDEN_E2E / "smollm2" / "imatrix" / "imatrix.gguf"
 FAST = ["--target-sample-rows", "16"]
@@ -89,3 +90,29 @@ def test_dry_run_prints_the_prediction(smollm2):
     out = run("quantize", "--dry-run", "--allow-requantize", smollm2, "Q4_0", "--target-bpw", "5", *FAST).output
     assert "predicted loss" in out and "--target-bpw" in out
     assert not os.path.exists("ggml-model-Q4_0.gguf")
+
+
+def test_slow_candidates_are_measured_only_near_the_choice(smollm2):
+    """The grid types (IQ2_*, IQ3_*) are measured in a second stage, only for tensors whose first-stage type lies
+    near their bits per weight; asked for explicitly (--target-types) every candidate is measured."""
+    from qf.app.target import SLOW_CANDIDATES, STAGE_WINDOW
+
+    def plan_at(**kw):
+        return make_plan(smollm2, "Q4_K_M", allow_requantize=True, imatrix=str(need(IMATRIX)), dry_run=True,
+                         target_size="0.8x", target_sample_rows=16, **kw)[0]
+
+    every = ",".join(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL",
+                      "IQ4_XS", *sorted(SLOW_CANDIDATES)])
+    full = {c.name: {o.type_name for o in c.options} for c in plan_at(target_types=every).target.tensors}
+    assert any(SLOW_CANDIDATES <= names for names in full.values())  # asked for, every candidate is measured
+    staged = plan_at()
+    reg = get_registry()
+    skipped = 0
+    for c in staged.target.tensors:
+        first = reg.quant_type(c.first_stage).bits_per_weight
+        window = {n for n in SLOW_CANDIDATES & full[c.name]
+                  if -STAGE_WINDOW[0] <= reg.quant_type(n).bits_per_weight - first <= STAGE_WINDOW[1]}
+        assert {o.type_name for o in c.options} & SLOW_CANDIDATES == window, c.name
+        assert {o.type_name for o in c.options} - SLOW_CANDIDATES == full[c.name] - SLOW_CANDIDATES, c.name
+        skipped += len(SLOW_CANDIDATES & full[c.name]) - len(window)
+    assert skipped > 0  # the window left some slow measurements out (how many: benchmarks/bench_target.py times it)

@@ -41,6 +41,10 @@ from qf.plugins import get_registry
 LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL")
 IMATRIX_LADDER = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS")
 DEFAULT_SAMPLE_ROWS = 128
+#: candidates whose search is slow (grid types): measured in a second stage, only where the first stage's choice lies
+#: within STAGE_WINDOW bits per weight (below, above) of theirs
+SLOW_CANDIDATES = frozenset({"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"})
+STAGE_WINDOW = (1.25, 0.25)
 SEED = 0x5EED
 
 
@@ -60,6 +64,7 @@ class TensorChoice:
     rows: int
     options: tuple[Measured, ...]
     chosen: str
+    first_stage: str | None = None  # the first stage's choice, where the slow candidates were staged
 
     def option(self, type_name: str) -> Measured:
         return next(m for m in self.options if m.type_name == type_name)
@@ -252,21 +257,49 @@ def plan_for_target(registry, opts, source) -> Plan:
     if sample < 0:
         raise UsageError("--target-sample-rows must be >= 0")
 
-    def job(e: PlanEntry):
-        rng = np.random.default_rng([SEED, e.index])
-        return measure_errors(source, e, cands[e.name][0], cands[e.name][1], strategy.name, sample, rng)
+    def measure(todo: dict[str, list]) -> None:
+        """Measure each tensor's listed candidates into ``measured`` (the same sampled rows every time: the seed)."""
+        def job(e: PlanEntry):
+            rng = np.random.default_rng([SEED, e.index])
+            return measure_errors(source, e, todo[e.name], cands[e.name][1], strategy.name, sample, rng)
 
-    with ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="qf-target") as pool:
-        results = list(pool.map(job, free_entries))
-    items, measured = [], {}
-    for e, (errs, n_sampled) in zip(free_entries, results):
-        ms = []
-        for q, (err, se) in zip(cands[e.name][0], errs):
-            raw = e.source.n_rows * q.row_bytes(e.source.n_per_row)
-            ms.append(Measured(q.name, pad(raw, base.alignment) if padded else raw, err, se))
-        measured[e.name] = (ms, n_sampled)
-        items.append(Item(e.name, tuple(Candidate(m.type_name, m.size, weights[e.name] * m.error) for m in ms)))
-    solution = solve(items, budget)
+        entries = [e for e in free_entries if todo.get(e.name)]
+        with ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="qf-target") as pool:
+            for e, (errs, n_sampled) in zip(entries, pool.map(job, entries)):
+                ms = measured.setdefault(e.name, ([], n_sampled))[0]
+                for q, (err, se) in zip(todo[e.name], errs):
+                    raw = e.source.n_rows * q.row_bytes(e.source.n_per_row)
+                    ms.append(Measured(q.name, pad(raw, base.alignment) if padded else raw, err, se))
+
+    def knapsack() -> tuple[list[Item], object]:
+        items = [Item(e.name, tuple(Candidate(m.type_name, m.size, weights[e.name] * m.error)
+                                    for m in measured[e.name][0])) for e in free_entries]
+        return items, solve(items, budget)
+
+    # Staged measuring (default ladder only): the slow grid searches (IQ2_*, IQ3_*: ~3/4 of the measuring time) are
+    # measured only for tensors where the knapsack over the other candidates lands near their bits per weight
+    # (STAGE_WINDOW) — a tensor given Q6_K will not trade down to 2 bits, one given Q3_K might.
+    measured: dict[str, tuple[list[Measured], int]] = {}
+    staged = opts.target_types is None
+    first = {n: [q for q in c[0] if not (staged and q.name in SLOW_CANDIDATES)] for n, c in cands.items()}
+    if staged and any(not v for v in first.values()):  # a tensor only the slow types fit: measure everything
+        staged, first = False, {n: c[0] for n, c in cands.items()}
+    measure(first)
+    if staged and sum(min(m.size for m in measured[e.name][0]) for e in free_entries) > budget:
+        staged = False  # too tight without the small grid types: measure them everywhere
+        measure({n: [q for q in c[0] if q.name in SLOW_CANDIDATES] for n, c in cands.items()})
+    items, solution = knapsack()
+    first_choice: dict[str, str] = {}
+    if staged:
+        second = {}
+        for e, it in zip(free_entries, items):
+            chosen = registry.quant_type(it.candidates[solution.choice[e.name]].type_name, target_name)
+            first_choice[e.name] = chosen.name
+            lo, hi = chosen.bits_per_weight - STAGE_WINDOW[0], chosen.bits_per_weight + STAGE_WINDOW[1]
+            second[e.name] = [q for q in cands[e.name][0] if q.name in SLOW_CANDIDATES
+                              and lo <= q.bits_per_weight <= hi]
+        measure(second)
+        items, solution = knapsack()
     flag = "--target-size" if what == "file bytes" else "--target-bpw"
     assign, choices = {}, []
     var = 0.0
@@ -277,7 +310,8 @@ def plan_for_target(registry, opts, source) -> Plan:
         var += (weights[e.name] * m.stderr) ** 2
         assign[e.name] = (c.type_name, f"{flag}: {c.type_name} (predicted loss {c.loss:.3g},"
                                        f" rel. error {m.error:.3g})")
-        choices.append(TensorChoice(e.name, weights[e.name], n_sampled, e.source.n_rows, tuple(ms), c.type_name))
+        choices.append(TensorChoice(e.name, weights[e.name], n_sampled, e.source.n_rows, tuple(ms), c.type_name,
+                                    first_choice.get(e.name)))
     final = Planner(registry, opts).plan(source, imatrix, assign)
     achieved = (sum(final.file_bytes(i) for i in range(len(final.files))) if what == "file bytes"
                 else final.bytes_out)
