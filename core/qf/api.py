@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from qf.codec import check_finite, keep_better_blocks
-from qf.errors import ImatrixError, InvalidWeightsError, UsageError
+from qf.errors import ImatrixError, InvalidWeightsError, UsageError, check_interrupted
 from qf.plugins import get_registry
 from qf.values import QuantType, Strategy
 
@@ -66,10 +68,49 @@ def resolve(type_name: str | QuantType, strategy: str | Strategy | None) -> tupl
     return qtype, strat
 
 
+#: Python runs signal handlers (Ctrl-C, SIGTERM: clean up and exit) only between kernel calls, so rows go to the
+#: kernels in calls of about this many seconds: the first call takes FIRST_CALL_VALUES values, each next one is
+#: sized from the last one's speed (a fast type ends up with a few calls per unit, a slow search with many)
+CALL_SECONDS = 0.25
+FIRST_CALL_VALUES = 1 << 16
+
+
 def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: np.ndarray | None
                      ) -> tuple[np.ndarray, float]:
     """Quantize float32 C-contiguous rows whose shape and imatrix passed :func:`check_rows` (``scan=False``) /
-    :func:`check_imatrix` (the executor's hot path): ``(bytes, max |x|)``, raising on NaN/Inf in ``x``."""
+    :func:`check_imatrix` (the executor's hot path): ``(bytes, max |x|)``, raising on NaN/Inf in ``x``.
+
+    Rows are quantized independently (as in ggml), so they go to the codec in calls of bounded time (see
+    :data:`CALL_SECONDS`): the bytes do not depend on how the rows are split."""
+    n, k = x.shape
+    rows = max(1, FIRST_CALL_VALUES // max(1, k))
+    if n <= rows:
+        return _quantize_call(qtype, strat, x, imatrix)
+    out = np.empty((n, qtype.row_bytes(k)), np.uint8)
+    amax, r0 = 0.0, 0
+    while r0 < n:
+        check_interrupted()
+        r1 = min(n, r0 + rows)
+        start = time.perf_counter()
+        try:
+            out[r0:r1], part_max = _quantize_call(qtype, strat, x[r0:r1], imatrix)
+        except InvalidWeightsError as exc:
+            row = getattr(exc, "row", None)
+            if row is None:
+                raise
+            error = InvalidWeightsError(f"input: non-finite value {x[r0 + row, exc.column]} at row {r0 + row},"
+                                        f" column {exc.column}")
+            error.row, error.column = r0 + row, exc.column
+            raise error from None
+        amax = max(amax, part_max)
+        seconds = time.perf_counter() - start
+        rows = max(1, int((r1 - r0) * min(CALL_SECONDS / max(seconds, 1e-6), 64.0)))
+        r0 = r1
+    return out, amax
+
+
+def _quantize_call(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: np.ndarray | None
+                   ) -> tuple[np.ndarray, float]:
     if imatrix is not None and not qtype.uses_imatrix:
         imatrix = None
     codec = qtype.load_codec()

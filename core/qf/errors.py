@@ -63,3 +63,20 @@ class Interrupted(QfError):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}; no output written")
+
+
+#: signals received while a run's handlers are installed (qf.app.pipeline.signals_raise).  A handler's raise can be
+#: lost — Python reports and drops an exception raised inside a ctypes callback, and a signal that lands while numba
+#: compiles or loads a kernel runs its handler inside one (llvmlite's object-cache callback) — so the work loops
+#: also call :func:`check_interrupted` between kernel calls and units.
+pending_signals: list[int] = []
+
+
+def check_interrupted() -> None:
+    """Raise for a signal received and not yet acted on: KeyboardInterrupt for SIGINT, :class:`Interrupted` else."""
+    if pending_signals:
+        import signal
+
+        if pending_signals[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(pending_signals[0])

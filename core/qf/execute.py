@@ -18,7 +18,7 @@ import attrs
 import numpy as np
 
 from qf.api import check_scales, quantize_checked
-from qf.errors import InvalidWeightsError
+from qf.errors import InvalidWeightsError, check_interrupted
 from qf.gguf_io import GGUFStreamWriter
 from qf.plan import Plan, PlanEntry
 from qf.plugins import get_registry
@@ -153,6 +153,7 @@ class Executor:
         writer = OrderedWriter(plan, outputs, on_tensor)
         released = -1
         for unit, data in self.results(plan, source, work_units(plan)):
+            check_interrupted()
             writer.write(unit, data)
             entry = plan.entries[unit.entry]
             on_progress(unit_input_bytes(entry, unit))

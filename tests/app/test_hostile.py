@@ -256,3 +256,32 @@ def test_api_errors_are_typed_one_liners():
         qf.quantize_file("x.gguf", "y.gguf", "Q4_0", purity=True)
     with pytest.raises(UsageError, match="option pure: expected bool"):
         qf.quantize_file("x.gguf", "y.gguf", "Q4_0", pure="yes")
+
+
+def test_a_signal_whose_raise_would_be_dropped_is_acted_on_at_the_next_call():
+    """A signal that lands while numba compiles or loads a kernel runs its handler inside llvmlite's ctypes callback,
+    where Python drops a raised exception (the run then went on for minutes, or died by SIGINT: a flaky CI failure).
+    There the handler only records it, and the next kernel call raises."""
+    import sys as _sys
+
+    import numpy as np
+
+    import qf
+    from qf.app.pipeline import signals_raise
+    from qf.errors import Interrupted, pending_signals
+
+    code = compile("def callback():\n    return sys._getframe()\n", "/x/site-packages/llvmlite/binding/ffi.py", "exec")
+    scope = {"sys": _sys}
+    exec(code, scope)
+    frame = scope["callback"]()  # a frame "inside llvmlite"
+    x = np.ones((64, 4096), np.float32)
+    with signals_raise():
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, frame)  # recorded, not raised
+        assert pending_signals == [signal.SIGTERM]
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            qf.quantize_rows("Q8_0", x)
+        with pytest.raises(Interrupted):  # and raised where the handler runs in Python code
+            handler(signal.SIGTERM, _sys._getframe())
+    assert pending_signals == []
+    assert signal.getsignal(signal.SIGTERM) is not handler

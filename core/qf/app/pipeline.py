@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from qf.app.aliases import find_model
-from qf.errors import Interrupted, UsageError
+from qf.errors import Interrupted, UsageError, pending_signals
 from qf.execute import default_threads
 from qf.gguf_io import TensorSource, atomic_output, check_not_inputs, check_space, output_target, split_path
 from qf.options import QuantizeOptions, resolve
@@ -181,21 +181,37 @@ def clamp_threads(threads: int | None, say=lambda msg: None) -> int:
 
 @contextmanager
 def signals_raise() -> Iterator[None]:
-    """While writing, SIGTERM and SIGHUP raise :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt), so every
-    temporary file is removed on the way out.  Only in the main thread (signal handlers can be set nowhere else)."""
+    """While writing, SIGTERM and SIGHUP raise :class:`Interrupted` and SIGINT KeyboardInterrupt, so every temporary
+    file is removed on the way out.  Each signal is also recorded (``qf.errors.pending_signals``): where the handler
+    runs inside llvmlite's ctypes callback (numba compiling or loading a kernel) a raise would be dropped, so there it
+    only records, and the work loops raise at their next :func:`qf.errors.check_interrupted`.  Only in the main thread
+    (signal handlers can be set nowhere else); a SIGINT the caller ignores (``cmd &``) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
+        pending_signals.append(signum)
+        depth, f = 0, frame
+        while f is not None and depth < 64:  # inside a ctypes callback from llvmlite: record only
+            if "llvmlite" in f.f_code.co_filename:
+                return
+            f, depth = f.f_back, depth + 1
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Interrupted(signum)
 
-    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    wanted = [signal.SIGTERM, signal.SIGHUP]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        wanted.append(signal.SIGINT)
+    pending_signals.clear()
+    saved = {sig: signal.signal(sig, handler) for sig in wanted}
     try:
         yield
     finally:
         for sig, previous in saved.items():
             signal.signal(sig, previous)
+        pending_signals.clear()
 
 
 def summary(plan: Plan) -> str:
