@@ -107,7 +107,11 @@ class Imatrix:
         for name in sorted(set(sums) | set(counts)):
             if name not in sums or name not in counts:
                 raise ImatrixError(f"imatrix file {path}: mismatched in_sum2 and counts for {shown(name)}")
-            c = np.rint(np.asarray(counts[name], np.float32)).reshape(-1)  # lround, as llama.cpp
+            c = np.asarray(counts[name], np.float32).reshape(-1)
+            if not np.isfinite(c).all() or (c < 0).any():
+                bad = c[~np.isfinite(c) | (c < 0)][0]
+                raise ImatrixError(f"imatrix file {path}: {shown(name)} has an invalid count {bad}")
+            c = np.rint(c)  # lround, as llama.cpp
             s = np.asarray(sums[name], np.float32).reshape(-1)
             if c.size == 0 or s.size % c.size:
                 raise ImatrixError(

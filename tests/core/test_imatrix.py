@@ -36,6 +36,15 @@ def test_count_zero_gives_ones(tmp_path):
     np.testing.assert_array_equal(Imatrix.load(p).entries["a.weight"], np.ones(4, np.float32))
 
 
+@pytest.mark.parametrize("count", [float("nan"), float("inf"), -2.0])
+def test_invalid_count_is_an_error(tmp_path, count):
+    """A count llama.cpp would lround into garbage (NaN, inf, negative): one line naming the entry (the long fuzz
+    run found NaN counts read as "no data" with a numpy warning)."""
+    p = write_imatrix_gguf(tmp_path / "c.gguf", {"a.weight": np.arange(1, 5)}, count=count)
+    with pytest.raises(ImatrixError, match=r"'a.weight' has an invalid count"):
+        Imatrix.load(p)
+
+
 def test_gguf_sum_over_count(tmp_path):
     p = write_imatrix_gguf(tmp_path / "s.gguf", {"a.weight": np.array([1, 2, 3, 4], np.float32)}, count=3.0)
     np.testing.assert_array_equal(Imatrix.load(p).entries["a.weight"], np.float32([3, 6, 9, 12]) / np.float32(3))
