@@ -55,6 +55,20 @@ def test_listings(command):
     assert json.loads(result.stdout)
 
 
+def test_list_arches_names_the_imatrix_engine_auto_takes():
+    """`qf list-arches` says which forward engine `qf imatrix --engine auto` runs for each architecture."""
+    from qf_arches.imatrix.engines import numpy_handles
+
+    items = json.loads(qf("list-arches", "--json").stdout)
+    engines = {i["name"]: i["imatrix_engine"] for i in items}
+    assert engines["llama"] == engines["glm4moe"] == engines["deepseek2"] == "numpy"
+    assert engines["generic"] == engines["gemma3"] == "llama.cpp"
+    for i in items:
+        arch = i["gguf_names"][0]
+        assert (i["imatrix_engine"] == "numpy") == (arch != "*" and numpy_handles(arch)), i["name"]
+    assert "qf imatrix" in qf("list-arches").stdout.splitlines()[0]
+
+
 @pytest.mark.parametrize("command", ["quantize", "list-types", "list-strategies", "list-arches", "plugins"])
 def test_help(command):
     result = qf(command, "--help")

@@ -108,15 +108,17 @@ def list_strategies(as_json: bool) -> None:
 @cli.command("list-arches")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_arches(as_json: bool) -> None:
-    """List the registered architecture plugins."""
+    """List the registered architecture plugins, and the forward engine `qf imatrix --engine auto` takes for each
+    (numpy: qf's own pass; llama.cpp: llama.cpp's, through llama-cpp-python, for every architecture it runs)."""
     reg = get_registry()
-    items = [{"name": a.name, "gguf_names": list(a.gguf_names), "plugin": a.plugin, "description": a.description}
+    items = [{"name": a.name, "gguf_names": list(a.gguf_names), "plugin": a.plugin, "description": a.description,
+              "imatrix_engine": "numpy" if a.forward is not None and "*" not in a.gguf_names else "llama.cpp"}
              for a in reg.arches.values()]
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
-    _echo_table([[i["name"], ",".join(i["gguf_names"]), i["plugin"], i["description"]] for i in items],
-                ["name", "general.architecture", "plugin", "description"])
+    _echo_table([[i["name"], ",".join(i["gguf_names"]), i["plugin"], i["imatrix_engine"], i["description"]]
+                 for i in items], ["name", "general.architecture", "plugin", "qf imatrix", "description"])
 
 
 @cli.command("list-ftypes")
