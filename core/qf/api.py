@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from qf.codec import check_finite, keep_better_blocks
+from qf.codec import check_finite, keep_better_blocks, non_finite_error
 from qf.errors import ImatrixError, InvalidWeightsError, UsageError, check_interrupted
 from qf.plugins import get_registry
 from qf.values import QuantType, Strategy
@@ -98,10 +98,7 @@ def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: 
             row = getattr(exc, "row", None)
             if row is None:
                 raise
-            error = InvalidWeightsError(f"input: non-finite value {x[r0 + row, exc.column]} at row {r0 + row},"
-                                        f" column {exc.column}")
-            error.row, error.column = r0 + row, exc.column
-            raise error from None
+            raise non_finite_error(x, r0 + row, exc.column) from None  # named by its row in the whole
         amax = max(amax, part_max)
         seconds = time.perf_counter() - start
         rows = max(1, int((r1 - r0) * min(CALL_SECONDS / max(seconds, 1e-6), 64.0)))

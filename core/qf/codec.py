@@ -86,10 +86,15 @@ def check_finite(x: np.ndarray, what: str = "input") -> float:
 
     row, col, amax = scan_rows(x)
     if row >= 0:
-        error = InvalidWeightsError(f"{what}: non-finite value {x[row, col]} at row {row}, column {col}")
-        error.row, error.column = int(row), int(col)
-        raise error
+        raise non_finite_error(x, int(row), int(col), what)
     return float(amax)
+
+
+def non_finite_error(x: np.ndarray, row: int, col: int, what: str = "input") -> InvalidWeightsError:
+    """The error for the NaN/Inf at ``x[row, col]``, with ``row`` and ``column`` attributes."""
+    error = InvalidWeightsError(f"{what}: non-finite value {x[row, col]} at row {row}, column {col}")
+    error.row, error.column = row, col
+    return error
 
 
 def ensure_finite(x: np.ndarray, top_bits: int) -> float:

@@ -73,6 +73,12 @@ def unit_input_bytes(entry: PlanEntry, unit: WorkUnit) -> int:
     return (unit.row1 - unit.row0) * (entry.source.n_bytes // entry.source.n_rows)
 
 
+def decode_rows(type_id: int, raw: np.ndarray, n_per_row: int, target: str = DEFAULT_TARGET) -> np.ndarray:
+    """Source rows stored as GGUF type ``type_id``, decoded to the C-contiguous float32 the codecs quantize."""
+    codec = get_registry().quant_type_by_id(type_id, target).load_codec()
+    return np.ascontiguousarray(codec.dequantize(raw, n_per_row), np.float32)
+
+
 def run_unit(entry: PlanEntry, unit: WorkUnit, source, target: str = DEFAULT_TARGET) -> np.ndarray:
     """A unit's output bytes: the tensor's rows decoded to float32 and quantized as the entry says (or its raw bytes
     for a copy).  Errors name the tensor, the row and, for experts, the expert."""
@@ -89,8 +95,7 @@ def run_unit(entry: PlanEntry, unit: WorkUnit, source, target: str = DEFAULT_TAR
         return text + (f" of expert {row // rows_per_mat}" if n_mat > 1 else "")
 
     raw = source.rows(t, unit.row0, unit.row1)
-    x = registry.quant_type_by_id(t.type_id, target).load_codec().dequantize(raw, t.n_per_row)
-    x = np.ascontiguousarray(x, np.float32)
+    x = decode_rows(t.type_id, raw, t.n_per_row, target)
     imatrix = None if entry.imatrix is None else np.ascontiguousarray(entry.imatrix[unit.mat], np.float32)
     try:
         out, amax = quantize_checked(entry.dst, strategy, x, imatrix)

@@ -29,12 +29,11 @@ import numpy as np
 
 from qf.app.knapsack import Candidate, Item, parse_bpw, parse_size, parse_types, solve
 from qf.errors import UsageError
-from qf.execute import default_threads
+from qf.execute import decode_rows, default_threads
 from qf.gguf_io.writer import pad
 from qf.imatrix import Imatrix
 from qf.names import NEXTN, category, layer_of
 from qf.plan import IMATRIX_EXEMPT, Plan, PlanEntry, Planner
-from qf.plugins import get_registry
 
 #: the default candidate ladder (those that fit a tensor's rows are its candidates): K-quants and the legacy 32-blocks
 #: (for rows that are not a multiple of 256), with an imatrix also the IQ types
@@ -167,7 +166,7 @@ def measure_errors(source, entry: PlanEntry, types, imatrix: np.ndarray | None, 
     else:
         idx = np.arange(n_rows)
     raw = np.asarray(source.rows(t, 0, n_rows))[idx]
-    x = np.ascontiguousarray(get_registry().quant_type_by_id(t.type_id).load_codec().dequantize(raw, k), np.float32)
+    x = decode_rows(t.type_id, raw, k)
     mats = idx // rows_per_mat
     w = np.ones_like(x) if imatrix is None else imatrix[mats]
     den = (w * x.astype(np.float64) ** 2).sum(axis=1)
