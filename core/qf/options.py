@@ -149,10 +149,19 @@ class QuantizeOptions:
                                     " ladder, IQ types too with an imatrix).")
     sensitivity: str | None = option(flags=("--sensitivity",), kind=os.PathLike, metavar="FILE",
                                      help="Per-tensor sensitivities from `qf sensitivity` for --target-*"
-                                          " (default: every tensor's relative error weighs the same).")
+                                          " (default: every tensor's relative error weighs the same, the output"
+                                          " head's 100 times more).")
     target_sample_rows: int | None = option(flags=("--target-sample-rows",), kind=int, metavar="N",
                                             help="Rows sampled per tensor to measure each candidate's error"
-                                                 " (default 128; 0 = all rows).")
+                                                 " (default 128, at most 1/8 of a tensor's rows and at least 32;"
+                                                 " 0 = all rows).")
+    target_cache: str | None = option(flags=("--target-cache",), kind=str, metavar="DIR",
+                                      help="Where measured errors are kept for later --target-* runs on the same"
+                                           " model, imatrix and strategy (default $XDG_CACHE_HOME/qf; 'off': none).")
+    target_full_search: bool = option(False, flags=("--target-full-search",), kind=bool,
+                                      help="Measure every candidate type on every free tensor (default: the slow"
+                                           " IQ2_*/IQ3_* grid searches only where the first choice lands near"
+                                           " their bits per weight).")
     #: ready rules (Python API), tried after those of --tensor-type/--tensor-type-file and before the recipe's
     rules: tuple[TypeRule, ...] = option((), multiple=True)
 

@@ -94,7 +94,7 @@ def test_dry_run_prints_the_prediction(smollm2):
 
 def test_slow_candidates_are_measured_only_near_the_choice(smollm2):
     """The grid types (IQ2_*, IQ3_*) are measured in a second stage, only for tensors whose first-stage type lies
-    near their bits per weight; asked for explicitly (--target-types) every candidate is measured."""
+    near their bits per weight; with --target-full-search every candidate is measured."""
     from qf.app.target import SLOW_CANDIDATES, STAGE_WINDOW
 
     def plan_at(**kw):
@@ -103,9 +103,10 @@ def test_slow_candidates_are_measured_only_near_the_choice(smollm2):
 
     every = ",".join(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL",
                       "IQ4_XS", *sorted(SLOW_CANDIDATES)])
-    full = {c.name: {o.type_name for o in c.options} for c in plan_at(target_types=every).target.tensors}
-    assert any(SLOW_CANDIDATES <= names for names in full.values())  # asked for, every candidate is measured
-    staged = plan_at()
+    full = {c.name: {o.type_name for o in c.options}
+            for c in plan_at(target_types=every, target_full_search=True).target.tensors}
+    assert any(SLOW_CANDIDATES <= names for names in full.values())  # every candidate is measured
+    staged = plan_at(target_types=every)
     reg = get_registry()
     skipped = 0
     for c in staged.target.tensors:
@@ -116,3 +117,47 @@ def test_slow_candidates_are_measured_only_near_the_choice(smollm2):
         assert {o.type_name for o in c.options} - SLOW_CANDIDATES == full[c.name] - SLOW_CANDIDATES, c.name
         skipped += len(SLOW_CANDIDATES & full[c.name]) - len(window)
     assert skipped > 0  # the window left some slow measurements out (how many: benchmarks/bench_target.py times it)
+
+
+def test_measurements_are_cached_between_runs(smollm2, tmp_path, monkeypatch):
+    """A second --target-* run on the same model, imatrix and strategy (another size) measures nothing again and
+    chooses as if it had; a changed input (another imatrix) misses the cache; 'off' neither reads nor writes one;
+    an unreadable cache file is ignored."""
+    import shutil
+
+    import qf.app.target as target
+
+    calls = []
+    real = target.measure_errors
+    monkeypatch.setattr(target, "measure_errors", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    imatrix = shutil.copy(need(IMATRIX), tmp_path / "im.gguf")
+
+    def plan_at(size, cache=str(tmp_path / "cache"), im=imatrix):
+        calls.clear()
+        plan = make_plan(smollm2, "Q4_K_M", allow_requantize=True, imatrix=str(im), dry_run=True, target_size=size,
+                         target_sample_rows=16, target_cache=cache)[0]
+        return {e.name: e.dst_label for e in plan.entries}, len(calls)
+
+    uncached, n_off = plan_at("0.8x", cache="off")
+    assert n_off > 0 and not (tmp_path / "cache").exists()
+    first, n_first = plan_at("0.8x")
+    assert first == uncached and n_first == n_off
+    files = list((tmp_path / "cache" / "target").glob("*.json"))
+    assert len(files) == 1
+    again, n_again = plan_at("0.8x")
+    assert again == first and n_again == 0
+    _, n_other_size = plan_at("0.75x")  # the staged second stage may want a few slow candidates the first skipped
+    assert n_other_size < n_first / 4
+    files[0].write_text("{not json")
+    broken, n_broken = plan_at("0.8x")
+    assert broken == first and n_broken == n_first
+    other_im = shutil.copy(imatrix, tmp_path / "im2.gguf")
+    _, n_other_im = plan_at("0.8x", im=other_im)
+    assert n_other_im == n_first
+
+
+def test_default_sampling_is_capped_by_a_fraction_of_the_rows():
+    from qf.app.target import rows_to_sample
+
+    assert rows_to_sample(192, None) == 32 and rows_to_sample(576, None) == 72 and rows_to_sample(49152, None) == 128
+    assert rows_to_sample(20, None) == 20 and rows_to_sample(20, 0) == 20 and rows_to_sample(192, 100) == 100

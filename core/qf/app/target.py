@@ -40,6 +40,10 @@ from qf.plan import IMATRIX_EXEMPT, Plan, PlanEntry, Planner
 LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL")
 IMATRIX_LADDER = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS")
 DEFAULT_SAMPLE_ROWS = 128
+#: by default a tensor is sampled at no more than this fraction of its rows (at least MIN_SAMPLE_ROWS): on a small
+#: model 128 rows of a 192-row tensor measure two thirds of it for every candidate, which costs more than quantizing
+MAX_SAMPLE_FRACTION = 1 / 8
+MIN_SAMPLE_ROWS = 32
 #: candidates whose search is slow (grid types): measured in a second stage, only where the first stage's choice lies
 #: within STAGE_WINDOW bits per weight (below, above) of theirs
 SLOW_CANDIDATES = frozenset({"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"})
@@ -161,7 +165,7 @@ def measure_errors(source, entry: PlanEntry, types, imatrix: np.ndarray | None, 
     t = entry.source
     n_rows, k = t.n_rows, t.n_per_row
     rows_per_mat = t.shape[1] if len(t.shape) > 1 else 1
-    if sample_rows and sample_rows < n_rows:
+    if sample_rows < n_rows:
         idx = np.sort(rng.choice(n_rows, sample_rows, replace=False))
     else:
         idx = np.arange(n_rows)
@@ -191,6 +195,68 @@ def measure_errors(source, entry: PlanEntry, types, imatrix: np.ndarray | None, 
             se = 0.0
         out.append((float(r), float(se)))
     return out, len(idx)
+
+
+def rows_to_sample(n_rows: int, sample_rows: int | None) -> int:
+    """How many of a tensor's rows to measure (``n_rows`` for all): ``--target-sample-rows`` if given (0 = all), else
+    DEFAULT_SAMPLE_ROWS capped at MAX_SAMPLE_FRACTION of the rows, at least MIN_SAMPLE_ROWS."""
+    if sample_rows is not None:
+        return n_rows if sample_rows == 0 else min(sample_rows, n_rows)
+    cap = max(MIN_SAMPLE_ROWS, math.ceil(n_rows * MAX_SAMPLE_FRACTION))
+    return min(DEFAULT_SAMPLE_ROWS, cap, n_rows)
+
+
+class MeasureCache:
+    """Measured errors kept between runs (``--target-cache``): a second ``--target-*`` run on the same model, imatrix
+    and strategy — another size, another recipe — measures only what the first did not.
+
+    One JSON file per key; the key hashes everything a measurement depends on: qf's version and kernel sources, every
+    input file's identity (device, inode, size, mtime), the imatrix's and its filters, the strategy, the sampling and
+    its seed.  A file that cannot be read is ignored; one that cannot be written is skipped (the run never fails for
+    its cache)."""
+
+    def __init__(self, folder: str | None, key_parts: list) -> None:
+        import hashlib
+
+        self.path = None
+        self.data: dict[str, dict[str, list[float]]] = {}
+        if folder == "off":
+            return
+        base = Path(folder) if folder else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qf"
+        digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        self.path = base / "target" / f"{digest}.json"
+        try:
+            data = json.loads(self.path.read_text())
+            if isinstance(data, dict):
+                self.data = data
+        except (OSError, ValueError):
+            pass
+
+    def get(self, tensor: str, type_name: str):
+        hit = self.data.get(tensor, {}).get(type_name)
+        return tuple(hit) if isinstance(hit, list) and len(hit) == 3 else None
+
+    def put(self, tensor: str, type_name: str, error: float, stderr: float, n_sampled: int) -> None:
+        self.data.setdefault(tensor, {})[type_name] = [error, stderr, n_sampled]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.data))
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _identity(path) -> list:
+    st = os.stat(path)
+    return [os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def _budget(plan: Plan, opts, source, free_entries: list[PlanEntry]) -> tuple[str, int, int, bool]:
@@ -252,34 +318,56 @@ def plan_for_target(registry, opts, source) -> Plan:
     what, target, budget, padded = _budget(base, opts, source, free_entries)
     weights, sens_label = sensitivity_weights(opts.sensitivity, [e.name for e in free_entries],
                                               [e.name for e in base.entries])
-    sample = DEFAULT_SAMPLE_ROWS if opts.target_sample_rows is None else opts.target_sample_rows
-    if sample < 0:
+    if opts.target_sample_rows is not None and opts.target_sample_rows < 0:
         raise UsageError("--target-sample-rows must be >= 0")
+    cache = MeasureCache(opts.target_cache, [
+        __import__("qf").__version__, os.path.basename(str(__import__("numba").config.CACHE_DIR)),
+        [_identity(f.path) for f in getattr(source, "files", ())],
+        _identity(opts.imatrix) if opts.imatrix is not None else None,
+        sorted(opts.include_weights), sorted(opts.exclude_weights), strategy.name, target_name,
+        opts.target_sample_rows, [DEFAULT_SAMPLE_ROWS, MAX_SAMPLE_FRACTION, MIN_SAMPLE_ROWS, SEED]])
 
     def measure(todo: dict[str, list]) -> None:
         """Measure each tensor's listed candidates into ``measured`` (the same sampled rows every time: the seed)."""
         def job(e: PlanEntry):
             rng = np.random.default_rng([SEED, e.index])
-            return measure_errors(source, e, todo[e.name], cands[e.name][1], strategy.name, sample, rng)
+            return measure_errors(source, e, todo[e.name], cands[e.name][1], strategy.name,
+                                  rows_to_sample(e.source.n_rows, opts.target_sample_rows), rng)
 
-        entries = [e for e in free_entries if todo.get(e.name)]
+        def add(e: PlanEntry, q, err: float, se: float, n_sampled: int) -> None:
+            ms = measured.setdefault(e.name, ([], n_sampled))[0]
+            raw = e.source.n_rows * q.row_bytes(e.source.n_per_row)
+            ms.append(Measured(q.name, pad(raw, base.alignment) if padded else raw, err, se))
+
+        missing = {}
+        for e in free_entries:
+            for q in todo.get(e.name, ()):
+                hit = cache.get(e.name, q.name)
+                if hit is None:
+                    missing.setdefault(e.name, []).append(q)
+                else:
+                    add(e, q, float(hit[0]), float(hit[1]), int(hit[2]))
+        entries = [e for e in free_entries if missing.get(e.name)]
+        if not entries:
+            return
         with ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="qf-target") as pool:
+            todo = missing
             for e, (errs, n_sampled) in zip(entries, pool.map(job, entries)):
-                ms = measured.setdefault(e.name, ([], n_sampled))[0]
-                for q, (err, se) in zip(todo[e.name], errs):
-                    raw = e.source.n_rows * q.row_bytes(e.source.n_per_row)
-                    ms.append(Measured(q.name, pad(raw, base.alignment) if padded else raw, err, se))
+                for q, (err, se) in zip(missing[e.name], errs):
+                    add(e, q, err, se, n_sampled)
+                    cache.put(e.name, q.name, err, se, n_sampled)
+        cache.save()
 
     def knapsack() -> tuple[list[Item], object]:
         items = [Item(e.name, tuple(Candidate(m.type_name, m.size, weights[e.name] * m.error)
                                     for m in measured[e.name][0])) for e in free_entries]
         return items, solve(items, budget)
 
-    # Staged measuring (default ladder only): the slow grid searches (IQ2_*, IQ3_*: ~3/4 of the measuring time) are
+    # Staged measuring (unless --target-full-search): the slow grid searches (IQ2_*, IQ3_*: ~3/4 of the measuring time) are
     # measured only for tensors where the knapsack over the other candidates lands near their bits per weight
     # (STAGE_WINDOW) — a tensor given Q6_K will not trade down to 2 bits, one given Q3_K might.
     measured: dict[str, tuple[list[Measured], int]] = {}
-    staged = opts.target_types is None
+    staged = not opts.target_full_search
     first = {n: [q for q in c[0] if not (staged and q.name in SLOW_CANDIDATES)] for n, c in cands.items()}
     if staged and any(not v for v in first.values()):  # a tensor only the slow types fit: measure everything
         staged, first = False, {n: c[0] for n, c in cands.items()}
