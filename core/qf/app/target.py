@@ -331,7 +331,7 @@ def plan_for_target(registry, opts, source) -> Plan:
         """Measure each tensor's listed candidates into ``measured`` (the same sampled rows every time: the seed)."""
         def job(e: PlanEntry):
             rng = np.random.default_rng([SEED, e.index])
-            return measure_errors(source, e, todo[e.name], cands[e.name][1], strategy.name,
+            return measure_errors(source, e, missing[e.name], cands[e.name][1], strategy.name,
                                   rows_to_sample(e.source.n_rows, opts.target_sample_rows), rng)
 
         def add(e: PlanEntry, q, err: float, se: float, n_sampled: int) -> None:
@@ -339,9 +339,12 @@ def plan_for_target(registry, opts, source) -> Plan:
             raw = e.source.n_rows * q.row_bytes(e.source.n_per_row)
             ms.append(Measured(q.name, pad(raw, base.alignment) if padded else raw, err, se))
 
-        missing = {}
+        missing: dict[str, list] = {}
         for e in free_entries:
+            done = {m.type_name for m in measured.get(e.name, ((), 0))[0]}
             for q in todo.get(e.name, ()):
+                if q.name in done:
+                    continue
                 hit = cache.get(e.name, q.name)
                 if hit is None:
                     missing.setdefault(e.name, []).append(q)
@@ -351,7 +354,6 @@ def plan_for_target(registry, opts, source) -> Plan:
         if not entries:
             return
         with ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="qf-target") as pool:
-            todo = missing
             for e, (errs, n_sampled) in zip(entries, pool.map(job, entries)):
                 for q, (err, se) in zip(missing[e.name], errs):
                     add(e, q, err, se, n_sampled)
@@ -363,9 +365,9 @@ def plan_for_target(registry, opts, source) -> Plan:
                                     for m in measured[e.name][0])) for e in free_entries]
         return items, solve(items, budget)
 
-    # Staged measuring (unless --target-full-search): the slow grid searches (IQ2_*, IQ3_*: ~3/4 of the measuring time) are
-    # measured only for tensors where the knapsack over the other candidates lands near their bits per weight
-    # (STAGE_WINDOW) — a tensor given Q6_K will not trade down to 2 bits, one given Q3_K might.
+    # Staged measuring (unless --target-full-search): the slow grid searches (IQ2_*, IQ3_*: ~3/4 of the measuring
+    # time) are measured only for tensors where the knapsack over the other candidates lands near their bits per
+    # weight (STAGE_WINDOW) — a tensor given Q6_K will not trade down to 2 bits, one given Q3_K might.
     measured: dict[str, tuple[list[Measured], int]] = {}
     staged = not opts.target_full_search
     first = {n: [q for q in c[0] if not (staged and q.name in SLOW_CANDIDATES)] for n, c in cands.items()}
@@ -373,8 +375,9 @@ def plan_for_target(registry, opts, source) -> Plan:
         staged, first = False, {n: c[0] for n, c in cands.items()}
     measure(first)
     if staged and sum(min(m.size for m in measured[e.name][0]) for e in free_entries) > budget:
-        staged = False  # too tight without the small grid types: measure them everywhere
-        measure({n: [q for q in c[0] if q.name in SLOW_CANDIDATES] for n, c in cands.items()})
+        # too tight without the small grid types: the smallest of them everywhere, the rest by the window below
+        measure({n: sorted((q for q in c[0] if q.name in SLOW_CANDIDATES), key=lambda q: q.bits_per_weight)[:1]
+                 for n, c in cands.items()})
     items, solution = knapsack()
     first_choice: dict[str, str] = {}
     if staged:
