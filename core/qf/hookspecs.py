@@ -59,5 +59,11 @@ def qf_register_executors(registrar: Registrar) -> None:
 
 
 @hookspec
+def qf_register_imatrix_engines(registrar: Registrar) -> None:
+    """Register forward passes for ``qf imatrix --engine``:
+    ``registrar.add_imatrix_engine(ImatrixEngine("mine", runner=..., available=..., handles=...))``."""
+
+
+@hookspec
 def qf_register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``qf`` command line: ``cli.add_command(my_command)``."""

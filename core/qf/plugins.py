@@ -22,7 +22,17 @@ from qf import hookspecs
 from qf.errors import PluginError, UnknownNameError, UsageError
 from qf.gguf_io.constants import GGMLQuantizationType
 from qf.gguf_io.reader import gguf_sizes
-from qf.values import DEFAULT_TARGET, Arch, ExecutorSpec, Preset, ProblemKind, QuantType, Strategy, Target
+from qf.values import (
+    DEFAULT_TARGET,
+    Arch,
+    ExecutorSpec,
+    ImatrixEngine,
+    Preset,
+    ProblemKind,
+    QuantType,
+    Strategy,
+    Target,
+)
 
 ENTRY_POINT_GROUP = "qf"
 
@@ -64,6 +74,7 @@ _REGISTRATIONS = (
     ("qf_register_arches", "architecture", "arches"),
     ("qf_register_presets", "preset", "presets"),
     ("qf_register_executors", "executor", "executors"),
+    ("qf_register_imatrix_engines", "imatrix engine", "imatrix_engines"),
 )
 _TABLES = {kind: table for _, kind, table in _REGISTRATIONS} | {"mix": "mixes"}
 
@@ -79,6 +90,7 @@ class Registry:
     arches: dict[str, Arch] = attrs.field(factory=dict)
     presets: dict[str, Preset] = attrs.field(factory=dict)
     executors: dict[str, ExecutorSpec] = attrs.field(factory=dict)
+    imatrix_engines: dict[str, ImatrixEngine] = attrs.field(factory=dict)
     mixes: dict[str, Any] = attrs.field(factory=dict)
     plugins: list[PluginInfo] = attrs.field(factory=list)
     failures: list[PluginFailure] = attrs.field(factory=list)
@@ -160,6 +172,9 @@ class Registry:
         if default is None:
             raise PluginError("no default executor is registered")
         return default
+
+    def imatrix_engine(self, name: str) -> ImatrixEngine:
+        return self._find(self.imatrix_engines, "imatrix engine", name)
 
     def preset(self, name: str) -> Preset:
         return self._find(self.presets, "ftype", name)
@@ -270,6 +285,9 @@ class Registrar:
 
     def add_executor(self, executor: ExecutorSpec) -> ExecutorSpec:
         return self._add("executor", executor)
+
+    def add_imatrix_engine(self, engine: ImatrixEngine) -> ImatrixEngine:
+        return self._add("imatrix engine", engine)
 
     def add_mix(self, mix) -> Any:
         """Register a mix: a rule set presets refer to by name, with ``start(facts, ftype, default, qk, has_imatrix,

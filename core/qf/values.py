@@ -184,6 +184,35 @@ class ExecutorSpec:
 
 
 @attrs.frozen
+class ImatrixEngine:
+    """A forward pass ``qf imatrix`` can collect activations with.
+
+    ``runner`` names a callable ``(run: qf_arches.imatrix.engines.EngineRun) -> CollectResult`` that runs the model
+    over the chunks and fills ``run.stats``; ``available`` a callable ``() -> str | None`` (None: usable here, else
+    why not, e.g. a missing optional dependency); ``handles`` a callable ``(arch) -> bool`` (it runs models whose
+    ``general.architecture`` is ``arch``).  ``--engine auto`` tries the engines by ascending ``auto_rank`` (None: never
+    chosen by auto).  ``runs_mtp``: it can run MTP/NextN draft heads (``--mtp``)."""
+
+    name: str
+    runner: str = attrs.field(validator=_check_ref)
+    available: str = attrs.field(validator=_check_ref)
+    handles: str = attrs.field(validator=_check_ref)
+    auto_rank: int | None = None
+    runs_mtp: bool = False
+    description: str = ""
+    plugin: str = ""
+
+    def run(self, run: Any) -> Any:
+        return load_object(self.runner)(run)
+
+    def why_unavailable(self) -> str | None:
+        return load_object(self.available)()
+
+    def can_run(self, arch: str) -> bool:
+        return bool(load_object(self.handles)(arch))
+
+
+@attrs.frozen
 class ArchFacts:
     """What the planner and the mix rules need to know about a model (llama.cpp's hparams as llama-quantize sees
     them)."""

@@ -227,3 +227,15 @@ def test_an_executor_plugin_gives_the_same_bytes(tmp_path):
         assert reg.executor("reversed").plugin == "rev" and reg.executor().name == "threads"
         qf.quantize_file(src, tmp_path / "b.gguf", "Q4_K_M", executor="reversed")
     assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+
+
+def test_an_imatrix_engine_plugin_is_registered_and_looked_up():
+    """``qf imatrix --engine`` engines are a plugin kind (tests/arches/test_imatrix_engines.py runs one)."""
+    ref = "qf_arches.imatrix.engines:numpy_handles"
+    engine = qf.ImatrixEngine("Mine", runner=ref, available=ref, handles=ref, auto_rank=None)
+    mod = plugin_module("mine", qf_register_imatrix_engines=lambda registrar: registrar.add_imatrix_engine(engine))
+    with registered(("mine", mod)) as reg:
+        assert reg.imatrix_engine("mine").plugin == "mine"
+        assert {"numpy", "llama.cpp"} <= set(reg.imatrix_engines)
+    with pytest.raises(ValueError):
+        qf.ImatrixEngine("bad", runner="no colon", available=ref, handles=ref)

@@ -43,9 +43,10 @@ def qf_register_commands(cli: click.Group) -> None:
 @click.option("--show-statistics", is_flag=True,
               help="Print per-tensor statistics (of the --in-file alone when there is no text to process).")
 @click.option("-t", "--threads", type=click.IntRange(min=1), help="Threads for the matrix multiplies.")
-@click.option("--engine", type=click.Choice(["auto", "numpy", "llama.cpp"]), default="auto", show_default=True,
-              help="Forward pass: qf's numpy passes, llama.cpp's (llama-cpp-python; every architecture llama.cpp"
-              " runs), or auto = numpy where qf has a pass for the architecture, llama.cpp otherwise.")
+@click.option("--engine", default="auto", show_default=True, metavar="auto|numpy|llama.cpp|...",
+              help="Forward pass (a registered imatrix engine): qf's numpy passes, llama.cpp's (llama-cpp-python;"
+              " every architecture llama.cpp runs), or auto = numpy where qf has a pass for the architecture,"
+              " llama.cpp otherwise (with --mtp an engine that runs MTP heads first).")
 @click.option("--parse-special", is_flag=True,
               help="Special tokens in the text (chat/tool markers) become special tokens, as llama-imatrix's"
               " --parse-special (tokenizes with llama.cpp).")
@@ -113,7 +114,8 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
     model_path = find_model(model)
     source = TensorSource.open(model_path, get_registry().type_sizes())
     arch = source.metadata.get("general.architecture", "")
-    engine_name, reason = choose_engine(engine, arch)
+    chosen, reason = choose_engine(engine, arch, mtp=mtp)
+    engine_name = chosen.name
     text = None
     if text_file:
         try:
@@ -155,21 +157,11 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         if not no_ppl and ppl.count:
             bar.set_postfix_str(f"ppl {ppl.value:.4f}")
 
+    from qf_arches.imatrix.engines import EngineRun
+
+    run = EngineRun(model_path, source, text, tokens_file, parse_special, opts, stats, progress, threads, verbose)
     try:
-        if engine_name == "llama.cpp":
-            from qf_arches.imatrix.llama_cpp import LlamaCppEngine
-
-            with LlamaCppEngine(model_path, threads, verbose=verbose) as llama:
-                if tokens_file:
-                    from qf_arches.imatrix.tokenize import load_token_file
-
-                    tokens = load_token_file(tokens_file, llama.n_vocab)
-                else:
-                    tokens = llama.tokenize(text, parse_special)
-                result = llama.collect(tokens, opts, stats, progress)
-        else:
-            result = _collect_numpy(source, model_path, text, tokens_file, parse_special, opts, stats, progress,
-                                    threads)
+        result = chosen.run(run)
     finally:
         if bar is not None:
             bar.close()
@@ -193,37 +185,3 @@ def imatrix(model, text_file, tokens_file, output, output_format, n_ctx, n_chunk
         from qf_arches.imatrix.collect import format_statistics
 
         write_lines(format_statistics(out, output))
-
-
-def _collect_numpy(source, model_path, text, tokens_file, parse_special, opts, stats, progress, threads):
-    """qf's numpy forward pass; text tokenized by qf's tokenizer (by llama.cpp's for --parse-special, or where qf's
-    cannot rebuild the model's tokenizer and llama-cpp-python is there)."""
-    import attrs
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    from qf_arches.imatrix.collect import ModelWeights, collect, load_forward
-    from qf_arches.imatrix.tokenize import chunk_bos, load_token_file, tokenize_text
-
-    weights = ModelWeights(source)
-    forward = load_forward(weights)
-    if tokens_file:
-        tokens = load_token_file(tokens_file, forward.n_vocab)
-    elif parse_special:
-        from qf_arches.imatrix import llama_cpp
-
-        tokens = llama_cpp.tokenize(model_path, text, parse_special=True)
-    else:
-        try:
-            tokens = tokenize_text(weights.metadata, text.decode("utf-8", errors="replace"))
-        except UsageError:
-            from qf_arches.imatrix.engines import llama_cpp_available
-
-            if not llama_cpp_available():
-                raise
-            from qf_arches.imatrix import llama_cpp
-
-            tokens = llama_cpp.tokenize(model_path, text)
-    opts = attrs.evolve(opts, bos_id=chunk_bos(weights.metadata))
-    with threadpool_limits(limits=threads):
-        return collect(weights, np.asarray(tokens), opts, stats, progress, forward)

@@ -1,45 +1,38 @@
 """Forward engines for ``qf imatrix`` and how ``--engine`` picks one.
 
-An engine runs the model over the chunks and fills an :class:`ImatrixStats`; everything after (GGUF/.dat output,
-``--in-file`` merging, statistics) is the engine's business no more.  Two exist:
+An engine (:class:`qf.ImatrixEngine`, registered from the ``qf_register_imatrix_engines`` hook like any other plugin
+kind) runs the model over the chunks and fills an :class:`ImatrixStats`; everything after (GGUF/.dat output,
+``--in-file`` merging, statistics) is not its business.  This plugin registers two:
 
 * ``numpy``: qf's own forward passes (``Arch.forward`` of the architecture plugins: llama, qwen2/3, qwen3moe,
   glm4moe with MTP, deepseek2 with MLA), tokenizing with qf's tokenizer;
 * ``llama.cpp``: llama.cpp computes the forward pass (``qf_arches.imatrix.llama_cpp``; needs llama-cpp-python), for
-  every architecture llama.cpp runs, tokenizing with llama.cpp.
+  every architecture llama.cpp runs, tokenizing with llama.cpp.  llama.cpp's decode does not run MTP/NextN heads.
 
-``auto`` takes numpy where qf has a forward pass for the architecture and llama.cpp otherwise.  The table below is
-the registry this module keeps until core has a hook for it (an ``ImatrixEngine`` registered from a
-``qf_register_imatrix_engines`` hook, the way architectures are).
+``auto`` takes the engine of lowest ``auto_rank`` that is available and runs the architecture: numpy where qf has a
+forward pass, llama.cpp otherwise.  Another distribution adds an engine by registering one (e.g. a GPU pass).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
 
+from qf import ImatrixEngine, hookimpl
 from qf.errors import QfError, UsageError
+from qf.plugins import get_registry
 
 AUTO = "auto"
 
 
-@attrs.frozen
-class EngineInfo:
-    name: str
-    description: str
-    #: "module:attr" of a callable telling whether the engine can run at all here (its dependencies load)
-    available: str
-    #: "module:attr" of a callable ``(arch) -> bool``: it runs models of this architecture
-    handles: str
-
-
-def _numpy_available() -> bool:
-    return True
+def _numpy_unavailable() -> str | None:
+    return None
 
 
 def numpy_handles(arch: str) -> bool:
     """qf has a numpy forward pass for ``arch`` (``general.architecture``)."""
-    from qf.plugins import get_registry
-
     try:
         a = get_registry().arch_for(arch) if arch else None
     except QfError:
@@ -54,54 +47,127 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def llama_cpp_unavailable() -> str | None:
+    return None if llama_cpp_available() else ("llama-cpp-python==0.3.36 is not installed: pip install"
+                                               " 'qf[llama-cpp]'")
+
+
 def _llama_cpp_handles(arch: str) -> bool:
     return True  # whatever the bundled llama.cpp loads; it says so when it cannot
 
 
-ENGINES: dict[str, EngineInfo] = {
-    "numpy": EngineInfo("numpy", "qf's own numpy forward passes", f"{__name__}:_numpy_available",
-                        f"{__name__}:numpy_handles"),
-    "llama.cpp": EngineInfo("llama.cpp", "llama.cpp's forward pass through llama-cpp-python",
-                            f"{__name__}:llama_cpp_available", f"{__name__}:_llama_cpp_handles"),
-}
-#: ``auto`` tries these in order
-AUTO_ORDER = ("numpy", "llama.cpp")
+@attrs.frozen
+class EngineRun:
+    """What an engine's runner gets: the model, the text (or token file), the options and the stats to fill."""
+
+    model_path: Any
+    source: Any  # the opened TensorSource
+    text: bytes | None
+    tokens_file: str | None
+    parse_special: bool
+    opts: Any  # CollectOptions
+    stats: Any  # ImatrixStats, filled in place
+    progress: Callable
+    threads: int | None
+    verbose: bool = False
 
 
-def _call(ref: str, *args):
-    """Call ``"module:attr"`` (looked up on each call, unlike ``qf.values.load_object``'s cache)."""
-    import importlib
+def run_numpy(run: EngineRun):
+    """qf's numpy forward pass; text tokenized by qf's tokenizer (by llama.cpp's for --parse-special, or where qf's
+    cannot rebuild the model's tokenizer and llama-cpp-python is there)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
 
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)(*args)
+    from qf_arches.imatrix.collect import ModelWeights, collect, load_forward
+    from qf_arches.imatrix.tokenize import chunk_bos, load_token_file, tokenize_text
+
+    weights = ModelWeights(run.source)
+    forward = load_forward(weights)
+    if run.tokens_file:
+        tokens = load_token_file(run.tokens_file, forward.n_vocab)
+    elif run.parse_special:
+        from qf_arches.imatrix import llama_cpp
+
+        tokens = llama_cpp.tokenize(run.model_path, run.text, parse_special=True)
+    else:
+        try:
+            tokens = tokenize_text(weights.metadata, run.text.decode("utf-8", errors="replace"))
+        except UsageError:
+            if llama_cpp_unavailable() is not None:
+                raise
+            from qf_arches.imatrix import llama_cpp
+
+            tokens = llama_cpp.tokenize(run.model_path, run.text)
+    opts = attrs.evolve(run.opts, bos_id=chunk_bos(weights.metadata))
+    with threadpool_limits(limits=run.threads):
+        return collect(weights, np.asarray(tokens), opts, run.stats, run.progress, forward)
 
 
-def choose_engine(requested: str, arch: str) -> tuple[str, str]:
-    """The engine for a model of ``arch`` and why: ``(name, reason)``."""
+def run_llama_cpp(run: EngineRun):
+    """llama.cpp's forward pass through llama-cpp-python's graph callback."""
+    from qf_arches.imatrix.llama_cpp import LlamaCppEngine
+
+    with LlamaCppEngine(run.model_path, run.threads, verbose=run.verbose) as llama:
+        if run.tokens_file:
+            from qf_arches.imatrix.tokenize import load_token_file
+
+            tokens = load_token_file(run.tokens_file, llama.n_vocab)
+        else:
+            tokens = llama.tokenize(run.text, run.parse_special)
+        return llama.collect(tokens, run.opts, run.stats, run.progress)
+
+
+NUMPY = ImatrixEngine("numpy", runner=f"{__name__}:run_numpy", available=f"{__name__}:_numpy_unavailable",
+                      handles=f"{__name__}:numpy_handles", auto_rank=0, runs_mtp=True,
+                      description="qf's own numpy forward passes (MTP/NextN heads, MLA)")
+LLAMA_CPP = ImatrixEngine("llama.cpp", runner=f"{__name__}:run_llama_cpp",
+                          available=f"{__name__}:llama_cpp_unavailable", handles=f"{__name__}:_llama_cpp_handles",
+                          auto_rank=1, description="llama.cpp's forward pass through llama-cpp-python (every"
+                                                   " architecture llama.cpp runs)")
+
+
+@hookimpl
+def qf_register_imatrix_engines(registrar):
+    registrar.add_imatrix_engine(NUMPY)
+    registrar.add_imatrix_engine(LLAMA_CPP)
+
+
+def choose_engine(requested: str, arch: str, mtp: bool = False) -> tuple[ImatrixEngine, str]:
+    """The engine for a model of ``arch`` and why: ``(engine, reason)``.  ``auto`` takes the available engine of
+    lowest ``auto_rank`` that runs ``arch`` (with ``mtp``, one that runs MTP/NextN heads before one that does not)."""
+    engines = get_registry().imatrix_engines
     if requested != AUTO:
-        info = ENGINES.get(requested)
-        if info is None:
-            raise UsageError(f"unknown imatrix engine {requested!r} (known: auto, {', '.join(ENGINES)})")
-        if not _call(info.available):
-            raise UsageError(f"--engine {requested}: not available here (llama-cpp-python=="
-                             "0.3.36 is not installed: pip install 'qf[llama-cpp]')")
-        if not _call(info.handles, arch):
-            from qf_arches.imatrix.collect import supported_arches
-
-            raise UsageError(f"--engine {requested}: no forward pass for architecture {arch!r} (the numpy engine"
-                             f" has: {', '.join(supported_arches())}); use --engine llama.cpp or auto")
-        return requested, "as asked"
-    for name in AUTO_ORDER:
-        info = ENGINES[name]
-        if _call(info.handles, arch) and _call(info.available):
-            reason = (f"qf has a numpy forward pass for {arch}" if name == "numpy"
-                      else f"qf has no numpy forward pass for {arch or 'this model'}")
-            return name, reason
+        if requested not in engines:
+            raise UsageError(f"unknown imatrix engine {requested!r} (known: auto, {', '.join(engines)})")
+        engine = engines[requested]
+        why_not = engine.why_unavailable()
+        if why_not is not None:
+            raise UsageError(f"--engine {requested}: not available here ({why_not})")
+        if not engine.can_run(arch):
+            others = ", ".join(e.name for e in engines.values() if e is not engine and e.can_run(arch))
+            raise UsageError(f"--engine {requested}: no forward pass for architecture {arch!r}"
+                             + (f"; use --engine {others.split(', ')[0]} or auto" if others else ""))
+        return engine, "as asked"
+    ranked = sorted((e for e in engines.values() if e.auto_rank is not None),
+                    key=lambda e: (mtp and not e.runs_mtp, e.auto_rank, e.name))
+    skipped, missing = [], []
+    for engine in ranked:
+        if not engine.can_run(arch):
+            skipped.append(engine.name)
+            continue
+        why_not = engine.why_unavailable()
+        if why_not is None:
+            what = arch or "this model"
+            reason = (f"qf has no {' or '.join(skipped)} forward pass for {what}" if skipped
+                      else f"qf has a {engine.name} forward pass for {what}")
+            if mtp and not engine.runs_mtp:
+                reason += "; it does not run MTP/NextN heads"
+            return engine, reason
+        missing.append(f"{engine.name}: {why_not}")
     from qf_arches.imatrix.collect import supported_arches
 
     raise UsageError(f"no forward pass for architecture {arch!r}; qf imatrix supports: {', '.join(supported_arches())}"
-                     " (numpy engine), and every architecture llama.cpp runs once llama-cpp-python==0.3.36 is"
-                     " installed (pip install 'qf[llama-cpp]')")
+                     " (numpy engine)" + (f"; {'; '.join(missing)}" if missing else ""))
 
 
-__all__ = ["AUTO", "AUTO_ORDER", "ENGINES", "EngineInfo", "choose_engine", "numpy_handles"]
+__all__ = ["AUTO", "LLAMA_CPP", "NUMPY", "EngineRun", "choose_engine", "numpy_handles", "run_llama_cpp", "run_numpy"]

@@ -109,11 +109,18 @@ def list_strategies(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_arches(as_json: bool) -> None:
     """List the registered architecture plugins, and the forward engine `qf imatrix --engine auto` takes for each
-    (numpy: qf's own pass; llama.cpp: llama.cpp's, through llama-cpp-python, for every architecture it runs)."""
+    (numpy: qf's own pass; llama.cpp: llama.cpp's, through llama-cpp-python, for every architecture it runs; or
+    another registered imatrix engine)."""
     reg = get_registry()
+    ranked = sorted((e for e in reg.imatrix_engines.values() if e.auto_rank is not None),
+                    key=lambda e: (e.auto_rank, e.name))
+
+    def engine_for(arch) -> str:  # the first engine auto would try that runs it (whether installed or not)
+        name = "" if "*" in arch.gguf_names else arch.gguf_names[0]
+        return next((e.name for e in ranked if e.can_run(name)), "-")
+
     items = [{"name": a.name, "gguf_names": list(a.gguf_names), "plugin": a.plugin, "description": a.description,
-              "imatrix_engine": "numpy" if a.forward is not None and "*" not in a.gguf_names else "llama.cpp"}
-             for a in reg.arches.values()]
+              "imatrix_engine": engine_for(a)} for a in reg.arches.values()]
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
