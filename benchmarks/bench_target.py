@@ -15,7 +15,8 @@
 4. ``--random`` random mixes (per-tensor types drawn around a random level), their predicted loss from the measured
    errors, and Spearman's rank correlation of predicted vs measured KLD.
 5. Wall and CPU time of each ``--target-size`` run (no measurement cache: every error measured) against quantizing
-   with the base ftype, and of a second run at another size with the measurement cache and ``--sensitivity`` if
+   with the base ftype and against quantizing the chosen mix from its ``--save-recipe`` file (which must give the same
+   bytes: the cost of choosing alone), and of a second run at another size with the measurement cache and ``--sensitivity`` if
    given (what a user making several sizes pays after the first).
 
 Without ``--imatrix`` the golden-e2e imatrix serves SmolLM2; any other model gets one from ``qf imatrix`` on
@@ -30,6 +31,7 @@ Writes DIR/results.json and DIR/size_vs_kld.png.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import resource
@@ -166,8 +168,14 @@ def main() -> None:
             results["targets"][key] = {"bytes": path.stat().st_size, "target": size, "wall": wall, "cpu": cpu,
                                        "base_wall": base["wall"], "base_cpu": base["cpu"]}
             models.append(path)
+            # the same mix quantized directly from the saved recipe: what the choosing itself costs
+            again = out / f"recipe-{key}.gguf"
+            mix_wall, _ = timed(QF + ["quantize", "-q", "--allow-requantize", "--imatrix", imatrix, "--recipe",
+                                      str(out / f"{key}.toml"), args.model, str(again)])
+            results["targets"][key].update(mix_wall=mix_wall, recipe_same_bytes=filecmp.cmp(path, again, False))
+            again.unlink()
             print(f"{key}: {path.stat().st_size} bytes (target {size}), {wall:.1f} s wall ({wall / base['wall']:.2f}x"
-                  f" base), {cpu:.1f} s CPU", flush=True)
+                  f" base, {wall / mix_wall:.2f}x the mix from its recipe), {cpu:.1f} s CPU", flush=True)
     smallest = min(results["presets"][p]["bytes"] for p in presets)
     for frac in [float(f) for f in args.curve.split(",") if f]:
         path = out / f"curve-{frac:g}.gguf"
@@ -241,7 +249,7 @@ def report(results: dict, presets: list[str], out: Path) -> None:
 
     print(f"\n{results['model']}: KLD floor (Q8_0) {floor:.5f}; input holds {', '.join(results['held_types'])}")
     print("| preset | bytes | KLD preset | qf | Δ | grid-blind | Δ | preset gradient | blind+gradient | Δ |"
-          " grid-blind size at the preset's KLD | time qf, blind, blind+gradient / base |")
+          " grid-blind size at the preset's KLD | time qf, blind, blind+gradient / base (/ the mix from its recipe) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     curve = [(v["bytes"], v["kld"]) for k, v in T.items() if k.startswith("blind-")]
     curve += [(v["bytes"], v["kld"]) for v in results["curve"].values()]
@@ -251,11 +259,13 @@ def report(results: dict, presets: list[str], out: Path) -> None:
         size, why = size_at_kld(curve, a["kld"], floor)
         smaller = f"{(size / a['bytes'] - 1) * 100:+.1f}%" if size else why
         gcols = (f"{g['kld']:.5f} | {bg['kld']:.5f} | {change(bg['kld'], a['kld'])}" if g and bg else "- | - | -")
-        times = ", ".join(f"{T[k]['wall'] / T[k]['base_wall']:.2f}x" for k in
-                          (f"qf-{p}", f"blind-{p}", f"blind+gradient-{p}") if k in T)
+        times = ", ".join(f"{T[k]['wall'] / T[k]['base_wall']:.2f}x ({T[k]['wall'] / T[k]['mix_wall']:.2f}x)"
+                          for k in (f"qf-{p}", f"blind-{p}", f"blind+gradient-{p}") if k in T)
         print(f"| {p} | {a['bytes']} | {a['kld']:.5f} ± {a['kld_se']:.5f} | {q['kld']:.5f} |"
               f" {change(q['kld'], a['kld'])} | {b['kld']:.5f} | {change(b['kld'], a['kld'])} | {gcols} |"
               f" {smaller} | {times} |")
+    same = [k for k, v in T.items() if not v.get("recipe_same_bytes", True)]
+    print("every --save-recipe reproduces its file byte for byte" if not same else f"recipe differs: {same}")
     c = results["timing"].get("cached")
     if c:
         print(f"second size from the measurement cache ({c['preset']}): {c['wall'] / c['base_wall']:.2f}x base")
