@@ -71,6 +71,13 @@ def kld(llcpp: str, ref: Path, models: list[Path], chunks: int, out: Path, threa
     return {Path(r["model"]).name: r for r in map(json.loads, res.stdout.splitlines())}
 
 
+def plot(path: Path) -> list[str]:
+    """``--plot PATH`` where matplotlib is installed (the optional extra ``qf[plot]``)."""
+    import importlib.util
+
+    return ["--plot", str(path)] if importlib.util.find_spec("matplotlib") else []
+
+
 def spearman(a, b) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -163,7 +170,7 @@ def main() -> None:
             key = f"{label}-{p}"
             path = out / f"{key}.gguf"
             wall, cpu = quantize(path, p, "--target-size", str(size), "--save-recipe", str(out / f"{key}.toml"),
-                                 "--plot", str(out / f"{key}.png"), "--target-cache", "off", *extra, *sens)
+                                 *plot(out / f"{key}.png"), "--target-cache", "off", *extra, *sens)
             base = results["presets"][p if strategy == "ggml" else f"{p}+{strategy}"]
             results["targets"][key] = {"bytes": path.stat().st_size, "target": size, "wall": wall, "cpu": cpu,
                                        "base_wall": base["wall"], "base_cpu": base["cpu"]}
