@@ -11,7 +11,8 @@
    that reproduces the input's own grid exactly is a free lunch no real model offers), and grid-blind with
    ``--strategy gradient`` ("blind+gradient").
 3. The grid-blind curve below the smallest preset (``--curve`` fractions of its size), and for each preset the file
-   size at which the grid-blind curve reaches the preset's KLD (log-linear interpolation of KLD above the floor).
+   size at which the grid-blind curve reaches the preset's KLD (log-linear interpolation of KLD above the floor); and
+   measured directly, a grid-blind file ``--smaller`` (0.9) times each preset's size and its KLD.
 4. ``--random`` random mixes (per-tensor types drawn around a random level), their predicted loss from the measured
    errors, and Spearman's rank correlation of predicted vs measured KLD.
 5. Wall and CPU time of each ``--target-size`` run (no measurement cache: every error measured) against quantizing
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--random-chunks", type=int, default=1)
     ap.add_argument("--curve", default="0.8,0.9", help="grid-blind targets at these fractions of the smallest preset")
     ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--smaller", type=float, default=0.9, help="grid-blind files at this fraction of each preset")
     ap.add_argument("--no-gradient", action="store_true")
     ap.add_argument("--imatrix")
     ap.add_argument("--imatrix-chunks", type=int, default=32)
@@ -127,7 +129,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     presets = args.presets.split(",")
     sens = ["--sensitivity", args.sensitivity] if args.sensitivity else []
-    results: dict = {"model": args.model, "presets": {}, "targets": {}, "curve": {}, "random": [], "timing": {}}
+    results: dict = {"model": args.model, "presets": {}, "targets": {}, "curve": {}, "smaller": {}, "random": [],
+                     "timing": {}}
 
     def save():
         (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -183,6 +186,12 @@ def main() -> None:
             again.unlink()
             print(f"{key}: {path.stat().st_size} bytes (target {size}), {wall:.1f} s wall ({wall / base['wall']:.2f}x"
                   f" base, {wall / mix_wall:.2f}x the mix from its recipe), {cpu:.1f} s CPU", flush=True)
+    for p in presets:  # a file --smaller times the preset's size: is its KLD at most the preset's?
+        path = out / f"smaller-{p}.gguf"
+        quantize(path, p, "--target-size", str(int(results["presets"][p]["bytes"] * args.smaller)), "--target-types",
+                 blind, "--target-cache", str(out / "cache"), *sens)
+        results["smaller"][p] = {"bytes": path.stat().st_size, "fraction": args.smaller}
+        models.append(path)
     smallest = min(results["presets"][p]["bytes"] for p in presets)
     for frac in [float(f) for f in args.curve.split(",") if f]:
         path = out / f"curve-{frac:g}.gguf"
@@ -232,6 +241,8 @@ def main() -> None:
             results[group][key].update(measured[f"{'preset-' if group == 'presets' else ''}{key}.gguf"])
     for name, r in results["curve"].items():
         r.update(measured[name])
+    for p, r in results["smaller"].items():
+        r.update(measured[f"smaller-{p}.gguf"])
     save()
     if random_models:
         measured_r = kld(args.llcpp_python, ref, random_models, args.random_chunks, out / "kld-random.jsonl",
@@ -256,8 +267,9 @@ def report(results: dict, presets: list[str], out: Path) -> None:
 
     print(f"\n{results['model']}: KLD floor (Q8_0) {floor:.5f}; input holds {', '.join(results['held_types'])}")
     print("| preset | bytes | KLD preset | qf | Δ | grid-blind | Δ | preset gradient | blind+gradient | Δ |"
-          " grid-blind size at the preset's KLD | time qf, blind, blind+gradient / base (/ the mix from its recipe) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          " grid-blind size at the preset's KLD | grid-blind KLD, smaller file | time qf, blind, blind+gradient / base"
+          " (/ the mix from its recipe) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     curve = [(v["bytes"], v["kld"]) for k, v in T.items() if k.startswith("blind-")]
     curve += [(v["bytes"], v["kld"]) for v in results["curve"].values()]
     for p in presets:
@@ -266,11 +278,14 @@ def report(results: dict, presets: list[str], out: Path) -> None:
         size, why = size_at_kld(curve, a["kld"], floor)
         smaller = f"{(size / a['bytes'] - 1) * 100:+.1f}%" if size else why
         gcols = (f"{g['kld']:.5f} | {bg['kld']:.5f} | {change(bg['kld'], a['kld'])}" if g and bg else "- | - | -")
+        sm = results.get("smaller", {}).get(p)
+        small_col = (f"{sm['kld']:.5f} at {(sm['bytes'] / a['bytes'] - 1) * 100:+.1f}% ({change(sm['kld'], a['kld'])})"
+                     if sm and "kld" in sm else "-")
         times = ", ".join(f"{T[k]['wall'] / T[k]['base_wall']:.2f}x ({T[k]['wall'] / T[k]['mix_wall']:.2f}x)"
                           for k in (f"qf-{p}", f"blind-{p}", f"blind+gradient-{p}") if k in T)
         print(f"| {p} | {a['bytes']} | {a['kld']:.5f} ± {a['kld_se']:.5f} | {q['kld']:.5f} |"
               f" {change(q['kld'], a['kld'])} | {b['kld']:.5f} | {change(b['kld'], a['kld'])} | {gcols} |"
-              f" {smaller} | {times} |")
+              f" {smaller} | {small_col} | {times} |")
     same = [k for k, v in T.items() if not v.get("recipe_same_bytes", True)]
     print("every --save-recipe reproduces its file byte for byte" if not same else f"recipe differs: {same}")
     c = results["timing"].get("cached")
