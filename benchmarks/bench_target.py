@@ -281,7 +281,8 @@ def report(results: dict, presets: list[str], out: Path) -> None:
         sm = results.get("smaller", {}).get(p)
         small_col = (f"{sm['kld']:.5f} at {(sm['bytes'] / a['bytes'] - 1) * 100:+.1f}% ({change(sm['kld'], a['kld'])})"
                      if sm and "kld" in sm else "-")
-        times = ", ".join(f"{T[k]['wall'] / T[k]['base_wall']:.2f}x ({T[k]['wall'] / T[k]['mix_wall']:.2f}x)"
+        times = ", ".join(f"{T[k]['wall'] / T[k]['base_wall']:.2f}x"
+                          + (f" ({T[k]['wall'] / T[k]['mix_wall']:.2f}x)" if "mix_wall" in T[k] else "")
                           for k in (f"qf-{p}", f"blind-{p}", f"blind+gradient-{p}") if k in T)
         print(f"| {p} | {a['bytes']} | {a['kld']:.5f} ± {a['kld_se']:.5f} | {q['kld']:.5f} |"
               f" {change(q['kld'], a['kld'])} | {b['kld']:.5f} | {change(b['kld'], a['kld'])} | {gcols} |"

@@ -330,11 +330,6 @@ def _load_plugin_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    words = sys.argv[1:] if argv is None else argv
-    if words[:1] in (["quantize"], ["imatrix"], ["sensitivity"]) and not {"-h", "--help"} & set(words):
-        from qf.app.warmup import start
-
-        start()  # numba's one-time set-up, overlapping plugin loading and planning
     _load_plugin_commands()
     try:
         code = cli.main(args=argv, prog_name="qf", standalone_mode=False)
