@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 import qf
 from model_factory import llama_tensors, write_model
-from paths import GOLDEN_E2E, SHARED
+from paths import GOLDEN_E2E, llama_tool, missing
 from qf.errors import UsageError
 from qf.gguf_io import GGUFFile, TensorSource
 
@@ -32,10 +30,12 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def gguf_split_tool() -> str | None:
-    candidates = [os.environ.get("LLAMA_GGUF_SPLIT"), shutil.which("llama-gguf-split"),
-                  str(SHARED.parent / "refs" / "llama-build" / "bin" / "llama-gguf-split")]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+def gguf_split_tool() -> str:
+    tool = llama_tool("llama-gguf-split")
+    if tool is None:
+        missing("llama_tools", "llama-gguf-split not found (set LLAMA_GGUF_SPLIT; tox -e e2e builds it with"
+                " tests/e2e/build_llama_tools.sh)")
+    return tool
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,6 @@ def shards(folder: Path, prefix: str) -> list[Path]:
 @pytest.mark.parametrize("flag,value,options", CASES, ids=[f"{c[0][2:]}={c[1]}" for c in CASES])
 def test_like_llama_gguf_split(model, tmp_path, flag, value, options):
     tool = gguf_split_tool()
-    if tool is None:
-        pytest.skip("llama-gguf-split not found (set LLAMA_GGUF_SPLIT)")
     whole = tmp_path / "whole.gguf"
     qf.quantize_file(model, whole, "Q4_K_M", threads=2)
     (tmp_path / "ref").mkdir()

