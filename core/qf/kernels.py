@@ -17,6 +17,7 @@ Rules every kernel follows to reproduce ggml's float32 arithmetic exactly:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -49,6 +50,24 @@ def _kernel_sources() -> list[Path]:
     return files
 
 
+def cache_home() -> Path:
+    """qf's folder for things it keeps between runs ($XDG_CACHE_HOME/qf, else ~/.cache/qf)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qf"
+
+
+@functools.cache
+def kernel_sources_digest() -> str | None:
+    """A hash of every plugin's kernel sources (None if one cannot be read): what compiled kernels, and results
+    computed with them, depend on."""
+    digest = hashlib.sha256()
+    for path in _kernel_sources():
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()[:16]
+
+
 def _use_versioned_cache() -> None:
     """Keep numba's on-disk cache in a folder named after a hash of the plugins' kernel sources.
 
@@ -57,13 +76,10 @@ def _use_versioned_cache() -> None:
     overrides."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
-    digest = hashlib.sha256()
-    for path in _kernel_sources():
-        try:
-            digest.update(path.read_bytes())
-        except OSError:
-            return
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qf" / f"numba-{digest.hexdigest()[:16]}"
+    digest = kernel_sources_digest()
+    if digest is None:
+        return
+    base = cache_home() / f"numba-{digest}"
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -176,6 +176,12 @@ class Registry:
     def imatrix_engine(self, name: str) -> ImatrixEngine:
         return self._find(self.imatrix_engines, "imatrix engine", name)
 
+    def auto_imatrix_engines(self, mtp: bool = False) -> list[ImatrixEngine]:
+        """The engines ``qf imatrix --engine auto`` tries, in order: ascending ``auto_rank`` (None: never tried), with
+        ``mtp`` those that run MTP/NextN heads first."""
+        return sorted((e for e in self.imatrix_engines.values() if e.auto_rank is not None),
+                      key=lambda e: (mtp and not e.runs_mtp, e.auto_rank, e.name))
+
     def preset(self, name: str) -> Preset:
         return self._find(self.presets, "ftype", name)
 

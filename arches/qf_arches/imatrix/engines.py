@@ -135,7 +135,8 @@ def qf_register_imatrix_engines(registrar):
 def choose_engine(requested: str, arch: str, mtp: bool = False) -> tuple[ImatrixEngine, str]:
     """The engine for a model of ``arch`` and why: ``(engine, reason)``.  ``auto`` takes the available engine of
     lowest ``auto_rank`` that runs ``arch`` (with ``mtp``, one that runs MTP/NextN heads before one that does not)."""
-    engines = get_registry().imatrix_engines
+    registry = get_registry()
+    engines = registry.imatrix_engines
     if requested != AUTO:
         if requested not in engines:
             raise UsageError(f"unknown imatrix engine {requested!r} (known: auto, {', '.join(engines)})")
@@ -148,8 +149,7 @@ def choose_engine(requested: str, arch: str, mtp: bool = False) -> tuple[Imatrix
             raise UsageError(f"--engine {requested}: no forward pass for architecture {arch!r}"
                              + (f"; use --engine {others.split(', ')[0]} or auto" if others else ""))
         return engine, "as asked"
-    ranked = sorted((e for e in engines.values() if e.auto_rank is not None),
-                    key=lambda e: (mtp and not e.runs_mtp, e.auto_rank, e.name))
+    ranked = registry.auto_imatrix_engines(mtp)
     skipped, missing = [], []
     for engine in ranked:
         if not engine.can_run(arch):

@@ -112,12 +112,9 @@ def list_arches(as_json: bool) -> None:
     (numpy: qf's own pass; llama.cpp: llama.cpp's, through llama-cpp-python, for every architecture it runs; or
     another registered imatrix engine)."""
     reg = get_registry()
-    ranked = sorted((e for e in reg.imatrix_engines.values() if e.auto_rank is not None),
-                    key=lambda e: (e.auto_rank, e.name))
-
     def engine_for(arch) -> str:  # the first engine auto would try that runs it (whether installed or not)
         name = "" if "*" in arch.gguf_names else arch.gguf_names[0]
-        return next((e.name for e in ranked if e.can_run(name)), "-")
+        return next((e.name for e in reg.auto_imatrix_engines() if e.can_run(name)), "-")
 
     items = [{"name": a.name, "gguf_names": list(a.gguf_names), "plugin": a.plugin, "description": a.description,
               "imatrix_engine": engine_for(a)} for a in reg.arches.values()]

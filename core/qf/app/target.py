@@ -27,11 +27,13 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from qf import __version__ as qf_version
 from qf.app.knapsack import Candidate, Item, parse_bpw, parse_size, parse_types, solve
 from qf.errors import UsageError
 from qf.execute import decode_rows, default_threads
 from qf.gguf_io.writer import pad
 from qf.imatrix import Imatrix
+from qf.kernels import cache_home, kernel_sources_digest
 from qf.names import NEXTN, category, layer_of
 from qf.plan import IMATRIX_EXEMPT, Plan, PlanEntry, Planner
 
@@ -222,7 +224,7 @@ class MeasureCache:
         self.data: dict[str, dict[str, list[float]]] = {}
         if folder == "off":
             return
-        base = Path(folder) if folder else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qf"
+        base = Path(folder) if folder else cache_home()
         digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
         self.path = base / "target" / f"{digest}.json"
         try:
@@ -321,7 +323,7 @@ def plan_for_target(registry, opts, source) -> Plan:
     if opts.target_sample_rows is not None and opts.target_sample_rows < 0:
         raise UsageError("--target-sample-rows must be >= 0")
     cache = MeasureCache(opts.target_cache, [
-        __import__("qf").__version__, os.path.basename(str(__import__("numba").config.CACHE_DIR)),
+        qf_version, kernel_sources_digest(),
         [_identity(f.path) for f in getattr(source, "files", ())],
         _identity(opts.imatrix) if opts.imatrix is not None else None,
         sorted(opts.include_weights), sorted(opts.exclude_weights), strategy.name, target_name,
