@@ -191,9 +191,12 @@ def test_small_ubatches_are_ignored_like_llama_imatrix():
     assert "output.weight" not in stats.entries  # only with --process-output
 
 
-def test_attention_kernel_matches_numpy_reference():
+@pytest.mark.parametrize("block", [512, 32])
+def test_attention_kernel_matches_numpy_reference(monkeypatch, block):
+    from qf_arches.forward import common
     from qf_arches.forward.common import attention, attention_reference
 
+    monkeypatch.setattr(common, "QUERY_BLOCK", block)  # 32: later query blocks start mid-sequence
     rng = np.random.default_rng(2)
     q = rng.standard_normal((2, 70, 4, 16)).astype(np.float32)
     k = rng.standard_normal((2, 70, 2, 16)).astype(np.float32)
@@ -397,3 +400,73 @@ def test_mismatched_chunk_size_with_in_file(tmp_path, calib_tokens):
 
 def test_llama_tensors_helper_still_builds():  # the factory used above keeps its default shapes
     assert "blk.1.ffn_down.weight" in llama_tensors()
+
+
+def test_perplexity_terms_match_a_float64_log_sum_exp():
+    from qf_arches.imatrix.collect import Perplexity
+
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((7, 300)) * 4).astype(np.float32)
+    targets = rng.integers(0, 300, 7)
+    p = Perplexity()
+    p.add(logits, targets)
+    x = logits.astype(np.float64)
+    want = np.log(np.exp(x - x.max(1, keepdims=True)).sum(1)) + x.max(1) - x[np.arange(7), targets]
+    assert p.count == 7
+    assert p.nll == pytest.approx(want.sum(), rel=1e-6)
+
+
+def test_vectorized_exp_is_within_2e_7_of_exp():
+    from qf_arches.forward import _kernels
+
+    x = np.concatenate([np.linspace(-86.9, 87.9, 400001), [-1e30, -np.inf, -88.0, -0.0, 1e30, np.inf]])
+    x = x.astype(np.float32)
+    y = x.copy()
+    _kernels.exp_rows(y, y.size, np.empty(y.size, np.int32))
+    live = (x > -87) & (x < 88)
+    want = np.exp(np.where(live, x, 0).astype(np.float64))
+    assert np.max(np.abs(y[live] - want[live]) / want[live]) < 2e-7
+    assert np.all((y[x <= -87] >= 0) & (y[x <= -87] < 1e-37))
+    assert np.all(y[x >= 88] == np.float32(np.exp(np.float64(88))))
+
+
+def test_swiglu_kernel_is_silu_times_up():
+    from qf_arches.forward.common import swiglu
+
+    rng = np.random.default_rng(3)
+    gate = (rng.standard_normal((5, 300)) * 30).astype(np.float32)
+    up = rng.standard_normal((5, 300)).astype(np.float32)
+    g = gate.astype(np.float64)
+    np.testing.assert_allclose(swiglu(gate, up), g / (1 + np.exp(-g)) * up, rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("at_least", [1, 700, 20000, 70000])
+def test_a_tokenized_prefix_is_the_start_of_the_whole_text(calib_tokens, at_least):
+    from qf_arches.imatrix.tokenize import tokenize_text
+
+    text = need(DATA / "calib_austen_emma.txt").read_text(encoding="utf-8")
+    model = ModelWeights(TensorSource.open(synthetic("llama")))
+    ids = tokenize_text(model.metadata, text, at_least)
+    assert at_least <= ids.size
+    if at_least < calib_tokens.size // 4:
+        assert ids.size < calib_tokens.size  # only a part was tokenized
+    np.testing.assert_array_equal(ids, calib_tokens[:ids.size])
+
+
+def test_a_prefix_longer_than_the_text_is_the_whole_text(calib_tokens):
+    from qf_arches.imatrix.tokenize import tokenize_text
+
+    text = need(DATA / "calib_austen_emma.txt").read_text(encoding="utf-8")
+    model = ModelWeights(TensorSource.open(synthetic("llama")))
+    np.testing.assert_array_equal(tokenize_text(model.metadata, text, calib_tokens.size * 2), calib_tokens)
+
+
+def test_a_prefix_never_cuts_a_long_pre_token():
+    from qf_arches.imatrix.tokenize import GGUFTokenizer
+
+    model = ModelWeights(TensorSource.open(synthetic("llama")))
+    tok = GGUFTokenizer.from_metadata(model.metadata)
+    text = "x" * 150_000 + " and then " + "y" * 100 + " words" * 1000  # one pre-token longer than any window
+    whole = tok.encode(text)
+    ids = tok.encode(text, at_least=10)
+    np.testing.assert_array_equal(ids, whole[:ids.size])

@@ -178,8 +178,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.n
 
     n_seqs, n_tokens, n_head, _ = q.shape
     out = np.empty((n_seqs, n_tokens, n_head, v.shape[3]), F32)
-    _kernels.causal_attention(np.ascontiguousarray(q, F32), to_f16(np.ascontiguousarray(k)),
-                              to_f16(np.ascontiguousarray(v)), F32(scale), out)
+    kt = np.ascontiguousarray(to_f16(k).transpose(0, 2, 3, 1))  # (S, Hkv, Dk, T)
+    vh = np.ascontiguousarray(to_f16(v).transpose(0, 2, 1, 3))  # (S, Hkv, T, Dv)
+    _kernels.causal_attention(np.ascontiguousarray(q, F32), kt, vh, F32(scale), out)
     return out
 
 

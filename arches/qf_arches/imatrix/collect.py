@@ -405,10 +405,11 @@ class Perplexity:
 
     def add(self, logits: np.ndarray, targets: np.ndarray) -> None:
         """``logits`` (n, n_vocab) predicting ``targets`` (n,)."""
-        x = np.asarray(logits, dtype=np.float32)
-        m = x.max(axis=1, keepdims=True)
-        sum_exp = np.exp(x - m).sum(axis=1, dtype=np.float64)  # llama.cpp: expf, summed in double
-        v = np.log(sum_exp) + m[:, 0].astype(np.float64) - x[np.arange(x.shape[0]), targets].astype(np.float64)
+        from qf_arches.forward import _kernels
+
+        x = np.ascontiguousarray(logits, dtype=np.float32)
+        v = np.empty(x.shape[0], np.float64)
+        _kernels.negative_log_likelihoods(x, np.ascontiguousarray(targets, dtype=np.int64), v)
         self.add_nll(v)
 
     def add_nll(self, v: np.ndarray) -> None:

@@ -91,7 +91,10 @@ def run_numpy(run: EngineRun):
         tokens = llama_cpp.tokenize(run.model_path, run.text, parse_special=True)
     else:
         try:
-            tokens = tokenize_text(weights.metadata, run.text.decode("utf-8", errors="replace"))
+            o = run.opts
+            # with --chunks, only the text those chunks (and the skipped ones) need is tokenized
+            need = (o.skip_chunks + max(o.n_chunks, 2)) * o.n_ctx + 1 if o.n_chunks else None
+            tokens = tokenize_text(weights.metadata, run.text.decode("utf-8", errors="replace"), need)
         except UsageError:
             if llama_cpp_unavailable() is not None:
                 raise

@@ -95,11 +95,35 @@ class GGUFTokenizer:
         return cls(pre_name, add_bos, None if bos_id is None else int(bos_id),
                    _build_backend(tokens, merges, token_types, pre))
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, at_least: int | None = None) -> np.ndarray:
+        """Token ids of ``text``; with ``at_least``, possibly only a prefix of them, of that many tokens or more
+        (the same ids the whole text starts with): a run that needs a few chunks of a large text tokenizes little."""
+        if at_least is not None:
+            prefix = self._prefix(text, at_least)
+            if prefix is not None:
+                return prefix
         ids = self.backend.encode(text, add_special_tokens=False).ids
         if self.add_bos:
             ids = [self.bos_id, *ids]
         return np.asarray(ids, dtype=np.int32)
+
+    def _prefix(self, text: str, at_least: int) -> np.ndarray | None:
+        # Tokens never cross a pre-token boundary, and a pre-token is decided by the text up to its end plus one
+        # character of look-ahead: so the tokens of text[:cut], where cut ends a pre-token of text[:n] well before
+        # n, are the first tokens of the whole text.  (Added tokens are matched before pre-tokenizing: with any, we
+        # tokenize everything.)
+        if self.backend.get_added_tokens_decoder():
+            return None
+        n = max(1 << 16, 8 * at_least)
+        while n < len(text):
+            pieces = self.backend.pre_tokenizer.pre_tokenize_str(text[:n])
+            ends = [end for _, (_, end) in pieces if end <= n - 64]
+            if ends:
+                ids = self.encode(text[:ends[-1]])
+                if ids.size >= at_least:
+                    return ids
+            n *= 2
+        return None
 
 
 def _build_backend(tokens: list[str], merges: list[str], token_types, pre: PreTokenizer):
@@ -135,9 +159,10 @@ def chunk_bos(metadata: Mapping[str, Any]) -> int | None:
     return int(bos) if add_bos and bos is not None else None
 
 
-def tokenize_text(metadata: Mapping[str, Any], text: str) -> np.ndarray:
-    """Token ids of ``text`` as llama-imatrix gets them (int32)."""
-    return GGUFTokenizer.from_metadata(metadata).encode(text)
+def tokenize_text(metadata: Mapping[str, Any], text: str, at_least: int | None = None) -> np.ndarray:
+    """Token ids of ``text`` as llama-imatrix gets them (int32); with ``at_least``, maybe only the first ones (at
+    least that many, when the text has them)."""
+    return GGUFTokenizer.from_metadata(metadata).encode(text, at_least)
 
 
 def load_token_file(path: str | os.PathLike[str], n_vocab: int | None = None) -> np.ndarray:
