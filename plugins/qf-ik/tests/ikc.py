@@ -47,7 +47,9 @@ class _InitParams(ctypes.Structure):
 class IKC:
     def __init__(self, path: str) -> None:
         self.path = path
-        lib = self.lib = ctypes.CDLL(path)
+        # lazy binding: a libggml built without ik's flash-attention objects (-DGGML_IQK_FLASH_ATTENTION=OFF, much
+        # quicker to build) leaves iqk_fa_* unresolved, and quantizing never calls them
+        lib = self.lib = ctypes.CDLL(path, mode=os.RTLD_LAZY)
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t
         lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
