@@ -3,6 +3,7 @@ quantizers themselves."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def ikc():
 
     c = IKC.load()
     if c is None:
+        if "ik_lib" in os.environ.get("QF_REQUIRE", "").split(","):
+            pytest.fail("QF_IK_LIB is not set but QF_REQUIRE names ik_lib (tox -e ik builds it: tests/build_ik_lib.sh)")
         pytest.skip("QF_IK_LIB is not set: no ik_llama.cpp library to compare with (the committed golden file "
                     "still checks every type)")
     return c
