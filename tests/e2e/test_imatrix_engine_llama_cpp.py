@@ -205,3 +205,34 @@ def test_process_output_agrees_with_numpy_engine(engine):
     assert ours.stats.entries["output.weight"].counts.tolist() == [4 * 128]
     assert ours.ppl.value == pytest.approx(numpy_result.ppl.value, rel=1e-4)
     assert_matches(stats_dict(ours.stats), stats_dict(numpy_result.stats))
+
+
+@pytest.mark.parametrize("arch", ["glm4moe"])  # the synthetic model with an MTP/NextN head
+def test_mtp_head_on_llama_cpp_hidden_states_agrees_with_numpy_engine(engine, arch, tmp_path):
+    """--engine llama.cpp --mtp: llama.cpp's trunk, qf's MTP head on its hidden states (the LM head's input) — the
+    nextn and MTP-block entries agree with the numpy engine's (which runs trunk and head itself), the trunk's with
+    llama-imatrix's golden file, and the MTP head's perplexity is the numpy engine's."""
+    folder = need(GOLDEN_E2E / "synthetic" / arch)
+    model = folder / f"synthetic-{arch}-F32.gguf"
+    text = tmp_path / "calib.txt"
+    text.write_bytes(need(DATA / "calib_austen_emma.txt").read_bytes())
+    outs = {}
+    for name in ("llama.cpp", "numpy"):
+        out = tmp_path / f"{name}.gguf"
+        proc = subprocess.run([sys.executable, "-m", "qf", "imatrix", str(model), "-f", str(text), "-o", str(out),
+                               "-c", "128", "--chunks", "4", "-t", "2", "--mtp", "--engine", name],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "MTP head PPL" in proc.stderr, proc.stderr[-2000:]
+        outs[name] = (Imatrix.load(out).sums_and_counts(), proc.stderr)
+    ours, numpy_run = outs["llama.cpp"][0], outs["numpy"][0]
+    golden = Imatrix.load(folder / "imatrix.gguf").sums_and_counts()
+    head = sorted(set(ours) - set(golden))
+    assert head and all(".nextn." in n or n.startswith(f"blk.{_mtp_layer(golden)}.") for n in head), head
+    assert_matches(ours, numpy_run)  # every entry, the MTP head's included
+    assert_matches({n: ours[n] for n in golden}, golden)  # the trunk is llama-imatrix's
+
+
+def _mtp_layer(golden: dict) -> int:
+    """The first block index past the trunk's (the MTP block's)."""
+    return 1 + max(int(n.split(".")[1]) for n in golden if n.startswith("blk."))

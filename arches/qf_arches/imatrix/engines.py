@@ -7,7 +7,8 @@ kind) runs the model over the chunks and fills an :class:`ImatrixStats`; everyth
 * ``numpy``: qf's own forward passes (``Arch.forward`` of the architecture plugins: llama, qwen2/3, qwen3moe,
   glm4moe with MTP, deepseek2 with MLA), tokenizing with qf's tokenizer;
 * ``llama.cpp``: llama.cpp computes the forward pass (``qf_arches.imatrix.llama_cpp``; needs llama-cpp-python), for
-  every architecture llama.cpp runs, tokenizing with llama.cpp.  llama.cpp's decode does not run MTP/NextN heads.
+  every architecture llama.cpp runs, tokenizing with llama.cpp.  llama.cpp's decode does not run MTP/NextN heads:
+  with ``--mtp``, where qf's numpy pass has the model's MTP head, that head runs on llama.cpp's hidden states.
 
 ``auto`` takes the engine of lowest ``auto_rank`` that is available and runs the architecture: numpy where qf has a
 forward pass, llama.cpp otherwise.  Another distribution adds an engine by registering one (e.g. a GPU pass).
@@ -110,6 +111,12 @@ def run_llama_cpp(run: EngineRun):
     """llama.cpp's forward pass through llama-cpp-python's graph callback."""
     from qf_arches.imatrix.llama_cpp import LlamaCppEngine
 
+    mtp_forward = None
+    if run.opts.mtp and numpy_handles(run.source.metadata.get("general.architecture", "")):
+        # llama.cpp's trunk, qf's MTP head on its hidden states
+        from qf_arches.imatrix.collect import ModelWeights, load_forward
+
+        mtp_forward = load_forward(ModelWeights(run.source))
     with LlamaCppEngine(run.model_path, run.threads, verbose=run.verbose) as llama:
         if run.tokens_file:
             from qf_arches.imatrix.tokenize import load_token_file
@@ -117,7 +124,7 @@ def run_llama_cpp(run: EngineRun):
             tokens = load_token_file(run.tokens_file, llama.n_vocab)
         else:
             tokens = llama.tokenize(run.text, run.parse_special)
-        return llama.collect(tokens, run.opts, run.stats, run.progress)
+        return llama.collect(tokens, run.opts, run.stats, run.progress, mtp_forward)
 
 
 NUMPY = ImatrixEngine("numpy", runner=f"{__name__}:run_numpy", available=f"{__name__}:_numpy_unavailable",

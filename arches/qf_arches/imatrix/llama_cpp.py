@@ -15,7 +15,9 @@ llama-imatrix's (``swa_full`` off, flash attention auto, F16 KV cache, no warm-u
 So the counts equal llama-imatrix's and the sums are the same float32 arithmetic on the same activations; with
 the same llama.cpp build and thread count they are bit-identical.  This covers every architecture the bundled
 llama.cpp runs (gemma2/3, phi3, mistral3, gpt-oss, granite, olmo, …).  llama.cpp never runs an MTP/NextN head here
-(as llama-imatrix), so ``--mtp`` needs the numpy engine.
+(nor does llama-imatrix): with ``--mtp``, on an architecture whose MTP head qf's numpy pass has (glm4moe,
+deepseek2), the callback also copies the LM head's input — the trunk's normed hidden states — and qf's numpy MTP
+head runs on them after every chunk group (``mtp_forward``): llama.cpp's trunk, qf's head.
 """
 
 from __future__ import annotations
@@ -222,6 +224,8 @@ class LlamaCppEngine:
         self._wanted: dict[bytes, str | None] = {}
         self._host_cache: dict[int, bool] = {}
         self._scratch = np.zeros(0, np.uint8)
+        self._head: bytes | None = None  # the LM head weight whose input (hidden states) is copied for an MTP head
+        self._hidden: list[np.ndarray] = []
 
     # -- model facts -------------------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -312,14 +316,21 @@ class LlamaCppEngine:
                     return True
                 if op != GGML_OP_MUL_MAT:
                     return False
+                src0_name = GGMLTensor.from_address(t.src[0]).name
+                if self._head is not None and src0_name == self._head:
+                    return True
                 src1 = GGMLTensor.from_address(t.src[1])
                 if src1.ne[1] < 16 or src1.type != GGML_TYPE_F32:
                     return False
-                return self._wanted_name(GGMLTensor.from_address(t.src[0]).name) is not None
+                return self._wanted_name(src0_name) is not None
             if op == GGML_OP_MUL_MAT_ID:
                 self._collect_mul_mat_id(t)
             elif op == GGML_OP_MUL_MAT:
-                self._collect_mul_mat(t)
+                src0_name = GGMLTensor.from_address(t.src[0]).name
+                if self._head is not None and src0_name == self._head:
+                    self._copy_hidden(t)
+                if self._wanted_name(src0_name) is not None:
+                    self._collect_mul_mat(t)
             return True
         except BaseException as exc:  # noqa: BLE001 - reported after llama_decode returns
             if self._error is None:
@@ -356,6 +367,15 @@ class LlamaCppEngine:
         if not kernels.accumulate_mul_mat(e.sums, x, ne, nb // 4, int(src0.ne[2]), int(src0.ne[3])):
             raise ImatrixError(f"non-finite values detected in {name}")
         e.counts += int(ne[1] * ne[2] * ne[3]) // n_mat
+
+    def _copy_hidden(self, t: GGMLTensor) -> None:
+        """Keep the LM head's input rows (float32, contiguous: the normed hidden states of this ubatch)."""
+        src1_ptr = t.src[1]
+        src1 = GGMLTensor.from_address(src1_ptr)
+        ne0, ne1 = int(src1.ne[0]), int(src1.ne[1] * src1.ne[2] * src1.ne[3])
+        if src1.type != GGML_TYPE_F32 or src1.nb[0] != 4 or src1.nb[1] != 4 * ne0:
+            raise ImatrixError("--mtp: the LM head's input is not contiguous float32")
+        self._hidden.append(_view(self._data(src1, src1_ptr), ne0 * ne1).reshape(ne1, ne0).copy())
 
     def _entry_dense(self, name: str, n_mat: int, ne0: int) -> Entry:
         stats = self._stats
@@ -427,10 +447,13 @@ class LlamaCppEngine:
 
     # -- llama-imatrix's compute_imatrix -----------------------------------------------------------------------------
     def collect(self, tokens: np.ndarray, opts: CollectOptions, stats: ImatrixStats | None = None,
-                progress: Callable[[int, int, Perplexity], None] | None = None) -> CollectResult:
+                progress: Callable[[int, int, Perplexity], None] | None = None,
+                mtp_forward=None) -> CollectResult:
         """Run the chunks of ``tokens`` through llama.cpp, accumulating into ``stats`` (a new one if None).
 
-        ``opts.bos_id`` is ignored: llama.cpp's vocabulary decides (``llama_vocab_get_add_bos``)."""
+        ``opts.bos_id`` is ignored: llama.cpp's vocabulary decides (``llama_vocab_get_add_bos``).  With ``opts.mtp``
+        and ``mtp_forward`` (qf's numpy forward pass of this model, which has an MTP head fed the normed hidden
+        states), that head runs on llama.cpp's hidden states after every chunk group."""
         import attrs
 
         L = self._L
@@ -449,9 +472,17 @@ class LlamaCppEngine:
         if stats.chunk_size != n_ctx:
             raise UsageError(f"chunk size {stats.chunk_size} of the merged data differs from -c {n_ctx}")
         warnings = []
-        if opts.mtp:
-            warnings.append("--mtp: llama.cpp does not run MTP/NextN heads (nor does llama-imatrix); collecting the"
-                            " trunk only (the numpy engine runs them for the architectures it has)")
+        run_mtp = bool(opts.mtp and mtp_forward is not None and mtp_forward.has_mtp
+                       and mtp_forward.mtp_hidden_normed)
+        if opts.mtp and not run_mtp:
+            warnings.append("--mtp: llama.cpp does not run MTP/NextN heads (nor does llama-imatrix), and qf has no"
+                            " MTP head for this model to run on its hidden states; collecting the trunk only")
+        self._head = None
+        if run_mtp:
+            from qf_arches.forward.common import output_name
+
+            self._head = output_name(mtp_forward.model).encode()
+        mtp_ppl = Perplexity() if run_mtp else None
         ctx = self._context(n_ctx, n_seq, n_batch, opts.n_ubatch)
         batch = self._batch
         n_vocab = self.n_vocab
@@ -481,6 +512,7 @@ class LlamaCppEngine:
                 group = chunks[i:i + n_seq]
                 n_seq_batch = group.shape[0]
                 L.llama_memory_clear(memory, True)
+                self._hidden.clear()
                 for j in range(num_batches):
                     start = j * n_batch
                     size = min(n_ctx - start, n_batch)
@@ -506,11 +538,37 @@ class LlamaCppEngine:
                         m = n_ctx - 1 - first
                         self._log_softmax(all_logits[first:first + m], group[s, first + 1:], nll[:m])
                         ppl.add_nll(nll[:m])
+                if run_mtp:
+                    self._run_mtp(mtp_forward, group, opts, n_batch, n_seq, stats, mtp_ppl)
                 if progress is not None:
                     progress(min(i + n_seq, n_chunks), n_chunks, ppl)
         finally:
             self._stats = None
-        return CollectResult(stats, ppl, None, n_chunks, n_chunks * n_ctx, time.perf_counter() - t0, warnings)
+            self._head = None
+            self._hidden.clear()
+        return CollectResult(stats, ppl, mtp_ppl, n_chunks, n_chunks * n_ctx, time.perf_counter() - t0, warnings)
+
+    def _run_mtp(self, forward, group: np.ndarray, opts: CollectOptions, n_batch: int, n_seq: int,
+                 stats: ImatrixStats, mtp_ppl: Perplexity) -> None:
+        """qf's MTP head on the hidden states llama.cpp's decode of ``group`` left (as the numpy engine's collect)."""
+        from .collect import BatchLayout, Recorder
+
+        n_seq_batch, n_ctx = group.shape
+        hidden = np.concatenate(self._hidden) if self._hidden else np.zeros((0, 0), np.float32)
+        if hidden.shape[0] != n_seq_batch * n_ctx:
+            raise ImatrixError(f"--mtp: llama.cpp's LM head saw {hidden.shape[0]} rows, the chunks have"
+                               f" {n_seq_batch * n_ctx}")
+        hidden = hidden.reshape(n_seq_batch, n_ctx, -1)
+        self._hidden.clear()
+        first = n_ctx // 2
+        layout = BatchLayout.llama_cpp(n_seq_batch, n_ctx - 1, n_batch, opts.n_ubatch, one_stream=n_seq == 1)
+        mtp_from = max(first - 1, 0) if opts.compute_ppl else None
+        head = forward.mtp(group, hidden, Recorder(stats, layout), mtp_from)
+        if head is not None and mtp_from is not None:
+            # row k (token at position k+1, hidden of position k) predicts the token at position k+2
+            w = forward.model.get(head.weight)
+            for s in range(n_seq_batch):
+                mtp_ppl.add(head.rows[s, :n_ctx - 2 - mtp_from] @ w.T, group[s, mtp_from + 2:])
 
 
 def collect_llama_cpp(model_path: str | os.PathLike[str], tokens: np.ndarray | str | bytes, opts: CollectOptions,
