@@ -73,16 +73,27 @@ def _truncate127(s: str) -> str:
 
 
 def output_kvs(input_kvs: Sequence[KV], preset: Preset, overrides: Sequence[KV], imatrix, imatrix_arg: str | None,
-               block_count: tuple[str, int] | None = None) -> list[KV]:
-    """The output metadata in llama-quantize's order: input KVs, then the keys it sets (each set moves a key last)."""
+               block_count: tuple[str, int] | None = None, style: str = "llama.cpp") -> list[KV]:
+    """The output metadata in llama-quantize's order: input KVs, then the keys it sets (each set moves a key last).
+
+    ``style="ik_llama.cpp"``: ik's llama-quantize, whose (older) gguf keeps a key it sets where it was (a new one
+    goes last), which sets ``general.file_type`` after the overrides, and whose imatrix counts are int32 overrides."""
+    ik = style == "ik_llama.cpp"
     kvs = list(input_kvs)
 
     def set_kv(kv: KV) -> None:
+        at = next((i for i, k in enumerate(kvs) if k.key == kv.key), None)
+        if ik and at is not None:
+            kvs[at] = kv
+            return
         kvs[:] = [k for k in kvs if k.key != kv.key]
         kvs.append(kv)
 
+    file_type = make_kv("general.file_type", T.UINT32, preset.file_type)
+    count = T.INT32 if ik else T.UINT32
     set_kv(make_kv("general.quantization_version", T.UINT32, GGML_QNT_VERSION))
-    set_kv(make_kv("general.file_type", T.UINT32, preset.file_type))
+    if not ik:
+        set_kv(file_type)
     kvs[:] = [k for k in kvs if k.key not in SPLIT_KEYS]
     for kv in overrides:
         set_kv(kv)
@@ -90,9 +101,11 @@ def output_kvs(input_kvs: Sequence[KV], preset: Preset, overrides: Sequence[KV],
         set_kv(make_kv("quantize.imatrix.file", T.STRING, _truncate127(imatrix_arg or str(imatrix.path))))
         if imatrix.datasets:
             set_kv(make_kv("quantize.imatrix.dataset", T.STRING, _truncate127(imatrix.datasets[0])))
-        set_kv(make_kv("quantize.imatrix.entries_count", T.UINT32, len(imatrix.entries)))
+        set_kv(make_kv("quantize.imatrix.entries_count", count, len(imatrix.entries)))
         if imatrix.chunk_count > 0:
-            set_kv(make_kv("quantize.imatrix.chunks_count", T.UINT32, imatrix.chunk_count))
+            set_kv(make_kv("quantize.imatrix.chunks_count", count, imatrix.chunk_count))
+    if ik:
+        set_kv(file_type)
     if block_count is not None:
         set_kv(make_kv(block_count[0], T.UINT32, block_count[1]))
     return kvs

@@ -29,9 +29,10 @@ from qf.values import DEFAULT_TARGET, ArchFacts, Preset, QuantType, load_object
 IMATRIX_EXEMPT = ("token_embd.weight", "output.weight")
 
 
-def processing_order(tensors: Sequence[TensorInfo], keep_split: bool = False) -> list[TensorInfo]:
-    """llama-quantize's order: by (layer number, name), or with --keep-split by (split, file offset)."""
-    if keep_split:
+def processing_order(tensors: Sequence[TensorInfo], keep_split: bool = False, order: str = "layer") -> list[TensorInfo]:
+    """llama-quantize's order: by (layer number, name), or with --keep-split (or a target whose tool keeps the
+    input's order, ``order="file"``) by (split, file offset)."""
+    if keep_split or order == "file":
         return sorted(tensors, key=lambda t: (t.file_index, t.offset))
     return sorted(tensors, key=lambda t: (layer_of(t.name), t.name.encode()))
 
@@ -309,7 +310,8 @@ class Planner:
         if facts_ref is None:
             raise PlanError(f"architecture plugin {arch.name!r} gives no facts and no generic architecture does")
         facts = load_object(facts_ref)(metadata, source.tensors)
-        order = processing_order(source.tensors, opts.keep_split)
+        layout = self.registry.target(self.target)
+        order = processing_order(source.tensors, opts.keep_split, layout.tensor_order)
         renamed, new_block_count = prune_names([t.name for t in order], opts.prune_layers)
         if opts.prune_layers:
             bad = [i for i in opts.prune_layers if i < 0 or (facts.n_layer_all and i >= facts.n_layer_all)]
@@ -406,7 +408,8 @@ class Planner:
 
         overrides = [parse_override_kv(s) for s in opts.override_kv]
         block_count = (f"{facts.arch}.block_count", new_block_count) if opts.prune_layers else None
-        kvs = output_kvs(source.kvs, self.preset, overrides, imatrix, opts.imatrix, block_count)
+        kvs = output_kvs(source.kvs, self.preset, overrides, imatrix, opts.imatrix, block_count,
+                         style=layout.kv_style)
         alignment = next((kv.value for kv in kvs if kv.key == "general.alignment"), 32)
         if opts.split_max_size is not None or opts.split_max_tensors is not None:
             entries, files = gguf_split_layout(entries, kvs, opts)

@@ -157,7 +157,10 @@ class Target:
     """A runtime files are written for: ``ggml`` (llama.cpp), or a fork with types of its own (ik_llama.cpp).
 
     A target has its own types (``QuantType.target``), and those of its ``base`` but the ones it ``exclude``s;
-    ``codecs`` replaces the codec of a base type where the fork's own quantizer writes other bytes."""
+    ``codecs`` replaces the codec of a base type where the fork's own quantizer writes other bytes.  How the fork's
+    quantize tool lays a file out: ``tensor_order`` ``"layer"`` (llama.cpp's llama-quantize processes and writes
+    tensors by layer number, then name) or ``"file"`` (the input's order, as ik_llama.cpp's); ``kv_style``
+    ``"llama.cpp"`` or ``"ik_llama.cpp"`` (see :func:`qf.metadata.output_kvs`)."""
 
     name: str
     base: str | None = None
@@ -166,6 +169,8 @@ class Target:
                                             eq=False, hash=False)
     description: str = ""
     plugin: str = ""
+    tensor_order: str = attrs.field(default="layer", validator=attrs.validators.in_(("layer", "file")))
+    kv_style: str = attrs.field(default="llama.cpp", validator=attrs.validators.in_(("llama.cpp", "ik_llama.cpp")))
 
 
 @attrs.frozen

@@ -99,16 +99,53 @@ CUSTOM_Q = ("attn_k_b=q8_0,attn_v_b=q6_0,attn_kv_a_mqa=q6_0,attn_q.*=iq5_ks,attn
             "ffn_(up|gate)_exps=iq3_k,ffn_down_exps=iq4_k,ffn_.*_shexp=iq6_k,token_embd=iq4_k,output=iq6_k")
 
 
+def ik_deepseek2(path: Path, n_head: int = 4) -> Path:
+    """The synthetic deepseek2 model with ``n_head`` attention heads.  ik_llama.cpp takes a mainline-converted MLA
+    model only when its query heads are a multiple of 4 (the synthetic one has 2): the head-shaped tensors are drawn
+    anew (normal·0.02, fixed seed), everything else is copied."""
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(model("deepseek2"))
+    writer = GGUFWriter(str(path), "deepseek2")
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        value = field.contents()
+        if key == "deepseek2.attention.head_count":
+            value = n_head
+        sub = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
+        writer.add_key_value(key, value, field.types[0], sub)
+    rng = np.random.default_rng(2026)
+    for t in reader.tensors:
+        data = np.asarray(t.data)
+        shape = list(data.shape)  # numpy order
+        if t.name.endswith(("attn_q_b.weight", "attn_output.weight", "attn_k_b.weight", "attn_v_b.weight")):
+            axis = {"attn_q_b": 0, "attn_output": 1, "attn_k_b": 0, "attn_v_b": 0}[t.name.split(".")[2]]
+            shape[axis] = shape[axis] // 2 * n_head
+            data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        writer.add_tensor(t.name, np.ascontiguousarray(data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 @pytest.mark.parametrize(("base", "imatrix"), [("IQ4_K", True), ("IQ3_K", False), ("Q6_0", True)])
 def test_custom_q_file_equals_ik_llama_quantize(tmp_path, base, imatrix):
     quantize = tool("llama-quantize")
-    src = model("deepseek2")
+    src = ik_deepseek2(tmp_path / "deepseek2-4-heads.gguf")
     extra = []
     if imatrix:
-        dat = tmp_path / "imatrix.dat"  # ik reads llama-imatrix's legacy format
-        proc = subprocess.run([sys.executable, "-m", "qf", "imatrix", "--in-file", str(src.parent / "imatrix.gguf"),
-                               "-o", str(dat), "--output-format", "dat"], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
+        # an imatrix of this model, in the legacy format ik reads (the numpy engine's MLA pass)
+        dat = tmp_path / "imatrix.dat"
+        text = tmp_path / "calib.txt"
+        text.write_bytes(EVAL.read_bytes()[:200_000])
+        proc = subprocess.run([sys.executable, "-m", "qf", "imatrix", str(src), "-f", str(text), "-o", str(dat),
+                               "--output-format", "dat", "-c", "128", "--chunks", "4", "--engine", "numpy"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
         extra = ["--imatrix", str(dat)]
     ours, theirs = tmp_path / "qf.gguf", tmp_path / "ik.gguf"
     proc = subprocess.run([quantize, *extra, "--custom-q", CUSTOM_Q, str(src), str(theirs), base, "2"],
@@ -120,10 +157,14 @@ def test_custom_q_file_equals_ik_llama_quantize(tmp_path, base, imatrix):
         from qf.gguf_io import GGUFFile
         from qf.plugins import get_registry
 
-        sizes = get_registry().type_sizes()
+        sizes = get_registry().type_sizes("ik")
         fa, fb = GGUFFile.open(ours, sizes), GGUFFile.open(theirs, sizes)
-        diff = [f"{t.name} ({t.type_id} vs {u.type_id})" for t, u in zip(fa.tensors, fb.tensors)
-                if (t.name, t.type_id) != (u.name, u.type_id)
-                or a[t.offset:t.offset + t.n_bytes] != b[u.offset:u.offset + u.n_bytes]]
-        keys = sorted({kv.key for kv in fa.kvs} ^ {kv.key for kv in fb.kvs})
-        pytest.fail(f"{len(a)} vs {len(b)} bytes; tensors that differ: {diff[:8]}; keys in one only: {keys}")
+        theirs_by_name = {u.name: u for u in fb.tensors}
+        diff = [f"{t.name} ({t.type_id} vs {theirs_by_name[t.name].type_id})" for t in fa.tensors
+                if t.name in theirs_by_name and (t.type_id != theirs_by_name[t.name].type_id
+                                                 or a[t.offset:t.offset + t.n_bytes]
+                                                 != b[theirs_by_name[t.name].offset:][:t.n_bytes])]
+        order = [t.name for t in fa.tensors] == [u.name for u in fb.tensors]
+        kv_diff = [kv.key for kv, kw in zip(fa.kvs, fb.kvs) if kv.raw != kw.raw]
+        pytest.fail(f"{len(a)} vs {len(b)} bytes; same tensor order: {order}; tensors that differ: {diff[:8]};"
+                    f" metadata that differs: {kv_diff[:8]}")

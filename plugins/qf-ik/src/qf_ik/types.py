@@ -21,9 +21,11 @@ MAINLINE_ONLY = ("TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "NVFP4")
 # ik's own quantizers for mainline types where they write other bytes (see the report for the others)
 IK_CODECS = {"Q6_K": f"{_C}:Q6_K_IK"}
 
+# ik's llama-quantize writes tensors in the input's order, and its metadata its own way (qf.metadata.output_kvs)
 IK = Target(
     TARGET, base="ggml", exclude=MAINLINE_ONLY, codecs=IK_CODECS,
     description="ik_llama.cpp (ikawrakow), commit 8337e4c: its own types, and mainline's but those it lacks",
+    tensor_order="file", kv_style="ik_llama.cpp",
 )
 
 
