@@ -48,3 +48,33 @@ def test_check_quant_type(name):
 def test_r4_refuses_partial_row_groups():
     with pytest.raises(InvalidWeightsError, match="multiple of 4"):
         codecs.IQ4_K_R4.quantize_native(np.zeros((3, 256), np.float32), None)
+
+
+def test_ik_files_are_laid_out_as_ik_llama_quantize_writes_them(tmp_path):
+    """--target ik keeps the input's tensor order and sets keys where they are (ik's llama-quantize); llama.cpp's
+    target sorts by layer and moves a key it sets last.  (Byte equality with ik's tool: test_ik_tools.py.)"""
+    import os
+    from pathlib import Path
+
+    from qf import quantize_file
+    from qf.gguf_io import GGUFFile
+
+    shared = Path(os.environ.get("QF_SHARED", Path(__file__).resolve().parents[3] / ".." / "shared"))
+    src = shared / "golden-e2e" / "synthetic" / "llama" / "synthetic-llama-F32.gguf"
+    if not src.exists():
+        pytest.skip(f"{src} does not exist ($QF_SHARED)")
+    sizes = get_registry().type_sizes("ik")
+    inp = GGUFFile.open(src, sizes)
+    keys_in = [kv.key for kv in inp.kvs]
+    assert "general.file_type" in keys_in and keys_in[-1] != "general.file_type"
+    for target in ("ik", "ggml"):
+        out = tmp_path / f"{target}.gguf"
+        quantize_file(src, out, "Q8_0", target=target)
+        f = GGUFFile.open(out, sizes)
+        names, keys = [t.name for t in f.tensors], [kv.key for kv in f.kvs]
+        if target == "ik":
+            assert names == [t.name for t in inp.tensors]
+            assert keys.index("general.file_type") == keys_in.index("general.file_type")
+        else:
+            assert names != [t.name for t in inp.tensors] and names[0] == "output.weight"
+            assert keys[-1] == "general.file_type"
