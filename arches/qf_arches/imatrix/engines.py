@@ -103,8 +103,21 @@ def run_numpy(run: EngineRun):
 
             tokens = llama_cpp.tokenize(run.model_path, run.text)
     opts = attrs.evolve(run.opts, bos_id=chunk_bos(weights.metadata))
+    _quiet_numba_threads()
     with threadpool_limits(limits=run.threads):
         return collect(weights, np.asarray(tokens), opts, run.stats, run.progress, forward)
+
+
+def _quiet_numba_threads() -> None:
+    """numba's parallel kernels here run between BLAS products on the same cores: its ``omp`` threading layer keeps
+    idle threads spinning (libgomp), which slows OpenBLAS; ``workqueue`` threads sleep (SmolLM2, 8 chunks, 2 threads:
+    12.8 s -> 11.0 s).  Only before the process's first parallel kernel, and unless the user chose a layer."""
+    import os
+
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
 
 
 def run_llama_cpp(run: EngineRun):
