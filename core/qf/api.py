@@ -83,7 +83,12 @@ def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: 
     Rows are quantized independently (as in ggml), so they go to the codec in calls of bounded time (see
     :data:`CALL_SECONDS`): the bytes do not depend on how the rows are split."""
     n, k = x.shape
-    rows = max(1, FIRST_CALL_VALUES // max(1, k))
+    group = qtype.interleave[0] if qtype.interleave else 1  # an interleaved type takes rows in groups
+
+    def whole(rows: int) -> int:
+        return max(group, rows // group * group)
+
+    rows = whole(FIRST_CALL_VALUES // max(1, k))
     if n <= rows:
         return _quantize_call(qtype, strat, x, imatrix)
     out = np.empty((n, qtype.row_bytes(k)), np.uint8)
@@ -101,7 +106,7 @@ def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: 
             raise non_finite_error(x, r0 + row, exc.column) from None  # named by its row in the whole
         amax = max(amax, part_max)
         seconds = time.perf_counter() - start
-        rows = max(1, int((r1 - r0) * min(CALL_SECONDS / max(seconds, 1e-6), 64.0)))
+        rows = whole(int((r1 - r0) * min(CALL_SECONDS / max(seconds, 1e-6), 64.0)))
         r0 = r1
     return out, amax
 

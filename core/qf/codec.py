@@ -30,6 +30,12 @@ class Codec:
         self.qtype = qtype
 
     @property
+    def nrows(self) -> int:
+        """Rows quantized together (ggml's ``nrows`` trait; ``QuantType.interleave``): the executors cut a tensor's
+        rows into work units at multiples of it."""
+        return self.qtype.interleave[0] if self.qtype.interleave else 1
+
+    @property
     def name(self) -> str:
         return self.qtype.name
 

@@ -268,7 +268,19 @@ class Planner:
         return (*self._fit(name, t, qtype, reason), manual)
 
     def _fit(self, name: str, t: TensorInfo, qtype: QuantType, reason: str) -> tuple[QuantType, str, str | None]:
-        """llama.cpp's tensor_type_fallback for row lengths that are not a multiple of the block size."""
+        """llama.cpp's tensor_type_fallback for row lengths that are not a multiple of the block size; then a
+        row-interleaved type's base type for a token embedding or a row count it does not divide."""
+        fitted, why, before = self._fit_row_length(name, t, qtype, reason)
+        if fitted.interleave is not None:
+            rows, base = fitted.interleave
+            n_rows = t.shape[1] if len(t.shape) > 1 else 1
+            if category(name) == "token_embd" or n_rows % rows:
+                what = "a token embedding" if category(name) == "token_embd" else f"{n_rows} rows % {rows} != 0"
+                return self._type(base), f"{why}; {fitted.name} interleaves rows: {what}", before or fitted.name
+        return fitted, why, before
+
+    def _fit_row_length(self, name: str, t: TensorInfo, qtype: QuantType, reason: str
+                        ) -> tuple[QuantType, str, str | None]:
         if not qtype.is_quantized or qtype.fits(t.n_per_row):
             return qtype, reason, None
         if self.options.strict_shapes:

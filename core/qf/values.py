@@ -91,6 +91,10 @@ class QuantType:
     description: str = ""
     #: name of the plugin that registered it (filled in by the registrar)
     plugin: str = ""
+    #: a row-interleaved type (ik_llama.cpp's ``_R4``/``_R8``): ``(rows, base type)`` — its codec takes rows in
+    #: groups of ``rows``; a tensor whose row count is not a multiple of it, and a token embedding (looked up row by
+    #: row), get the base type instead, as ik's llama-quantize does
+    interleave: tuple[int, str] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.block_size <= 0 or self.type_size <= 0 or self.row_meta_size < 0:

@@ -148,7 +148,7 @@ def ik_deepseek2(path: Path, n_head: int = 4) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("base", "imatrix"), [("IQ4_K", True), ("IQ3_K", False), ("Q6_0", True)])
+@pytest.mark.parametrize(("base", "imatrix"), [("IQ4_K", True), ("IQ3_K", False), ("Q6_0", True), ("IQ4_K_R4", True)])
 def test_custom_q_file_equals_ik_llama_quantize(tmp_path, base, imatrix):
     quantize = tool("llama-quantize")
     src = ik_deepseek2(tmp_path / "deepseek2-4-heads.gguf")

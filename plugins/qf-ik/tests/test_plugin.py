@@ -78,3 +78,26 @@ def test_ik_files_are_laid_out_as_ik_llama_quantize_writes_them(tmp_path):
         else:
             assert names != [t.name for t in inp.tensors] and names[0] == "output.weight"
             assert keys[-1] == "general.file_type"
+
+
+def test_interleaved_types_fall_back_as_ik_llama_quantize_does(tmp_path):
+    """An _R4 type takes rows in fours: a token embedding, or a tensor whose rows are not a multiple of 4, gets the
+    base type (ik's llama-quantize); work units and codec calls are cut at multiples of 4, whatever their size."""
+    import os
+    from pathlib import Path
+
+    from qf import quantize_file
+    from qf.gguf_io import GGUFFile
+
+    shared = Path(os.environ.get("QF_SHARED", Path(__file__).resolve().parents[3] / ".." / "shared"))
+    src = shared / "golden-e2e" / "synthetic" / "llama" / "synthetic-llama-F32.gguf"
+    if not src.exists():
+        pytest.skip(f"{src} does not exist ($QF_SHARED)")
+    out = tmp_path / "r4.gguf"
+    plan = quantize_file(src, out, "Q8_0", target="ik", custom_q=(".*=iq4_k_r4",))
+    types = {e.name: e.dst.name for e in plan.entries if e.dst is not None}
+    assert types["token_embd.weight"] == "IQ4_K"
+    assert types["blk.0.ffn_down.weight"] == "IQ4_K_R4" and types["blk.0.attn_q.weight"] == "IQ4_K_R4"
+    sizes = get_registry().type_sizes("ik")
+    written = {t.name: t.type_id for t in GGUFFile.open(out, sizes).tensors}
+    assert written["blk.0.ffn_down.weight"] == get_registry().quant_type("IQ4_K_R4", target="ik").type_id

@@ -62,9 +62,8 @@ class KernelCodec(Codec):
 class RepackCodec(Codec):
     """A row-interleaved ``_R4`` type: groups of 4 consecutive rows quantized by the base codec (``base_quantize``
     overrides its kernel where ik's ``quantize_*_r4`` prepares the imatrix differently), then interleaved.  The
-    number of rows must be a multiple of 4 (ik asserts it; its llama-quantize falls back to the base type)."""
-
-    nrows = 4
+    number of rows must be a multiple of 4 (``QuantType.interleave``; ik asserts it; its llama-quantize, and qf's
+    planner, fall back to the base type)."""
 
     def __init__(self, qtype, base: KernelCodec, base_quantize: str | None = None) -> None:
         super().__init__(qtype)

@@ -30,8 +30,11 @@ IK = Target(
 
 
 def _t(name, type_id, block, size, fallback=None, row_meta=0, description=""):
+    # the _R4 repacks: ik's interleaved_properties (4 rows, the base type)
+    interleave = (4, name.removesuffix("_R4")) if name.endswith("_R4") else None
     return QuantType(name, type_id, block, size, f"{_C}:{name}", (), ggml_name=name.lower(), fallback=fallback,
-                     target=TARGET, row_meta_size=row_meta, description=f"ik: {description}")
+                     target=TARGET, row_meta_size=row_meta, description=f"ik: {description}",
+                     interleave=interleave)
 
 
 # fallbacks: ik's change_type_if_necessary (llama-quantize.cpp), for rows that are not a multiple of 256
