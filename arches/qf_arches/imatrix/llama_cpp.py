@@ -329,6 +329,9 @@ class LlamaCppEngine:
                 src0_name = GGMLTensor.from_address(t.src[0]).name
                 if self._head is not None and src0_name == self._head:
                     self._copy_hidden(t)
+                    src1 = GGMLTensor.from_address(t.src[1])
+                    if src1.ne[1] < 16 or src1.type != GGML_TYPE_F32:  # what llama-imatrix would not have asked for
+                        return True
                 if self._wanted_name(src0_name) is not None:
                     self._collect_mul_mat(t)
             return True
