@@ -44,6 +44,10 @@ class _InitParams(ctypes.Structure):
     _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
 
 
+class CAborted(RuntimeError):
+    """ik's C quantizer aborted (in a child process) on an input."""
+
+
 class IKC:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -83,6 +87,32 @@ class IKC:
         self.lib.ggml_quantize_chunk(type_id, x.ctypes.data, out.ctypes.data, 0, rows, n,
                                      None if im is None else im.ctypes.data, None)
         return out
+
+    def quantize_isolated(self, type_id: int, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`quantize` in a forked child: some inputs make ik's C abort (an assertion inside its search), which
+        must not take the test process with it.  Raises :class:`CAborted` when the child dies."""
+        rows = x.shape[0]
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: quantize, send the bytes, leave without running any Python clean-up
+            try:
+                os.close(read_fd)
+                view = memoryview(self.quantize(type_id, x, imatrix).tobytes())
+                while view:
+                    view = view[os.write(write_fd, view):]
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        os.close(write_fd)
+        chunks = []
+        with os.fdopen(read_fd, "rb") as pipe:
+            while chunk := pipe.read(1 << 20):
+                chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        data = b"".join(chunks)
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0) or not data or len(data) % rows:
+            raise CAborted(f"ik's C died on this input (status {status})")
+        return np.frombuffer(data, np.uint8).reshape(rows, -1)
 
     def dequantize(self, type_id: int, data: np.ndarray, n_per_row: int, group: int = 1) -> np.ndarray:
         """``group`` rows per to_float call (4 for the _R4 types, whose to_float decodes 4 interleaved rows)."""

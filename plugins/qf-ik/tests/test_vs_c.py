@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -24,21 +25,38 @@ def test_random_bit_exact(ikc, name, n_per_row):
     type_id, block_size = TYPES[name]
     if n_per_row % block_size:
         pytest.skip("row length does not fit")
+    from ikc import CAborted
+
     codec = getattr(codecs, name)
-    bad = []
+    bad, aborted, compared = [], [], 0
     for case, x, im in random_cases(SEED + n_per_row, n_per_row, ROWS):
-        ref = ikc.quantize(type_id, x, im)
+        try:
+            ref = ikc.quantize_isolated(type_id, x, im)
+        except CAborted:  # ik's own assertion on this input: nothing to compare with (said below)
+            aborted.append(case)
+            continue
         ours = codec.quantize_native(x, im)
+        compared += x.shape[0]
         if not np.array_equal(ref, ours):
             bad.append(f"{case}: {(ref != ours).any(axis=1).sum()} rows")
-    assert not bad, f"{name} (seed {SEED + n_per_row}, QF_IK_SEED={SEED} reproduces): " + "; ".join(bad)
+    where = f"{name} (seed {SEED + n_per_row}, QF_IK_SEED={SEED} reproduces)"
+    if aborted:
+        warnings.warn(f"{where}: ik's C aborted on case(s) {', '.join(aborted)}; compared the other {compared} rows",
+                      stacklevel=1)
+    assert not bad, f"{where}: " + "; ".join(bad)
+    assert compared >= ROWS * 6, f"{where}: ik's C aborted on most cases ({', '.join(aborted)})"
 
 
 @pytest.mark.parametrize("name", list(TYPES))
 def test_dequantize_equals_c(ikc, name):
     type_id, _ = TYPES[name]
     codec = getattr(codecs, name)
+    from ikc import CAborted
+
     for _, x, im in random_cases(SEED, 512)[:4]:
-        data = ikc.quantize(type_id, x, im)
+        try:
+            data = ikc.quantize_isolated(type_id, x, im)
+        except CAborted:
+            continue
         ref = ikc.dequantize(type_id, data, x.shape[1], 4 if name.endswith("_R4") else 1)
         np.testing.assert_array_equal(codec.dequantize(data, x.shape[1]), ref)
