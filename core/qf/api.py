@@ -83,7 +83,7 @@ def quantize_checked(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: 
     Rows are quantized independently (as in ggml), so they go to the codec in calls of bounded time (see
     :data:`CALL_SECONDS`): the bytes do not depend on how the rows are split."""
     n, k = x.shape
-    group = qtype.interleave[0] if qtype.interleave else 1  # an interleaved type takes rows in groups
+    group = qtype.row_group
 
     def whole(rows: int) -> int:
         return max(group, rows // group * group)

@@ -31,9 +31,8 @@ class Codec:
 
     @property
     def nrows(self) -> int:
-        """Rows quantized together (ggml's ``nrows`` trait; ``QuantType.interleave``): the executors cut a tensor's
-        rows into work units at multiples of it."""
-        return self.qtype.interleave[0] if self.qtype.interleave else 1
+        """Rows quantized together (:attr:`QuantType.row_group`)."""
+        return self.qtype.row_group
 
     @property
     def name(self) -> str:

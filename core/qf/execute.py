@@ -58,7 +58,7 @@ def work_units(plan: Plan, unit_bytes: int = UNIT_BYTES) -> Iterator[WorkUnit]:
             continue
         rows_per_mat = t.shape[1] if len(t.shape) > 1 else 1
         n_mat = t.n_rows // rows_per_mat
-        group = entry.dst.load_codec().nrows if entry.dst is not None else 1  # rows its codec takes together
+        group = entry.dst.row_group if entry.dst is not None else 1
         step = max(1, min(rows_per_mat, unit_bytes // (4 * t.n_per_row)))
         if step < rows_per_mat:
             step = max(group, step // group * group)

@@ -106,6 +106,12 @@ class QuantType:
     def bits_per_weight(self) -> float:
         return self.type_size * 8 / self.block_size
 
+    @property
+    def row_group(self) -> int:
+        """Rows quantized together (ggml's ``nrows`` trait): the interleave's, else 1.  Work units and codec calls
+        are cut at multiples of it."""
+        return self.interleave[0] if self.interleave else 1
+
     def fits(self, n_per_row: int) -> bool:
         return n_per_row % self.block_size == 0
 
