@@ -33,3 +33,13 @@ def ikc():
         pytest.skip("QF_IK_LIB is not set: no ik_llama.cpp library to compare with (the committed golden file "
                     "still checks every type)")
     return c
+
+
+@pytest.fixture(scope="session")
+def synthetic_llama() -> Path:
+    """The synthetic llama model of $QF_SHARED (../shared beside the repository) golden-e2e."""
+    shared = Path(os.environ.get("QF_SHARED", HERE.parents[2] / ".." / "shared"))
+    path = shared / "golden-e2e" / "synthetic" / "llama" / "synthetic-llama-F32.gguf"
+    if not path.exists():
+        pytest.skip(f"{path} does not exist ($QF_SHARED)")
+    return path

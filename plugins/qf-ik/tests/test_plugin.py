@@ -50,19 +50,13 @@ def test_r4_refuses_partial_row_groups():
         codecs.IQ4_K_R4.quantize_native(np.zeros((3, 256), np.float32), None)
 
 
-def test_ik_files_are_laid_out_as_ik_llama_quantize_writes_them(tmp_path):
+def test_ik_files_are_laid_out_as_ik_llama_quantize_writes_them(tmp_path, synthetic_llama):
     """--target ik keeps the input's tensor order and sets keys where they are (ik's llama-quantize); llama.cpp's
     target sorts by layer and moves a key it sets last.  (Byte equality with ik's tool: test_ik_tools.py.)"""
-    import os
-    from pathlib import Path
-
     from qf import quantize_file
     from qf.gguf_io import GGUFFile
 
-    shared = Path(os.environ.get("QF_SHARED", Path(__file__).resolve().parents[3] / ".." / "shared"))
-    src = shared / "golden-e2e" / "synthetic" / "llama" / "synthetic-llama-F32.gguf"
-    if not src.exists():
-        pytest.skip(f"{src} does not exist ($QF_SHARED)")
+    src = synthetic_llama
     sizes = get_registry().type_sizes("ik")
     inp = GGUFFile.open(src, sizes)
     keys_in = [kv.key for kv in inp.kvs]
@@ -80,19 +74,13 @@ def test_ik_files_are_laid_out_as_ik_llama_quantize_writes_them(tmp_path):
             assert keys[-1] == "general.file_type"
 
 
-def test_interleaved_types_fall_back_as_ik_llama_quantize_does(tmp_path):
+def test_interleaved_types_fall_back_as_ik_llama_quantize_does(tmp_path, synthetic_llama):
     """An _R4 type takes rows in fours: a token embedding, or a tensor whose rows are not a multiple of 4, gets the
     base type (ik's llama-quantize); work units and codec calls are cut at multiples of 4, whatever their size."""
-    import os
-    from pathlib import Path
-
     from qf import quantize_file
     from qf.gguf_io import GGUFFile
 
-    shared = Path(os.environ.get("QF_SHARED", Path(__file__).resolve().parents[3] / ".." / "shared"))
-    src = shared / "golden-e2e" / "synthetic" / "llama" / "synthetic-llama-F32.gguf"
-    if not src.exists():
-        pytest.skip(f"{src} does not exist ($QF_SHARED)")
+    src = synthetic_llama
     out = tmp_path / "r4.gguf"
     plan = quantize_file(src, out, "Q8_0", target="ik", custom_q=(".*=iq4_k_r4",))
     types = {e.name: e.dst.name for e in plan.entries if e.dst is not None}
