@@ -13,6 +13,8 @@ from model_factory import write_model
 from qf import QuantType, hookimpl
 from qf.errors import GGUFFormatError
 from qf.gguf_io import GGUFFile, GGUFStreamWriter, OutTensor, make_kv
+from qf.gguf_io.kv import StringArray
+from qf.gguf_io.reader import LAZY_STRINGS
 from qf.gguf_io.writer import header_bytes
 from qf.plugins import registered
 
@@ -85,6 +87,38 @@ def test_truncated(model, tmp_path, where, needle):
     with pytest.raises(GGUFFormatError, match="truncated") as info:
         GGUFFile.open(cut)
     assert needle in str(info.value) and f"has {keep}" in str(info.value) and "cut.gguf" in str(info.value)
+
+
+def test_long_string_array_is_checked_at_open_and_decoded_on_use(tmp_path):
+    """A vocabulary-sized string array (LAZY_STRINGS items or more) keeps its bytes and decodes when first read: the
+    same values and bytes as a short one, non-UTF-8 items included, and a truncated one is refused at open."""
+    words = [f"tok{i}" for i in range(LAZY_STRINGS + 5)]
+    words[7] = "\udcff\udcfe"  # bytes ff fe, not UTF-8: kept as surrogates
+    words[8] = "é" * 300
+    path = write_model(tmp_path / "v.gguf", extra_kvs=(make_kv("tokenizer.ggml.tokens", T.ARRAY, words, T.STRING),))
+    f = GGUFFile.open(path)
+    vocab = f.get("tokenizer.ggml.tokens")
+    assert isinstance(vocab, StringArray) and len(vocab) == len(words)
+    assert vocab == words and list(vocab) == words and vocab[7] == words[7] and vocab[-1] == words[-1]
+    assert vocab.encoded.count(b"\xff\xfe") == 1
+    kv = next(kv for kv in f.kvs if kv.key == "tokenizer.ggml.tokens")
+    assert make_kv(kv.key, kv.vtype, kv.value, kv.item_type).raw == kv.raw  # written back byte for byte
+    assert make_kv(kv.key, kv.vtype, list(kv.value), kv.item_type).raw == kv.raw
+    tensors = [OutTensor(t.name, t.shape, t.type_id, t.n_bytes) for t in f.tensors]
+    assert header_bytes(f.kvs, tensors) == bytes(f.data[:f.data_offset])
+
+    data = path.read_bytes()
+    last = data.index(words[-1].encode())  # cut inside the last item
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[:last + 2])
+    with pytest.raises(GGUFFormatError, match=r"cut.gguf: truncated .* reading value of 'tokenizer.ggml.tokens'"):
+        GGUFFile.open(cut)
+    huge = bytearray(data)  # an item length that runs past the end of the file
+    at = data.index(b"tok10") - 8
+    huge[at:at + 8] = (1 << 40).to_bytes(8, "little")
+    cut.write_bytes(bytes(huge))
+    with pytest.raises(GGUFFormatError, match=rf"needs {1 << 40} bytes"):
+        GGUFFile.open(cut)
 
 
 @pytest.mark.parametrize("keep", [0, 4, 23])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from qf.gguf_io.constants import (
     GGMLQuantizationType,
     GGUFValueType,
 )
-from qf.gguf_io.kv import KV, NUMPY, SCALAR
+from qf.gguf_io.kv import KV, NUMPY, SCALAR, StringArray
 
 MAX_DIMS = 4
 #: arrays of arrays deeper than this are refused (llama.cpp reads no nested arrays at all)
@@ -40,7 +40,7 @@ def shown(value: Any) -> str:
     """``repr(value)`` for an error message, cut to about :data:`SHOWN_CHARS` characters."""
     if isinstance(value, (str, bytes)) and len(value) > SHOWN_CHARS:
         return f"{value[:SHOWN_CHARS - 20]!r}...({len(value)} characters)"
-    if isinstance(value, (list, tuple, np.ndarray)) and len(value) > 8:
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes)) and len(value) > 8:
         return f"{type(value).__name__} of {len(value)} items"
     text = repr(value)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
@@ -76,6 +76,11 @@ class TensorInfo:
         return dims
 
 
+#: string arrays of at least this many items are decoded when first used (:class:`StringArray`)
+LAZY_STRINGS = 1024
+_U64 = struct.Struct("<Q")
+
+
 class _Cursor:
     def __init__(self, path: Path, buf: np.ndarray) -> None:
         self.path = path
@@ -107,30 +112,28 @@ class _Cursor:
         except UnicodeDecodeError:
             return raw.decode("utf-8", errors="surrogateescape")
 
-    def strings(self, count: int, what: str) -> list[str]:
-        """A string array (a vocabulary: ~100k items), read in one tight loop."""
+    def strings(self, count: int, what: str) -> list[str] | StringArray:
+        """A string array.  A long one (a vocabulary, a merge list: 50k–260k items) is only walked here, which checks
+        every length against the file, and decoded when first used (:class:`StringArray`): quantizing copies its
+        bytes and never reads it, and decoding a 262k-token vocabulary costs 0.5 s."""
         self.need(count * 8, what)  # every item has at least its 8-byte length
-        mv, pos, end = self.mv, self.pos, len(self.buf)
-        out = []
-        append = out.append
-        from_bytes = int.from_bytes
+        mv, start, end = self.mv, self.pos, len(self.buf)
+        if count < LAZY_STRINGS:
+            return [self.string(what) for _ in range(count)]
+        length = _U64.unpack_from
+        pos = start
         for _ in range(count):
             if pos + 8 > end:
                 self.pos = pos
                 self.need(8, what)
-            n = from_bytes(mv[pos:pos + 8], "little")
+            n = length(mv, pos)[0]
             pos += 8
             if pos + n > end:
                 self.pos = pos
                 self.need(n, what)
-            raw = mv[pos:pos + n]
             pos += n
-            try:
-                append(str(raw, "utf-8"))
-            except UnicodeDecodeError:
-                append(bytes(raw).decode("utf-8", errors="surrogateescape"))
         self.pos = pos
-        return out
+        return StringArray(bytes(mv[start:pos]), count)
 
     def value(self, vtype: int, what: str, depth: int = 0) -> tuple[Any, int | None]:
         if vtype == GGUFValueType.STRING:
