@@ -74,6 +74,13 @@ class Codec:
     def pack(self, x: np.ndarray, imatrix: np.ndarray | None, problem: BlockProblem, solution: BlockSolution) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot pack a generic solution")
 
+    def alternatives(self, x: np.ndarray, imatrix: np.ndarray | None) -> list[np.ndarray]:
+        """Other searches' results for ``x`` in this type's bytes (e.g. ik_llama.cpp's own search for a mainline
+        type), whose blocks a strategy that keeps native (:attr:`Strategy.keeps_native`) also keeps wherever they have
+        the smaller weighted error: such a strategy is then per block never worse than any of them.  Never used by the
+        native strategy.  Default: none."""
+        return []
+
     def invalid_rows(self, data: np.ndarray) -> tuple[np.ndarray, str] | None:
         """Rows of quantized ``data`` that llama.cpp's ``ggml_validate_row_data`` refuses for a reason other than a
         non-finite decoded value (checked for every type where an overflow is possible), and that reason — e.g.

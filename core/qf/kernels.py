@@ -4,8 +4,11 @@ from kernel modules only: it loads numba).
 What is here: the decorators (``jit``, ``inline``, ``leaf``), float32 bit access (``f32_bits``, ``bits_f32``), fp16
 and bf16 conversion and block-field access (``fp32_to_fp16``, ``fp16_to_fp32``, ``fp16_round``, ``put_f16``,
 ``get_f16``, ``put_f16_at``, ``get_f16_at``, ``fp32_to_bf16``, ``bf16_to_fp32``), C's rounding idioms (``nearest_int``,
-``roundf``, ``trunc_to_int8``, ``c_max``), table lookup (``nearest_entry``), GGML_ASSERT's stand-in
-(``ggml_assert``), the loop-bound hider ``opaque``, and the row scans (``scan_rows``, ``better_blocks``).
+``roundf``, ``trunc_to_int8``, ``c_max``), table lookup (``nearest_entry``; ik_llama.cpp's index-table lookup
+``best_index_sub_after`` with ``index_table`` to build its table, and C's float-to-int cast ``c_int``), GGML_ASSERT's
+stand-in (``ggml_assert``), the loop-bound hider ``opaque``, the row scans (``scan_rows``, ``better_blocks``), and
+ik_llama.cpp's ``make_qx_quants`` (``make_qx_quants_ik``: ggml-quants.c's, with ik's second family of candidate scales
+and one-quant-at-a-time refinement; shared by qf_plugins' ik alternatives and the qf-ik plugin).
 
 Rules every kernel follows to reproduce ggml's float32 arithmetic exactly:
 
@@ -347,3 +350,151 @@ def better_blocks(x, imatrix, a, b, block):
                 eb = np.inf
             out[r, j] = eb < ea
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ik_llama.cpp's helpers (its searches for mainline types differ from llama.cpp's; see qf_plugins' ik alternatives)
+
+INT_MIN = -2147483648
+
+
+def index_table(values) -> np.ndarray:
+    """The lookup table of ik_llama.cpp's ``best_index_iq4nl``-style searches for ascending int8 ``values``: entry
+    ``ix`` (for ``(int)x - values[0] == ix``) is the nearest value's index, or ``n + k`` ("compare values k and
+    k+1") where the midpoint of values k and k+1 lies strictly between ``v - 1`` and ``v + 1``, ``v = ix + values[0]``
+    (this rebuilds ik's ``iq4nl_index`` exactly)."""
+    vals = np.asarray(values, np.int64)
+    n = vals.shape[0]
+    mids = (vals[:-1] + vals[1:]) / 2.0
+    out = np.empty(int(vals[-1] - vals[0]) + 1, np.int16)
+    for ix in range(out.shape[0]):
+        v = ix + int(vals[0])
+        between = np.flatnonzero((mids > v - 1) & (mids < v + 1))
+        out[ix] = n + between[0] if between.size else int(np.argmin(np.abs(vals - v)))
+    return out
+
+@inline
+def c_int(v):
+    """C's ``(int)v`` for a float32 as x86-64 computes it (cvttss2si): truncation toward zero; NaN and values out of
+    the int range give INT_MIN."""
+    if not (v > F32(-2147483904.0) and v < F32(2147483648.0)):
+        return INT_MIN
+    return np.int64(v)
+
+
+@inline
+def best_index_sub_after(values, off, index, nidx, n, x):
+    """ik's ``best_index_iq3nl/iq4nl/iq5nl(values + off, x)``: ``ix = (int)x - values[0]``, then the index table
+    (an entry >= n means "between ix-n and ix-n+1, compare")."""
+    ix = c_int(x) - np.int64(values[off])
+    if ix < 0 or ix >= nidx:
+        return 0 if ix < 0 else n - 1
+    ix = np.int64(index[ix])
+    if ix < n:
+        return ix
+    lo = values[off + ix - n]
+    hi = values[off + ix - n + 1]
+    return ix - n if x - F32(lo) < F32(hi) - x else ix - n + 1
+
+
+@inline
+def _qx_sums(n, nmax, x, xo, qw, iscale):
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        lv = nearest_int(iscale * x[xo + i])
+        lv = max(-nmax, min(nmax - 1, lv))
+        w = qw[i]
+        sumlx += w * x[xo + i] * F32(lv)
+        suml2 += w * F32(lv) * F32(lv)
+    return sumlx, suml2
+
+
+@inline
+def _qx_fill(n, nmax, x, xo, L, iscale):
+    for i in range(n):
+        lv = nearest_int(iscale * x[xo + i])
+        L[i] = nmax + max(-nmax, min(nmax - 1, lv))
+
+
+@jit
+def make_qx_quants_ik(n, nmax, x, xo, L, qw):
+    """ik's ggml-quants.c ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)`` with qw given: the 19 scales
+    −(nmax + 0.1·is)/max, the 19 scales (nmax − 1 + 0.1·is)/max, then single-step refinement of the quants.
+    ``x`` is read from ``x[xo:xo+n]``; L gets the quants + nmax."""
+    mx = F32(0.0)
+    amax = F32(0.0)
+    for i in range(n):
+        ax = np.abs(x[xo + i])
+        if ax > amax:
+            amax = ax
+            mx = x[xo + i]
+    if amax < F32(1e-15):
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0)
+    iscale = F32(-nmax) / mx
+    sumlx, suml2 = _qx_sums(n, nmax, x, xo, qw, iscale)
+    _qx_fill(n, nmax, x, xo, L, iscale)
+    scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
+    best = scale * sumlx
+    best_sumlx = sumlx
+    best_suml2 = suml2
+    for is_ in range(-9, 10):
+        iscale = -(F32(nmax) + F32(0.1) * F32(is_)) / mx
+        sumlx, suml2 = _qx_sums(n, nmax, x, xo, qw, iscale)
+        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
+            _qx_fill(n, nmax, x, xo, L, iscale)
+            scale = sumlx / suml2
+            best = scale * sumlx
+            best_sumlx = sumlx
+            best_suml2 = suml2
+        iscale = (F32(nmax - 1) + F32(0.1) * F32(is_)) / mx
+        sumlx, suml2 = _qx_sums(n, nmax, x, xo, qw, iscale)
+        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
+            _qx_fill(n, nmax, x, xo, L, iscale)
+            scale = sumlx / suml2
+            best = scale * sumlx
+            best_sumlx = sumlx
+            best_suml2 = suml2
+    sumlx = best_sumlx
+    suml2 = best_suml2
+    for _ in range(n * (2 * nmax - 1)):
+        abs_gmax = F32(0.0)
+        gmax = F32(0.0)
+        best_j = -1
+        for j in range(n):
+            w = qw[j]
+            lv = np.int64(L[j]) - nmax
+            g = scale * w * (x[xo + j] - scale * F32(lv))
+            if (g > F32(0.0) and lv < nmax - 1) or (g < F32(0.0) and lv > -nmax):
+                ag = np.abs(g)
+                if ag > abs_gmax:
+                    abs_gmax = ag
+                    gmax = g
+                    best_j = j
+        if best_j < 0:
+            break
+        new_sumlx = sumlx
+        new_suml2 = suml2
+        w = qw[best_j]
+        lv = np.int64(L[best_j]) - nmax
+        if gmax > F32(0.0):
+            new_sumlx += w * x[xo + best_j]
+            new_suml2 += w * F32(2 * lv + 1)
+            lv += 1
+        else:
+            new_sumlx -= w * x[xo + best_j]
+            new_suml2 -= w * F32(2 * lv - 1)
+            lv -= 1
+        if new_suml2 > F32(0.0) and new_sumlx * new_sumlx > best * new_suml2:
+            sumlx = new_sumlx
+            suml2 = new_suml2
+            scale = sumlx / suml2
+            best = scale * sumlx
+            L[best_j] = lv + nmax
+        else:
+            break
+    return scale
+
+

@@ -43,6 +43,12 @@ class IQ4Codec(Codec):
             getattr(k, kernel + "_imatrix")(x, imatrix, out)
         return out
 
+    def alternatives(self, x: np.ndarray, imatrix: np.ndarray | None) -> list[np.ndarray]:
+        """ik_llama.cpp's own search for this type where it differs from llama.cpp's (see ik_alternatives)."""
+        from qf_plugins.quants.ik_alternatives import ik_alternatives
+
+        return ik_alternatives(self, x, imatrix)
+
     def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
         """Blocks of 32 against the table, weighted by the imatrix (ones without)."""
         w = importance(x, imatrix)

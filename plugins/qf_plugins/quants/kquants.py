@@ -64,6 +64,12 @@ class KQuantCodec(Codec):
             getattr(k, f"dequantize_{self.lower}")(data, n_per_row, out)
         return out
 
+    def alternatives(self, x: np.ndarray, imatrix: np.ndarray | None) -> list[np.ndarray]:
+        """ik_llama.cpp's own search for this type where it differs from llama.cpp's (see ik_alternatives)."""
+        from qf_plugins.quants.ik_alternatives import ik_alternatives
+
+        return ik_alternatives(self, x, imatrix)
+
     def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
         w = importance(x, imatrix)
         return BlockProblem(self.kind, blocks(x, self.sub), blocks(w, self.sub), self.qmin, self.qmax,

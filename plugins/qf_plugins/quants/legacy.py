@@ -57,6 +57,12 @@ class LegacyCodec(Codec):
             getattr(k, f"quantize_{lower}_imatrix")(x, imatrix, out)
         return out, amax
 
+    def alternatives(self, x: np.ndarray, imatrix: np.ndarray | None) -> list[np.ndarray]:
+        """ik_llama.cpp's own search for this type where it differs from llama.cpp's (see ik_alternatives)."""
+        from qf_plugins.quants.ik_alternatives import ik_alternatives
+
+        return ik_alternatives(self, x, imatrix)
+
     def pose(self, x: np.ndarray, imatrix: np.ndarray | None) -> BlockProblem:
         kind = "asymmetric" if self.has_min else "symmetric"
         w = importance(x, imatrix)

@@ -7,9 +7,7 @@ and a one-quant-at-a-time refinement), with or without an imatrix (the raw imatr
 from __future__ import annotations
 
 import numpy as np
-from qf.kernels import F32, fp16_round, jit, nearest_int, put_f16
-
-from qf_ik._common import make_qx_quants_ik
+from qf.kernels import F32, fp16_round, jit, make_qx_quants_ik, nearest_int, put_f16
 
 QK_K = 256
 Q6_K_BYTES = 210
