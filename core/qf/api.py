@@ -122,9 +122,8 @@ def _quantize_call(qtype: QuantType, strat: Strategy, x: np.ndarray, imatrix: np
         amax = check_finite(x)
         out = codec.quantize(x, imatrix, strat)
         if strat.keeps_native:
-            out = keep_better_blocks(codec, x, imatrix, out, codec.quantize_native(x, imatrix))
-            for other in codec.alternatives(x, imatrix):
-                out = keep_better_blocks(codec, x, imatrix, out, other)
+            out = keep_better_blocks(codec, x, imatrix, out, codec.quantize_native(x, imatrix),
+                                     *codec.alternatives(x, imatrix))
     expected = (x.shape[0], qtype.row_bytes(x.shape[1]))
     if out.shape != expected or out.dtype != np.uint8:
         raise RuntimeError(f"{qtype.name} codec returned {out.dtype}{out.shape}, expected uint8{expected}")

@@ -134,16 +134,21 @@ def importance(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
 
 
 def keep_better_blocks(codec: Codec, x: np.ndarray, imatrix: np.ndarray | None, ours: np.ndarray,
-                       native: np.ndarray) -> np.ndarray:
-    """``ours`` with every block replaced by ``native``'s where that has the smaller importance-weighted error
-    Σw(x − x̂)² (w as :func:`importance`); a non-finite error never wins over a finite one."""
+                       *others: np.ndarray) -> np.ndarray:
+    """``ours`` with every block replaced by the block, among ``ours`` and ``others``, of smallest importance-weighted
+    error Σw(x − x̂)² (w as :func:`importance`; on a tie the earlier one stays; a non-finite error never wins over a
+    finite one).  Each result is decoded once."""
     from qf.kernels import better_blocks
 
     qtype = codec.qtype
     n, k = x.shape
     nb = k // qtype.block_size
     w = np.empty(0, np.float32) if imatrix is None else np.ascontiguousarray(imatrix, np.float32)
-    better = better_blocks(x, w, codec.dequantize(ours, k), codec.dequantize(native, k), qtype.block_size)
-    if better.any():
-        ours.reshape(n, nb, qtype.type_size)[better] = native.reshape(n, nb, qtype.type_size)[better]
+    best = np.ascontiguousarray(codec.dequantize(ours, k))
+    for other in others:
+        theirs = codec.dequantize(other, k)
+        better = better_blocks(x, w, best, theirs, qtype.block_size)
+        if better.any():
+            ours.reshape(n, nb, qtype.type_size)[better] = other.reshape(n, nb, qtype.type_size)[better]
+            best.reshape(n, nb, qtype.block_size)[better] = theirs.reshape(n, nb, qtype.block_size)[better]
     return ours

@@ -23,7 +23,7 @@ SHARED = Path(os.environ.get("QF_SHARED", Path(__file__).resolve().parents[3] / 
 IK_LACKS = ("TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "NVFP4")
 # where ik's search differs from llama.cpp's but qf has no port of it yet (qf_plugins.quants.ik_alternatives):
 # the guarantee against ik does not hold by construction there
-NOT_PORTED = {("Q4_1", True), ("Q5_1", True), ("Q4_K", True), ("Q5_K", True), ("Q2_K", True), ("Q2_K", False)}
+NOT_PORTED: set[tuple[str, bool]] = set()
 
 
 def _types():
