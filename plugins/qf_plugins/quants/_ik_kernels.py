@@ -35,6 +35,7 @@ from qf_plugins.quants._kquant_kernels import (
     _q6k_scales,
     _q45k_finish,
 )
+from qf_plugins.quants._legacy_kernels import _legacy_weights, _row_sigma2
 
 QK_K = 256
 QK = 32
@@ -62,14 +63,10 @@ def _q40_q50(x, imatrix, out, nbits):
     L = np.empty(QK, np.int32)
     for r in range(rows):
         xr = x[r]
-        sum_x2 = F32(0.0)
-        for j in range(k):
-            sum_x2 += xr[j] * xr[j]
-        sigma2 = sum_x2 / F32(k)
+        sigma2 = _row_sigma2(x, r, k)
         for ib in range(k // QK):
             xo = ib * QK
-            for j in range(QK):
-                weight[j] = imatrix[xo + j] * np.sqrt(sigma2 + xr[xo + j] * xr[xo + j])
+            _legacy_weights(x, r, xo, imatrix, sigma2, weight)
             d = make_qx_quants_ik(QK, nmax, xr, xo, L, weight)
             o = ib * size
             put_f16_at(out[r], o, d)
@@ -604,14 +601,10 @@ def _q41_q51(x, imatrix, out, nbits):
     Laux = np.empty(QK, np.int32)
     for r in range(rows):
         xr = x[r]
-        sum_x2 = F32(0.0)
-        for j in range(k):
-            sum_x2 += xr[j] * xr[j]
-        sigma2 = sum_x2 / F32(k)
+        sigma2 = _row_sigma2(x, r, k)
         for ib in range(k // QK):
             xo = ib * QK
-            for j in range(QK):
-                weight[j] = imatrix[xo + j] * np.sqrt(sigma2 + xr[xo + j] * xr[xo + j])
+            _legacy_weights(x, r, xo, imatrix, sigma2, weight)
             d, the_min = make_qkx3_quants_ik(QK, nmax, xr, xo, weight, L, Laux, F32(-0.9), F32(0.05), 36)
             o = ib * size
             put_f16_at(out[r], o, d)
