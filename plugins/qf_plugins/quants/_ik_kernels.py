@@ -24,7 +24,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from qf.kernels import F32, best_index_sub_after, c_max, index_table, jit, make_qx_quants_ik, nearest_int, put_f16_at
+from qf.kernels import (
+    F32,
+    best_index_sub_after,
+    c_max,
+    index_table,
+    inline,
+    jit,
+    make_qx_quants_ik,
+    nearest_int,
+    put_f16_at,
+)
 from qf_plugins.quants._kquant_kernels import (
     _put_scale_min_k4,
     _q2k_finish,
@@ -50,6 +60,23 @@ IQ4NL_INDEX = index_table(KVALUES_IQ4NL)
 N_INDEX = IQ4NL_INDEX.shape[0]
 
 
+@inline
+def _put_quants(out, r, o, L, nbits):
+    """A 32-block's quants ``L`` at ``out[r, o:]`` after its scale fields: 16 bytes of nibble pairs (``nbits`` 4), or
+    (5) the fifth bits as a little-endian uint32 ``qh`` and then the nibble pairs."""
+    if nbits == 4:
+        for j in range(16):
+            out[r, o + j] = L[j] | (L[j + 16] << 4)
+        return
+    qh = 0
+    for j in range(16):
+        out[r, o + 4 + j] = (L[j] & 0xF) | ((L[j + 16] & 0xF) << 4)
+        qh |= ((L[j] & 0x10) >> 4) << j
+        qh |= ((L[j + 16] & 0x10) >> 4) << (j + 16)
+    for b in range(4):
+        out[r, o + b] = (qh >> (8 * b)) & 0xFF
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Q4_0 / Q5_0 with an imatrix: quantize_row_q{4,5}_0_impl, weights qw·sqrt(σ² + x²), σ² over the row
 
@@ -70,17 +97,7 @@ def _q40_q50(x, imatrix, out, nbits):
             d = make_qx_quants_ik(QK, nmax, xr, xo, L, weight)
             o = ib * size
             put_f16_at(out[r], o, d)
-            if nbits == 4:
-                for j in range(16):
-                    out[r, o + 2 + j] = L[j] | (L[j + 16] << 4)
-            else:
-                qh = 0
-                for j in range(16):
-                    out[r, o + 6 + j] = (L[j] & 0xF) | ((L[j + 16] & 0xF) << 4)
-                    qh |= ((L[j] & 0x10) >> 4) << j
-                    qh |= ((L[j + 16] & 0x10) >> 4) << (j + 16)
-                for b in range(4):
-                    out[r, o + 2 + b] = (qh >> (8 * b)) & 0xFF
+            _put_quants(out, r, o + 2, L, nbits)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -609,17 +626,7 @@ def _q41_q51(x, imatrix, out, nbits):
             o = ib * size
             put_f16_at(out[r], o, d)
             put_f16_at(out[r], o + 2, -the_min)
-            if nbits == 4:
-                for j in range(16):
-                    out[r, o + 4 + j] = L[j] | (L[j + 16] << 4)
-            else:
-                qh = 0
-                for j in range(16):
-                    out[r, o + 8 + j] = (L[j] & 0xF) | ((L[j + 16] & 0xF) << 4)
-                    qh |= ((L[j] & 0x10) >> 4) << j
-                    qh |= ((L[j + 16] & 0x10) >> 4) << (j + 16)
-                for b in range(4):
-                    out[r, o + 4 + b] = (qh >> (8 * b)) & 0xFF
+            _put_quants(out, r, o + 4, L, nbits)
 
 
 @jit
