@@ -46,6 +46,7 @@ from qf_plugins.quants._kquant_kernels import (
     _q45k_finish,
 )
 from qf_plugins.quants._legacy_kernels import _legacy_weights, _row_sigma2
+from qf_plugins.quants._search_kernels import qp_quants
 
 QK_K = 256
 QK = 32
@@ -486,63 +487,9 @@ def make_qkx3_quants_ik(n, nmax, x, xo, w, L, Laux, rmin, rdelta, nstep):
 
 @jit
 def make_qp_quants_ik(n, nmax, x, L, qw):
-    """ik's ``make_qp_quants``: L holds C's uint8_t values (stores truncated to 8 bits)."""
-    mx = F32(0.0)
-    for i in range(n):
-        mx = c_max(mx, x[i])
-    if mx < F32(1e-16):
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0)
-    iscale = F32(nmax) / mx
-    for i in range(n):
-        L[i] = nearest_int(iscale * x[i]) & 0xFF
-    scale = F32(1.0) / iscale
-    best_mse = F32(0.0)
-    for i in range(n):
-        diff = x[i] - scale * F32(L[i])
-        best_mse += qw[i] * diff * diff
-    for is_ in range(-4, 5):
-        if is_ == 0:
-            continue
-        iscale_is = (F32(0.1) * F32(is_) + F32(nmax)) / mx
-        scale_is = F32(1.0) / iscale_is
-        mse = F32(0.0)
-        for i in range(n):
-            lv = min(nmax, nearest_int(iscale_is * x[i]))
-            diff = x[i] - scale_is * F32(lv)
-            mse += qw[i] * diff * diff
-        if mse < best_mse:
-            best_mse = mse
-            iscale = iscale_is
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
-    for i in range(n):
-        lv = min(nmax, nearest_int(iscale * x[i]))
-        L[i] = lv & 0xFF
-        w = qw[i]
-        sumlx += w * x[i] * F32(lv)
-        suml2 += w * F32(lv) * F32(lv)
-    for _ in range(5):
-        n_changed = 0
-        for i in range(n):
-            w = qw[i]
-            li = F32(L[i])
-            slx = sumlx - w * x[i] * li
-            sl2 = suml2 - w * li * li
-            if slx > F32(0.0) and sl2 > F32(0.0):
-                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
-                if new_l != L[i]:
-                    slx += w * x[i] * F32(new_l)
-                    sl2 += w * F32(new_l) * F32(new_l)
-                    if slx * slx * suml2 > sumlx * sumlx * sl2:
-                        L[i] = new_l & 0xFF
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
-        if n_changed == 0:
-            break
-    return sumlx / suml2
+    """ik's ``make_qp_quants``: llama.cpp's with eps 1e-16 and an unguarded final division; L holds C's uint8_t
+    values (stores truncated to 8 bits)."""
+    return qp_quants(n, nmax, x, L, qw, F32(1e-16), False)
 
 
 @jit

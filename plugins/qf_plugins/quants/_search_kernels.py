@@ -205,10 +205,18 @@ def make_qp_quants(n, nmax, x, L, qw):
 
     Returns the scale; ``L[i]`` holds what C's ``uint8_t L[]`` holds (so negative inputs wrap as they do there).
     """
+    return qp_quants(n, nmax, x, L, qw, GROUP_MAX_EPS, True)
+
+
+@inline
+def qp_quants(n, nmax, x, L, qw, eps, guarded):
+    """:func:`make_qp_quants` with its constants as arguments: ``eps`` (a max below it gives all-zero quants) and
+    ``guarded`` (the final ``Σwxl / Σwl²`` is 0 when ``Σwl² <= 0``).  ik_llama.cpp's variant has eps 1e-16 and no
+    guard (its division by zero gives inf/nan as C does)."""
     mx = F32(0.0)
     for i in range(n):
         mx = mx if mx > x[i] else x[i]
-    if mx < GROUP_MAX_EPS:
+    if mx < eps:
         for i in range(n):
             L[i] = 0
         return F32(0.0)
@@ -262,7 +270,9 @@ def make_qp_quants(n, nmax, x, L, qw):
                         n_changed += 1
         if n_changed == 0:
             break
-    return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
+    if guarded and not suml2 > F32(0.0):
+        return F32(0.0)
+    return sumlx / suml2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
