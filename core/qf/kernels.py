@@ -441,22 +441,14 @@ def make_qx_quants_ik(n, nmax, x, xo, L, qw):
     best_sumlx = sumlx
     best_suml2 = suml2
     for is_ in range(-9, 10):
-        iscale = -(F32(nmax) + F32(0.1) * F32(is_)) / mx
-        sumlx, suml2 = _qx_sums(n, nmax, x, xo, qw, iscale)
-        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
-            _qx_fill(n, nmax, x, xo, L, iscale)
-            scale = sumlx / suml2
-            best = scale * sumlx
-            best_sumlx = sumlx
-            best_suml2 = suml2
-        iscale = (F32(nmax - 1) + F32(0.1) * F32(is_)) / mx
-        sumlx, suml2 = _qx_sums(n, nmax, x, xo, qw, iscale)
-        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
-            _qx_fill(n, nmax, x, xo, L, iscale)
-            scale = sumlx / suml2
-            best = scale * sumlx
-            best_sumlx = sumlx
-            best_suml2 = suml2
+        for iscale in (-(F32(nmax) + F32(0.1) * F32(is_)) / mx, (F32(nmax - 1) + F32(0.1) * F32(is_)) / mx):
+            sumlx, suml2 = _qx_sums(n, nmax, x, xo, qw, iscale)
+            if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
+                _qx_fill(n, nmax, x, xo, L, iscale)
+                scale = sumlx / suml2
+                best = scale * sumlx
+                best_sumlx = sumlx
+                best_suml2 = suml2
     sumlx = best_sumlx
     suml2 = best_suml2
     for _ in range(n * (2 * nmax - 1)):
